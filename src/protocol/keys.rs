@@ -1,0 +1,499 @@
+//! Private and public keys of Volt clients and Volts.
+//!
+//! Current Volts use Ed25519 (PKCS#8 v1 or v2 private keys, SPKI public keys); Volts of the
+//! RSA era use RSA (PKCS#1 or PKCS#8). Private keys may be PKCS#8-encrypted with PBES2
+//! (PBKDF2-HMAC-SHA256 with AES-256-CBC or DES-EDE3-CBC). Secret material is zeroized on drop
+//! and never printed by `Debug`.
+
+use std::fmt;
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use ed25519_dalek::{Signer as _, Verifier as _};
+use pkcs8::der::{Decode as _, Encode as _};
+use pkcs8::pkcs5;
+use rand_core::{OsRng, RngCore as _};
+use rsa::pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _};
+use rsa::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
+
+use super::pem::{self, PemBlock};
+use crate::error::{Error, Result};
+
+/// Environment variable consulted for the passphrase of an encrypted private key.
+pub const PASSPHRASE_ENV: &str = "VOLT_KEY_PASSPHRASE";
+
+/// PBKDF2 iterations used when this crate encrypts a private key.
+pub const DEFAULT_PBKDF2_ITERATIONS: u32 = 600_000;
+
+const OID_ED25519: pkcs8::ObjectIdentifier = pkcs8::ObjectIdentifier::new_unwrap("1.3.101.112");
+const OID_RSA: pkcs8::ObjectIdentifier =
+    pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+/// The signature algorithm of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyAlgorithm {
+    /// Ed25519 (EdDSA), used by current Volts.
+    Ed25519,
+    /// RSA, used by Volts of the RSA era (RS256 tokens).
+    Rsa,
+}
+
+/// A private signing key (a client credential or a Volt's own key).
+pub struct PrivateKey {
+    inner: PrivateInner,
+}
+
+enum PrivateInner {
+    Ed25519(ed25519_dalek::SigningKey),
+    Rsa(Box<rsa::RsaPrivateKey>),
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKey")
+            .field("algorithm", &self.algorithm())
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl PrivateKey {
+    /// A fresh random Ed25519 key.
+    pub fn generate_ed25519() -> PrivateKey {
+        PrivateKey {
+            inner: PrivateInner::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
+        }
+    }
+
+    /// A fresh random RSA key of `bits` bits (2048 or more).
+    pub fn generate_rsa(bits: usize) -> Result<PrivateKey> {
+        if bits < 2048 {
+            return Err(Error::key("RSA keys must have at least 2048 bits"));
+        }
+        let key = rsa::RsaPrivateKey::new(&mut OsRng, bits)
+            .map_err(|e| Error::key("RSA key generation failed").with_source(e))?;
+        Ok(PrivateKey {
+            inner: PrivateInner::Rsa(Box::new(key)),
+        })
+    }
+
+    /// The Ed25519 key with the given 32-byte seed.
+    pub fn from_ed25519_seed(seed: &[u8; 32]) -> PrivateKey {
+        PrivateKey {
+            inner: PrivateInner::Ed25519(ed25519_dalek::SigningKey::from_bytes(seed)),
+        }
+    }
+
+    /// Reads a PEM private key: `PRIVATE KEY` (PKCS#8 v1/v2, Ed25519 or RSA),
+    /// `RSA PRIVATE KEY` (PKCS#1) or `ENCRYPTED PRIVATE KEY` (PKCS#8 PBES2, needs `passphrase`).
+    pub fn from_pem(pem_text: &str, passphrase: Option<&str>) -> Result<PrivateKey> {
+        let blocks =
+            pem::parse_blocks(pem_text).map_err(|e| Error::key(format!("private key: {e}")))?;
+        let block = blocks
+            .iter()
+            .find(|b| b.label.ends_with("PRIVATE KEY"))
+            .ok_or_else(|| Error::key("private key: no PRIVATE KEY block found"))?;
+        PrivateKey::from_block(block, passphrase)
+    }
+
+    fn from_block(block: &PemBlock, passphrase: Option<&str>) -> Result<PrivateKey> {
+        if block.has_headers {
+            return Err(Error::key(
+                "private key: legacy OpenSSL-encrypted PEM is not supported; convert it to PKCS#8",
+            ));
+        }
+        match block.label.as_str() {
+            "PRIVATE KEY" => PrivateKey::from_pkcs8_der(&block.der),
+            "RSA PRIVATE KEY" => {
+                let key = rsa::RsaPrivateKey::from_pkcs1_der(&block.der).map_err(|e| {
+                    Error::key("private key: invalid PKCS#1 RSA key").with_source(e)
+                })?;
+                Ok(PrivateKey {
+                    inner: PrivateInner::Rsa(Box::new(key)),
+                })
+            }
+            "ENCRYPTED PRIVATE KEY" => {
+                let passphrase = passphrase.ok_or_else(|| {
+                    Error::key(format!(
+                        "private key is encrypted: a passphrase is required (config `p`, an explicit passphrase, or {PASSPHRASE_ENV})"
+                    ))
+                })?;
+                let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&block.der).map_err(|e| {
+                    Error::key("private key: invalid encrypted PKCS#8 structure").with_source(e)
+                })?;
+                let doc = info.decrypt(passphrase.as_bytes()).map_err(|_| {
+                    Error::key("private key: wrong passphrase, or unsupported encryption")
+                })?;
+                PrivateKey::from_pkcs8_der(doc.as_bytes()).map_err(|_| {
+                    Error::key("private key: wrong passphrase (decrypted data is not a key)")
+                })
+            }
+            other => Err(Error::key(format!(
+                "private key: unsupported PEM label {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads an unencrypted PKCS#8 DER private key (Ed25519 or RSA).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<PrivateKey> {
+        let info = pkcs8::PrivateKeyInfo::from_der(der)
+            .map_err(|e| Error::key("private key: invalid PKCS#8 structure").with_source(e))?;
+        let oid = info.algorithm.oid;
+        if oid == OID_ED25519 {
+            let key = ed25519_dalek::SigningKey::from_pkcs8_der(der)
+                .map_err(|e| Error::key("private key: invalid Ed25519 key").with_source(e))?;
+            Ok(PrivateKey {
+                inner: PrivateInner::Ed25519(key),
+            })
+        } else if oid == OID_RSA {
+            let key = <rsa::RsaPrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
+                .map_err(|e| Error::key("private key: invalid RSA key").with_source(e))?;
+            Ok(PrivateKey {
+                inner: PrivateInner::Rsa(Box::new(key)),
+            })
+        } else {
+            Err(Error::key(format!(
+                "private key: unsupported algorithm {oid}"
+            )))
+        }
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        match &self.inner {
+            PrivateInner::Ed25519(_) => KeyAlgorithm::Ed25519,
+            PrivateInner::Rsa(_) => KeyAlgorithm::Rsa,
+        }
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        match &self.inner {
+            PrivateInner::Ed25519(k) => PublicKey {
+                inner: PublicInner::Ed25519(k.verifying_key()),
+            },
+            PrivateInner::Rsa(k) => PublicKey {
+                inner: PublicInner::Rsa(k.to_public_key()),
+            },
+        }
+    }
+
+    /// Signs `message`: raw Ed25519, or RSASSA-PKCS1-v1_5 with SHA-256 (RS256) for RSA.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        match &self.inner {
+            PrivateInner::Ed25519(k) => Ok(k.sign(message).to_bytes().to_vec()),
+            PrivateInner::Rsa(k) => {
+                let digest = Sha256::digest(message);
+                k.sign(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest)
+                    .map_err(|e| Error::key("RSA signing failed").with_source(e))
+            }
+        }
+    }
+
+    /// The unencrypted PKCS#8 DER encoding (zeroized on drop).
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let doc = match &self.inner {
+            PrivateInner::Ed25519(k) => k.to_pkcs8_der(),
+            PrivateInner::Rsa(k) => rsa::pkcs8::EncodePrivateKey::to_pkcs8_der(k.as_ref()),
+        }
+        .map_err(|e| Error::key("private key encoding failed").with_source(e))?;
+        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+    }
+
+    /// The unencrypted PKCS#8 PEM (`BEGIN PRIVATE KEY`), zeroized on drop.
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
+        let der = self.to_pkcs8_der()?;
+        Ok(Zeroizing::new(pem::encode("PRIVATE KEY", &der)))
+    }
+
+    /// PKCS#8 PEM encrypted with PBES2: PBKDF2-HMAC-SHA256 (`iterations`, random 16-byte salt)
+    /// and AES-256-CBC, the form the official JavaScript client writes.
+    pub fn to_encrypted_pkcs8_pem(&self, passphrase: &str, iterations: u32) -> Result<String> {
+        if passphrase.is_empty() {
+            return Err(Error::key("an empty passphrase cannot encrypt a key"));
+        }
+        let der = self.to_pkcs8_der()?;
+        let mut salt = [0u8; 16];
+        let mut iv = [0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        OsRng.fill_bytes(&mut iv);
+        let params = pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &salt, &iv)
+            .map_err(|_| Error::key("invalid encryption parameters"))?;
+        let info = pkcs8::PrivateKeyInfo::from_der(&der)
+            .map_err(|e| Error::key("private key encoding failed").with_source(e))?;
+        let encrypted = info
+            .encrypt_with_params(params, passphrase.as_bytes())
+            .map_err(|e| Error::key("private key encryption failed").with_source(e))?;
+        Ok(pem::encode("ENCRYPTED PRIVATE KEY", encrypted.as_bytes()))
+    }
+
+    /// The Ed25519 signing key, when this is one.
+    pub fn as_ed25519(&self) -> Option<&ed25519_dalek::SigningKey> {
+        match &self.inner {
+            PrivateInner::Ed25519(k) => Some(k),
+            PrivateInner::Rsa(_) => None,
+        }
+    }
+
+    /// The RSA key, when this is one.
+    pub fn as_rsa(&self) -> Option<&rsa::RsaPrivateKey> {
+        match &self.inner {
+            PrivateInner::Rsa(k) => Some(k),
+            PrivateInner::Ed25519(_) => None,
+        }
+    }
+}
+
+/// A public key: a Volt's signing key, or a client's.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    inner: PublicInner,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum PublicInner {
+    Ed25519(ed25519_dalek::VerifyingKey),
+    Rsa(rsa::RsaPublicKey),
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fingerprint = self.fingerprint().unwrap_or_default();
+        f.debug_struct("PublicKey")
+            .field("algorithm", &self.algorithm())
+            .field("fingerprint", &fingerprint)
+            .finish()
+    }
+}
+
+impl PublicKey {
+    /// Reads the first key in PEM text: `PUBLIC KEY` (SPKI), `RSA PUBLIC KEY` (PKCS#1) or a
+    /// `CERTIFICATE`, whose subject public key is taken.
+    pub fn from_pem(pem_text: &str) -> Result<PublicKey> {
+        let blocks =
+            pem::parse_blocks(pem_text).map_err(|e| Error::key(format!("public key: {e}")))?;
+        for block in &blocks {
+            match block.label.as_str() {
+                "PUBLIC KEY" => return PublicKey::from_spki_der(&block.der),
+                "RSA PUBLIC KEY" => {
+                    let key = rsa::RsaPublicKey::from_pkcs1_der(&block.der).map_err(|e| {
+                        Error::key("public key: invalid PKCS#1 RSA key").with_source(e)
+                    })?;
+                    return Ok(PublicKey {
+                        inner: PublicInner::Rsa(key),
+                    });
+                }
+                "CERTIFICATE" => return PublicKey::from_certificate_der(&block.der),
+                _ => {}
+            }
+        }
+        Err(Error::key(
+            "public key: no PUBLIC KEY or CERTIFICATE block found",
+        ))
+    }
+
+    /// Reads the subject public key of the first certificate in PEM text.
+    pub fn from_certificate_pem(pem_text: &str) -> Result<PublicKey> {
+        let blocks =
+            pem::parse_blocks(pem_text).map_err(|e| Error::key(format!("certificate: {e}")))?;
+        let block = blocks
+            .iter()
+            .find(|b| b.label == "CERTIFICATE")
+            .ok_or_else(|| Error::key("certificate: no CERTIFICATE block found"))?;
+        PublicKey::from_certificate_der(&block.der)
+    }
+
+    /// Reads the subject public key of a DER certificate.
+    pub fn from_certificate_der(der: &[u8]) -> Result<PublicKey> {
+        let cert = x509_cert::Certificate::from_der(der)
+            .map_err(|e| Error::key("certificate: invalid X.509 DER").with_source(e))?;
+        let spki = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| Error::key("certificate: bad public key info").with_source(e))?;
+        PublicKey::from_spki_der(&spki)
+    }
+
+    /// Reads a DER SubjectPublicKeyInfo (Ed25519 or RSA).
+    pub fn from_spki_der(der: &[u8]) -> Result<PublicKey> {
+        let info = spki::SubjectPublicKeyInfoRef::from_der(der)
+            .map_err(|e| Error::key("public key: invalid SPKI structure").with_source(e))?;
+        let oid = info.algorithm.oid;
+        if oid == OID_ED25519 {
+            let key = ed25519_dalek::VerifyingKey::from_public_key_der(der)
+                .map_err(|e| Error::key("public key: invalid Ed25519 key").with_source(e))?;
+            Ok(PublicKey {
+                inner: PublicInner::Ed25519(key),
+            })
+        } else if oid == OID_RSA {
+            let key = rsa::RsaPublicKey::from_public_key_der(der)
+                .map_err(|e| Error::key("public key: invalid RSA key").with_source(e))?;
+            Ok(PublicKey {
+                inner: PublicInner::Rsa(key),
+            })
+        } else {
+            Err(Error::key(format!(
+                "public key: unsupported algorithm {oid}"
+            )))
+        }
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        match &self.inner {
+            PublicInner::Ed25519(_) => KeyAlgorithm::Ed25519,
+            PublicInner::Rsa(_) => KeyAlgorithm::Rsa,
+        }
+    }
+
+    /// The DER SubjectPublicKeyInfo.
+    pub fn to_spki_der(&self) -> Result<Vec<u8>> {
+        let doc = match &self.inner {
+            PublicInner::Ed25519(k) => k.to_public_key_der(),
+            PublicInner::Rsa(k) => k.to_public_key_der(),
+        }
+        .map_err(|e| Error::key("public key encoding failed").with_source(e))?;
+        Ok(doc.into_vec())
+    }
+
+    /// The SPKI PEM (`BEGIN PUBLIC KEY`), LF line ends, 64 columns, final newline: the text
+    /// the official clients write.
+    pub fn to_spki_pem(&self) -> Result<String> {
+        Ok(pem::encode("PUBLIC KEY", &self.to_spki_der()?))
+    }
+
+    /// base58(SHA-256(SPKI PEM text)): the Volt fingerprint used for relay routing.
+    pub fn fingerprint(&self) -> Result<String> {
+        Ok(fingerprint_of_pem_text(&self.to_spki_pem()?))
+    }
+
+    /// Verifies `signature` over `message` (Ed25519, or RS256 for RSA keys).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+        match &self.inner {
+            PublicInner::Ed25519(k) => {
+                let sig = ed25519_dalek::Signature::from_slice(signature)
+                    .map_err(|_| Error::key("signature has the wrong length"))?;
+                k.verify(message, &sig)
+                    .map_err(|_| Error::key("signature does not verify"))
+            }
+            PublicInner::Rsa(k) => {
+                let digest = Sha256::digest(message);
+                k.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest, signature)
+                    .map_err(|_| Error::key("signature does not verify"))
+            }
+        }
+    }
+
+    /// The Ed25519 key, when this is one.
+    pub fn as_ed25519(&self) -> Option<&ed25519_dalek::VerifyingKey> {
+        match &self.inner {
+            PublicInner::Ed25519(k) => Some(k),
+            PublicInner::Rsa(_) => None,
+        }
+    }
+
+    /// The RSA key, when this is one.
+    pub fn as_rsa(&self) -> Option<&rsa::RsaPublicKey> {
+        match &self.inner {
+            PublicInner::Rsa(k) => Some(k),
+            PublicInner::Ed25519(_) => None,
+        }
+    }
+}
+
+/// base58(SHA-256(text)), as the official clients fingerprint a public key PEM string.
+pub fn fingerprint_of_pem_text(pem_text: &str) -> String {
+    bs58::encode(Sha256::digest(pem_text.as_bytes())).into_string()
+}
+
+/// Resolves the passphrase for an encrypted key: the explicit one, else the config's, else
+/// the environment variable [`PASSPHRASE_ENV`].
+pub fn resolve_passphrase(
+    explicit: Option<&str>,
+    from_config: Option<&str>,
+) -> Option<Zeroizing<String>> {
+    explicit
+        .or(from_config)
+        .map(|p| Zeroizing::new(p.to_owned()))
+        .or_else(|| std::env::var(PASSPHRASE_ENV).ok().map(Zeroizing::new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ed25519_pem_round_trip_and_sign() {
+        let key = PrivateKey::from_ed25519_seed(&[7u8; 32]);
+        let pem = key.to_pkcs8_pem().unwrap();
+        let back = PrivateKey::from_pem(&pem, None).unwrap();
+        assert_eq!(back.public_key(), key.public_key());
+        let sig = back.sign(b"hello").unwrap();
+        key.public_key().verify(b"hello", &sig).unwrap();
+        assert!(key.public_key().verify(b"hellO", &sig).is_err());
+        let spki = key.public_key().to_spki_pem().unwrap();
+        assert_eq!(PublicKey::from_pem(&spki).unwrap(), key.public_key());
+    }
+
+    #[test]
+    fn pkcs8_v2_with_public_key_is_accepted() {
+        let key = PrivateKey::from_ed25519_seed(&[9u8; 32]);
+        let pair = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: [9u8; 32],
+            public_key: Some(ed25519_dalek::pkcs8::PublicKeyBytes(
+                key.public_key().as_ed25519().unwrap().to_bytes(),
+            )),
+        };
+        let der = pair.to_pkcs8_der().unwrap();
+        let pem_text = pem::encode("PRIVATE KEY", der.as_bytes());
+        let back = PrivateKey::from_pem(&pem_text, None).unwrap();
+        assert_eq!(back.public_key(), key.public_key());
+    }
+
+    #[test]
+    fn encrypted_key_needs_the_right_passphrase() {
+        let key = PrivateKey::from_ed25519_seed(&[3u8; 32]);
+        let enc = key.to_encrypted_pkcs8_pem("correct horse", 1000).unwrap();
+        assert!(enc.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"));
+        let missing = PrivateKey::from_pem(&enc, None).unwrap_err();
+        assert!(missing.is_key());
+        assert!(missing.to_string().contains("passphrase is required"));
+        let wrong = PrivateKey::from_pem(&enc, Some("battery staple")).unwrap_err();
+        assert!(wrong.to_string().contains("wrong passphrase"));
+        let back = PrivateKey::from_pem(&enc, Some("correct horse")).unwrap();
+        assert_eq!(back.public_key(), key.public_key());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let key = PrivateKey::from_ed25519_seed(&[0x41u8; 32]);
+        let shown = format!("{key:?}");
+        assert!(shown.contains("redacted"));
+        assert!(!shown.contains("65, 65"));
+        assert!(!shown.to_lowercase().contains("4141"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for text in [
+            "",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+            "-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----",
+            "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----",
+        ] {
+            assert!(PrivateKey::from_pem(text, None).is_err());
+            assert!(PublicKey::from_pem(text).is_err());
+        }
+    }
+
+    #[test]
+    fn passphrase_precedence() {
+        let p = resolve_passphrase(Some("a"), Some("b")).unwrap();
+        assert_eq!(p.as_str(), "a");
+        let p = resolve_passphrase(None, Some("b")).unwrap();
+        assert_eq!(p.as_str(), "b");
+    }
+}

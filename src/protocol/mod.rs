@@ -1,0 +1,12 @@
+//! The Volt protocol, sans-IO: configuration, keys, identity tokens, the API schema, and the
+//! websocket gateway's frame codec and per-call encryption. Nothing here opens a socket, so
+//! clients, the emulator, tests and fuzzers all share it.
+
+pub mod body;
+pub mod config;
+pub mod exchange;
+pub mod frame;
+pub mod keys;
+mod pem;
+pub mod schema;
+pub mod token;
