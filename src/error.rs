@@ -68,7 +68,7 @@ impl fmt::Display for ErrorKind {
 /// The status a Volt attaches to every response (`tdx.volt_api.volt.v1.Status`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
-    /// Numeric code; 0 does not by itself mean success (see [`Status::is_error`]).
+    /// Numeric code, kept as the Volt sent it.
     pub code: i32,
     /// Short message; a non-empty message marks an error.
     pub message: String,
@@ -77,9 +77,10 @@ pub struct Status {
 }
 
 impl Status {
-    /// A status is an error when its code is non-zero or its message is non-empty.
+    /// A status is an error when its message is non-empty, whatever the code: the rule every
+    /// official client applies (a non-zero code with no message is not treated as an error).
     pub fn is_error(&self) -> bool {
-        self.code != 0 || !self.message.is_empty()
+        !self.message.is_empty()
     }
 
     /// Reads a `status` object in proto3 JSON form; missing fields take their defaults.

@@ -31,3 +31,8 @@ pub mod protocol;
 pub use error::{Error, ErrorKind, Result, Status};
 pub use protocol::config::ClientConfig;
 pub use protocol::keys::{KeyAlgorithm, PrivateKey, PublicKey};
+
+/// Compiles the README's code samples as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

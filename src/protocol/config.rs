@@ -241,11 +241,15 @@ impl ClientConfig {
         ))
     }
 
-    /// The Volt fingerprint for relay routing: `volt.fingerprint`, else base58(SHA-256) of
-    /// the Volt public key's SPKI PEM.
+    /// The Volt fingerprint for relay routing: `volt.fingerprint`, else base58(SHA-256) of the
+    /// `volt.public_key` text exactly as configured (as the official clients compute it), else
+    /// of the canonical SPKI PEM of the key in `volt.ca_pem`.
     pub fn volt_fingerprint(&self) -> Result<String> {
         if let Some(fp) = &self.volt.fingerprint {
             return Ok(fp.clone());
+        }
+        if let Some(pem) = &self.volt.public_key {
+            return Ok(keys::fingerprint_of_pem_text(pem));
         }
         self.volt_public_key()?.fingerprint()
     }

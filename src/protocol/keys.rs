@@ -8,10 +8,9 @@
 use std::fmt;
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
-use ed25519_dalek::{Signer as _, Verifier as _};
+use ed25519_dalek::Signer as _;
 use pkcs8::der::{Decode as _, Encode as _};
-use pkcs8::pkcs5;
-use rand_core::{OsRng, RngCore as _};
+use rand_core::OsRng;
 use rsa::pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _};
 use rsa::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use sha2::{Digest as _, Sha256};
@@ -45,6 +44,8 @@ pub struct PrivateKey {
     inner: PrivateInner,
 }
 
+// The Ed25519 key is stored inline on purpose: it is the common case and the RSA key is boxed.
+#[allow(clippy::large_enum_variant)]
 enum PrivateInner {
     Ed25519(ed25519_dalek::SigningKey),
     Rsa(Box<rsa::RsaPrivateKey>),
@@ -120,13 +121,8 @@ impl PrivateKey {
                         "private key is encrypted: a passphrase is required (config `p`, an explicit passphrase, or {PASSPHRASE_ENV})"
                     ))
                 })?;
-                let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&block.der).map_err(|e| {
-                    Error::key("private key: invalid encrypted PKCS#8 structure").with_source(e)
-                })?;
-                let doc = info.decrypt(passphrase.as_bytes()).map_err(|_| {
-                    Error::key("private key: wrong passphrase, or unsupported encryption")
-                })?;
-                PrivateKey::from_pkcs8_der(doc.as_bytes()).map_err(|_| {
+                let der = super::pbes2::decrypt(&block.der, passphrase)?;
+                PrivateKey::from_pkcs8_der(&der).map_err(|_| {
                     Error::key("private key: wrong passphrase (decrypted data is not a key)")
                 })
             }
@@ -195,7 +191,12 @@ impl PrivateKey {
     /// The unencrypted PKCS#8 DER encoding (zeroized on drop).
     pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>> {
         let doc = match &self.inner {
-            PrivateInner::Ed25519(k) => k.to_pkcs8_der(),
+            // PKCS#8 v1 (seed only), the form the official clients write.
+            PrivateInner::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_der(),
             PrivateInner::Rsa(k) => rsa::pkcs8::EncodePrivateKey::to_pkcs8_der(k.as_ref()),
         }
         .map_err(|e| Error::key("private key encoding failed").with_source(e))?;
@@ -215,18 +216,8 @@ impl PrivateKey {
             return Err(Error::key("an empty passphrase cannot encrypt a key"));
         }
         let der = self.to_pkcs8_der()?;
-        let mut salt = [0u8; 16];
-        let mut iv = [0u8; 16];
-        OsRng.fill_bytes(&mut salt);
-        OsRng.fill_bytes(&mut iv);
-        let params = pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &salt, &iv)
-            .map_err(|_| Error::key("invalid encryption parameters"))?;
-        let info = pkcs8::PrivateKeyInfo::from_der(&der)
-            .map_err(|e| Error::key("private key encoding failed").with_source(e))?;
-        let encrypted = info
-            .encrypt_with_params(params, passphrase.as_bytes())
-            .map_err(|e| Error::key("private key encryption failed").with_source(e))?;
-        Ok(pem::encode("ENCRYPTED PRIVATE KEY", encrypted.as_bytes()))
+        let encrypted = super::pbes2::encrypt(&der, passphrase, iterations)?;
+        Ok(pem::encode("ENCRYPTED PRIVATE KEY", &encrypted))
     }
 
     /// The Ed25519 signing key, when this is one.
@@ -376,7 +367,7 @@ impl PublicKey {
             PublicInner::Ed25519(k) => {
                 let sig = ed25519_dalek::Signature::from_slice(signature)
                     .map_err(|_| Error::key("signature has the wrong length"))?;
-                k.verify(message, &sig)
+                k.verify_strict(message, &sig)
                     .map_err(|_| Error::key("signature does not verify"))
             }
             PublicInner::Rsa(k) => {
