@@ -93,18 +93,36 @@ impl Status {
             _ => None,
         }
         .unwrap_or(0);
-        let text = |k: &str| {
-            obj.get(k)
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let text = |k: &str| obj.get(k).and_then(error_text).unwrap_or_default();
         Some(Status {
             code,
             message: text("message"),
             description: text("description"),
         })
     }
+}
+
+/// Whether a JSON value counts as set, by JavaScript's rules (the official clients test
+/// `if (x.error)`): not null, false, 0, or "".
+pub(crate) fn is_truthy(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        serde_json::Value::String(s) => !s.is_empty(),
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => true,
+    }
+}
+
+/// The text of an error value: strings as they are, anything else as its JSON.
+pub(crate) fn error_text(value: &serde_json::Value) -> Option<String> {
+    if !is_truthy(value) {
+        return None;
+    }
+    Some(match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
 }
 
 impl fmt::Display for Status {
@@ -133,7 +151,9 @@ struct Inner {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Error {
+    /// A new error of `kind` with a one-line message (transports and the emulator build
+    /// their errors with this). The message must not contain secrets.
+    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Error {
         Error {
             inner: Box::new(Inner {
                 kind,
@@ -144,10 +164,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn with_source(
-        mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Error {
+    /// Attaches the underlying cause, reported by [`std::error::Error::source`].
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
         self.inner.source = Some(Box::new(source));
         self
     }
@@ -238,6 +256,10 @@ impl Error {
     /// The Volt answered with an error status.
     pub fn is_status(&self) -> bool {
         self.kind() == ErrorKind::Status
+    }
+    /// A local file could not be read or written.
+    pub fn is_io(&self) -> bool {
+        self.kind() == ErrorKind::Io
     }
 }
 

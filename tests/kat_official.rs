@@ -242,39 +242,35 @@ fn aes_256_cbc() {
 
 #[test]
 fn pem_text_fingerprints() {
+    // The web client keys its token cache by base58(SHA-256(PEM text)), whatever the text.
     let kat = vectors();
     for (i, v) in indexed(&kat.fingerprints, "fingerprints") {
-        let what = format!("fingerprints[{i}]");
         assert_eq!(
             fingerprint_of_pem_text(&v.public_pem),
             v.fingerprint,
-            "{what}: of PEM text"
+            "fingerprints[{i}]: of PEM text"
         );
+    }
+}
 
-        let canonical = v.public_pem.ends_with('\n');
-        match PublicKey::from_pem(&v.public_pem) {
-            // PublicKey::fingerprint hashes our canonical SPKI PEM (with its final newline),
-            // so it matches the official value only for PEM text in that form.
-            Ok(key) if canonical => {
-                assert_eq!(
-                    key.fingerprint().must(&what),
-                    v.fingerprint,
-                    "{what}: PublicKey"
-                );
-            }
-            Ok(key) => assert_eq!(
-                key.fingerprint().must(&what),
-                fingerprint_of_pem_text(&format!("{}\n", v.public_pem)),
-                "{what}: PublicKey fingerprint of the canonical PEM"
-            ),
-            // PublicKey holds signing keys only (Ed25519, RSA): an X25519 entry can only be
-            // checked through fingerprint_of_pem_text, above.
-            Err(e) => {
-                assert!(e.is_key(), "{what}: {e:?}");
-                parse_x25519_spki(&pem_body_der(&v.public_pem))
-                    .unwrap_or_else(|_| panic!("{what}: a non-X25519 key was refused: {e}"));
-            }
-        }
+#[test]
+fn raw_key_fingerprints() {
+    // The gRPC client routes by base58(SHA-256(raw Ed25519 key)): PublicKey::fingerprint.
+    let kat = vectors();
+    for (i, v) in indexed(&kat.raw_key_fingerprints, "raw_key_fingerprints") {
+        let what = format!("raw_key_fingerprints[{i}]");
+        let key = PublicKey::from_pem(&v.public_pem).must(&what);
+        assert_eq!(key.fingerprint().must(&what), v.fingerprint, "{what}");
+        let config = ClientConfig::from_value(json!({
+            "credential": {"client_id": "c", "key": kat.private_keys[0].pem},
+            "volt": {"id": "v", "public_key": v.public_pem},
+        }))
+        .must(&what);
+        assert_eq!(
+            config.volt_fingerprint().must(&what),
+            v.fingerprint,
+            "{what}: config"
+        );
     }
 }
 
@@ -451,9 +447,8 @@ fn check_call(what: &str, call: &Call, peers: &Peers) {
 
     // (d) Our client half, given the recorded ephemeral secret, gets the same key and reads
     // the server's frames.
-    let exchange = ClientKeyExchange::from_secret(StaticSecret::from(hex_array::<32>(
-        &call.client_ephemeral_private_hex,
-    )));
+    let secret = hex_array::<32>(&call.client_ephemeral_private_hex);
+    let exchange = ClientKeyExchange::from_secret(StaticSecret::from(secret));
     assert_eq!(
         exchange.token_claim(),
         k,
@@ -508,7 +503,7 @@ fn check_call(what: &str, call: &Call, peers: &Peers) {
     );
 
     // (e) A hello that was tampered with, or signed by another key, is refused.
-    check_tampered_hellos(what, &exchange, official_hello, peers);
+    check_tampered_hellos(what, secret, official_hello, peers);
 }
 
 fn decode_client_frames(what: &str, call: &Call) -> Vec<ClientFrame> {
@@ -559,7 +554,7 @@ fn expected_client_body(call: &Call, frame_type: FrameType) -> Body {
             },
         },
         FrameType::Payload => Body::end(),
-        FrameType::KeyExchange => unreachable!("key exchanges carry no body"),
+        other => unreachable!("{other:?} frames carry no body"),
     }
 }
 
@@ -579,7 +574,7 @@ fn events_of(what: &str, bodies: &[Body]) -> Vec<Value> {
             }
             Body::End { error: None, .. } => json!({"end": true}),
             Body::End { error: Some(e), .. } => json!({"error": {"message": e}}),
-            Body::Invoke { .. } => panic!("{what}: the server sent an invoke"),
+            other => panic!("{what}: the server sent {other:?}"),
         })
         .collect()
 }
@@ -598,12 +593,7 @@ fn official_events(call: &Call) -> Vec<Value> {
 /// Changes one byte of a server hello.
 type Tamper = fn(&mut ServerHello);
 
-fn check_tampered_hellos(
-    what: &str,
-    exchange: &ClientKeyExchange,
-    hello: &ServerHello,
-    peers: &Peers,
-) {
+fn check_tampered_hellos(what: &str, secret: [u8; 32], hello: &ServerHello, peers: &Peers) {
     let tampers: [(&str, Tamper); 3] = [
         ("signature", |h| h.signature[0] ^= 0x01),
         ("nonce", |h| h.nonce[0] ^= 0x01),
@@ -612,7 +602,7 @@ fn check_tampered_hellos(
     for (field, tamper) in tampers {
         let mut bad = hello.clone();
         tamper(&mut bad);
-        let err = exchange
+        let err = ClientKeyExchange::from_secret(StaticSecret::from(secret))
             .complete(&bad, &peers.volt_public)
             .expect_err(&format!(
                 "{what}: hello with a flipped {field} byte was accepted"
@@ -622,7 +612,7 @@ fn check_tampered_hellos(
             "{what}: flipped {field} byte gives {err:?}"
         );
     }
-    let err = exchange
+    let err = ClientKeyExchange::from_secret(StaticSecret::from(secret))
         .complete(hello, &peers.client_public)
         .expect_err(&format!(
             "{what}: hello accepted under a key that is not the Volt's"
@@ -647,6 +637,7 @@ struct Vectors {
     shared_keys: Vec<SharedKeyVector>,
     aes_cbc: Vec<AesVector>,
     fingerprints: Vec<FingerprintVector>,
+    raw_key_fingerprints: Vec<FingerprintVector>,
     session: Session,
 }
 

@@ -380,6 +380,16 @@ for (const public_pem of [
   fingerprints.push({ public_pem, fingerprint });
 }
 
+// raw_key_fingerprints: the gRPC client's Volt fingerprint (volt-credential.js) hashes the
+// raw 32-byte Ed25519 public key: fingerprintFromPem(keyFromPem(pem).publicKey).
+const raw_key_fingerprints = private_keys.map(({ public_pem }) => {
+  const raw = keyFromPem(public_pem).publicKey;
+  const fingerprint = fingerprintFromPem(raw);
+  const expectedHash = nodeCrypto.createHash("sha256").update(Buffer.from(raw)).digest();
+  check(sameBytes(bs58Decode(fingerprint), expectedHash), "fingerprint = base58(sha256(raw key))");
+  return { public_pem, fingerprint };
+});
+
 // Minimal base58 (bitcoin alphabet) decoder, only used for the self-check above.
 function bs58Decode(text) {
   const alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
@@ -866,6 +876,7 @@ const vectors = {
   shared_keys,
   aes_cbc,
   fingerprints,
+  raw_key_fingerprints,
   session
 };
 

@@ -12,6 +12,7 @@ use super::frame::{FrameError, FrameType};
 
 /// One decrypted frame body.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Body {
     /// Starts a call (client to server, frame type 2).
     Invoke {
@@ -128,7 +129,7 @@ impl Body {
             let inner = inner
                 .as_object()
                 .ok_or(FrameError::BadBody("method_end is not an object"))?;
-            let error = text(inner, "error", "error").filter(|s| !s.is_empty());
+            let error = field(inner, "error", "error").and_then(crate::error::error_text);
             let error_code = field(inner, "error_code", "errorCode")
                 .and_then(|v| match v {
                     Value::Number(n) => n.as_i64(),
@@ -205,5 +206,17 @@ mod tests {
             assert!(matches!(Body::parse(bad), Err(FrameError::BadBody(_))));
         }
         assert_eq!(Body::parse(br#"{"methodEnd":{}}"#).unwrap(), Body::end());
+        // Any truthy error fails the call, as in the official client; falsy ones do not.
+        for (json, failed) in [
+            (&br#"{"method_end":{"error":{"x":1}}}"#[..], true),
+            (br#"{"method_end":{"error":true}}"#, true),
+            (br#"{"method_end":{"error":""}}"#, false),
+            (br#"{"method_end":{"error":false}}"#, false),
+        ] {
+            let Body::End { error, .. } = Body::parse(json).unwrap() else {
+                panic!("expected end")
+            };
+            assert_eq!(error.is_some(), failed, "{}", String::from_utf8_lossy(json));
+        }
     }
 }

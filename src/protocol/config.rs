@@ -186,8 +186,14 @@ impl ClientConfig {
     }
 
     /// Pretty JSON text of [`ClientConfig::to_json`] (holds the private key), zeroized on drop.
+    /// The text is written into a buffer reserved up front, so growth leaves no stray copy.
     pub fn to_json_string(&self) -> Zeroizing<String> {
-        Zeroizing::new(serde_json::to_string_pretty(&self.to_json()).unwrap_or_default())
+        let value = self.to_json();
+        let mut out = Zeroizing::new(Vec::with_capacity(json_size_hint(&value)));
+        if serde_json::to_writer_pretty(&mut *out, &value).is_err() {
+            return Zeroizing::new(String::new());
+        }
+        Zeroizing::new(String::from_utf8(std::mem::take(&mut *out)).unwrap_or_default())
     }
 
     /// `client_name`.
@@ -241,15 +247,11 @@ impl ClientConfig {
         ))
     }
 
-    /// The Volt fingerprint for relay routing: `volt.fingerprint`, else base58(SHA-256) of the
-    /// `volt.public_key` text exactly as configured (as the official clients compute it), else
-    /// of the canonical SPKI PEM of the key in `volt.ca_pem`.
+    /// The Volt fingerprint for relay routing: `volt.fingerprint`, else the fingerprint of
+    /// the Volt public key ([`PublicKey::fingerprint`]).
     pub fn volt_fingerprint(&self) -> Result<String> {
         if let Some(fp) = &self.volt.fingerprint {
             return Ok(fp.clone());
-        }
-        if let Some(pem) = &self.volt.public_key {
-            return Ok(keys::fingerprint_of_pem_text(pem));
         }
         self.volt_public_key()?.fingerprint()
     }
@@ -418,6 +420,31 @@ impl VoltInfo {
     }
 }
 
+/// An upper bound on the pretty JSON size of `value` (escapes and indentation included).
+fn json_size_hint(value: &Value) -> usize {
+    fn walk(v: &Value, depth: usize) -> usize {
+        let indent = 2 * depth + 8;
+        match v {
+            Value::String(s) => 2 * s.len() + 8,
+            Value::Array(items) => {
+                items
+                    .iter()
+                    .map(|i| walk(i, depth + 1) + indent)
+                    .sum::<usize>()
+                    + 8
+            }
+            Value::Object(map) => {
+                map.iter()
+                    .map(|(k, i)| 2 * k.len() + walk(i, depth + 1) + indent)
+                    .sum::<usize>()
+                    + 8
+            }
+            _ => 32,
+        }
+    }
+    walk(value, 0)
+}
+
 fn req_string(obj: &mut Map<String, Value>, key: &str, path: &str) -> Result<String> {
     match opt_string(obj, key, path)? {
         Some(s) if !s.is_empty() => Ok(s),
@@ -450,6 +477,9 @@ fn scheme_rest(url: &str) -> std::result::Result<&str, &'static str> {
     }
     if rest.is_empty() || rest.starts_with('/') {
         return Err("missing host");
+    }
+    if rest.contains(['?', '#']) {
+        return Err("must not contain a query or fragment");
     }
     Ok(rest)
 }
@@ -537,6 +567,14 @@ mod tests {
                     v
                 },
                 "volt.http_address: unsupported scheme",
+            ),
+            (
+                {
+                    let mut v = sample();
+                    v["volt"]["http_address"] = json!("https://h:1?x=1");
+                    v
+                },
+                "volt.http_address: must not contain a query",
             ),
             (
                 {

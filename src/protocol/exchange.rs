@@ -124,6 +124,15 @@ impl CallKey {
     pub fn open(&self, frame: &SealedFrame) -> Result<Vec<u8>, FrameError> {
         self.decrypt(&frame.iv, &frame.ciphertext)
     }
+
+    /// Decrypts and parses the body of a sealed frame. Every failure (lengths, padding,
+    /// JSON) is the same [`FrameError::Undecryptable`], so a peer learns nothing about which
+    /// step failed: AES-CBC without a MAC must not become a padding oracle. Servers should
+    /// answer every such failure identically.
+    pub fn open_body(&self, frame: &SealedFrame) -> Result<super::body::Body, FrameError> {
+        let plain = Zeroizing::new(self.open(frame).map_err(|_| FrameError::Undecryptable)?);
+        super::body::Body::parse(&plain).map_err(|_| FrameError::Undecryptable)
+    }
 }
 
 /// The client's half of a call's key exchange.
@@ -164,7 +173,8 @@ impl ClientKeyExchange {
 
     /// Verifies the server's hello with `signer` (the Volt key, or a service host's key) and
     /// derives the call key. Any failure is a key exchange error.
-    pub fn complete(&self, hello: &ServerHello, signer: &PublicKey) -> Result<CallKey> {
+    /// Consumes the exchange, so its ephemeral secret is used once and then zeroized.
+    pub fn complete(self, hello: &ServerHello, signer: &PublicKey) -> Result<CallKey> {
         if signer.as_ed25519().is_none() {
             return Err(Error::key_exchange(
                 "the Volt key is not Ed25519; protocol v1 needs an Ed25519 Volt key",
@@ -258,6 +268,7 @@ mod tests {
         let (hello, _) = server_key_exchange(1, &client.token_claim(), &impostor).unwrap();
         let err = client.complete(&hello, &volt.public_key()).unwrap_err();
         assert!(err.is_key_exchange());
+        let client = ClientKeyExchange::new();
         let mut tampered = server_key_exchange(1, &client.token_claim(), &volt)
             .unwrap()
             .0;
@@ -272,6 +283,26 @@ mod tests {
         assert!(server_key_exchange(1, &zero, &volt).is_err());
         assert!(server_key_exchange(1, "not base64!", &volt).is_err());
         assert!(server_key_exchange(1, "AAAA", &volt).is_err());
+    }
+
+    #[test]
+    fn open_body_hides_which_step_failed() {
+        let a = CallKey::from_bytes([1; 32]);
+        let good = a.seal(
+            FrameType::Payload,
+            1,
+            Map::new(),
+            &super::super::body::Body::end().to_json(),
+        );
+        assert_eq!(a.open_body(&good).unwrap(), super::super::body::Body::end());
+        let not_json = a.seal(FrameType::Payload, 1, Map::new(), b"not json");
+        let mut bad_len = good.clone();
+        bad_len.ciphertext.pop();
+        for frame in [not_json, bad_len] {
+            assert_eq!(a.open_body(&frame), Err(FrameError::Undecryptable));
+        }
+        let other = CallKey::from_bytes([2; 32]);
+        assert_eq!(other.open_body(&good), Err(FrameError::Undecryptable));
     }
 
     #[test]

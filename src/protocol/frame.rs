@@ -26,6 +26,7 @@ const HEADER_LEN: usize = 10;
 
 /// The frame type byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FrameType {
     /// Opens a call (client) or answers with the server's key (server).
     KeyExchange = 1,
@@ -88,6 +89,9 @@ pub enum FrameError {
     /// The decrypted body is not the JSON expected.
     #[error("body is not valid: {0}")]
     BadBody(&'static str),
+    /// The body could not be decrypted and parsed (the cause is deliberately not told).
+    #[error("body could not be decrypted")]
+    Undecryptable,
 }
 
 /// Client to server, type 1: opens a call and carries the identity token.
@@ -134,11 +138,7 @@ pub struct SealedFrame {
 impl SealedFrame {
     /// The `error` text in the meta, if the peer reported one.
     pub fn meta_error(&self) -> Option<String> {
-        match self.meta.get("error")? {
-            Value::Null => None,
-            Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
-        }
+        self.meta.get("error").and_then(crate::error::error_text)
     }
 }
 
@@ -219,7 +219,7 @@ pub fn decode_server_frame(frame: &[u8]) -> Result<ServerFrame, FrameError> {
             let nonce = r.take(nonce_len, "nonce")?.to_vec();
             let sig_len = usize::from(r.u8("signature length")?);
             let signature = r.take(sig_len, "signature")?.to_vec();
-            r.finish()?;
+            // Like the official client, ignore anything after the signature.
             Ok(ServerFrame::Hello(ServerHello {
                 call_id,
                 public_key,
@@ -307,7 +307,8 @@ fn read_sealed(
     let iv_len = usize::from(r.u8("iv length")?);
     let iv = r.take(iv_len, "iv")?.to_vec();
     let ciphertext = r.rest().to_vec();
-    check_sealed(&iv, &ciphertext)?;
+    // IV and ciphertext lengths are checked when the frame is opened, so that the meta (which
+    // may carry the peer's error) of a frame with a bad body can still be read.
     Ok(SealedFrame {
         frame_type,
         call_id,
@@ -518,14 +519,18 @@ mod tests {
         );
         let bad_meta = [1, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, b'[', b']', 0];
         assert_eq!(decode_client_frame(&bad_meta), Err(FrameError::BadMeta));
+        // Bad IV and ciphertext lengths decode (their meta stays readable) but never encode.
         let short_iv = [1, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 3, 1, 2, 3, 0];
-        assert_eq!(decode_client_frame(&short_iv), Err(FrameError::BadIv(3)));
+        let ClientFrame::Sealed(s) = decode_client_frame(&short_iv).unwrap() else {
+            panic!("expected sealed")
+        };
+        assert_eq!(s.encode(), Err(FrameError::BadIv(3)));
         let mut odd_ct = vec![1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 16];
         odd_ct.extend_from_slice(&[0; 16 + 5]);
-        assert_eq!(
-            decode_client_frame(&odd_ct),
-            Err(FrameError::BadCiphertextLength(5))
-        );
+        let ClientFrame::Sealed(s) = decode_client_frame(&odd_ct).unwrap() else {
+            panic!("expected sealed")
+        };
+        assert_eq!(s.encode(), Err(FrameError::BadCiphertextLength(5)));
     }
 
     #[test]

@@ -356,9 +356,14 @@ impl PublicKey {
         Ok(pem::encode("PUBLIC KEY", &self.to_spki_der()?))
     }
 
-    /// base58(SHA-256(SPKI PEM text)): the Volt fingerprint used for relay routing.
+    /// The fingerprint the official clients route by: base58(SHA-256) of the raw 32-byte key
+    /// for Ed25519 (the gRPC client's rule), of the canonical SPKI PEM text for RSA (the
+    /// RSA-era Python client's rule).
     pub fn fingerprint(&self) -> Result<String> {
-        Ok(fingerprint_of_pem_text(&self.to_spki_pem()?))
+        match &self.inner {
+            PublicInner::Ed25519(k) => Ok(bs58::encode(Sha256::digest(k.as_bytes())).into_string()),
+            PublicInner::Rsa(_) => Ok(fingerprint_of_pem_text(&self.to_spki_pem()?)),
+        }
     }
 
     /// Verifies `signature` over `message` (Ed25519, or RS256 for RSA keys).
@@ -395,7 +400,7 @@ impl PublicKey {
     }
 }
 
-/// base58(SHA-256(text)), as the official clients fingerprint a public key PEM string.
+/// base58(SHA-256(text)): how the official web client keys its token cache by a PEM string.
 pub fn fingerprint_of_pem_text(pem_text: &str) -> String {
     bs58::encode(Sha256::digest(pem_text.as_bytes())).into_string()
 }
@@ -407,9 +412,15 @@ pub fn resolve_passphrase(
     from_config: Option<&str>,
 ) -> Option<Zeroizing<String>> {
     explicit
-        .or(from_config)
+        .filter(|p| !p.is_empty())
+        .or(from_config.filter(|p| !p.is_empty()))
         .map(|p| Zeroizing::new(p.to_owned()))
-        .or_else(|| std::env::var(PASSPHRASE_ENV).ok().map(Zeroizing::new))
+        .or_else(|| {
+            std::env::var(PASSPHRASE_ENV)
+                .ok()
+                .filter(|p| !p.is_empty())
+                .map(Zeroizing::new)
+        })
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ const AES_256_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.1
 const DES_EDE3_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.3.7");
 
 /// Iteration counts above this are refused, so a hostile file cannot stall a reader.
-pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+pub const MAX_PBKDF2_ITERATIONS: u32 = 4_000_000;
 
 #[derive(Clone, Copy)]
 enum Cipher {
@@ -104,6 +104,9 @@ fn parse(der: &[u8]) -> Result<Params<'_>> {
             Ok((salt, iterations, key_len, cipher_oid, iv, data))
         })
         .map_err(|_| bad("unsupported or malformed PBES2 parameters (need PBKDF2-HMAC-SHA256)"))?;
+    reader
+        .finish(())
+        .map_err(|_| bad("unexpected data after the EncryptedPrivateKeyInfo"))?;
     let (salt, iterations, key_len, cipher_oid, iv, data) = params;
     let cipher = if cipher_oid == AES_256_CBC {
         Cipher::Aes256Cbc
@@ -124,6 +127,9 @@ fn parse(der: &[u8]) -> Result<Params<'_>> {
     };
     if iv.len() != iv_len {
         return Err(bad("IV has the wrong length"));
+    }
+    if data.is_empty() || data.len() % iv_len != 0 {
+        return Err(bad("encrypted data is not a whole number of cipher blocks"));
     }
     Ok(Params {
         salt,

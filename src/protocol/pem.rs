@@ -47,7 +47,7 @@ pub(crate) fn parse_blocks(text: &str) -> Result<Vec<PemBlock>, PemError> {
             continue;
         };
         let end_line = format!("{END}{label}{DASHES}");
-        let mut body = Zeroizing::new(String::new());
+        let mut body = Zeroizing::new(String::with_capacity(text.len()));
         let mut has_headers = false;
         let mut terminated = false;
         for inner in lines.by_ref() {
@@ -79,9 +79,10 @@ pub(crate) fn parse_blocks(text: &str) -> Result<Vec<PemBlock>, PemError> {
     Ok(blocks)
 }
 
-/// Encodes DER as PEM with LF line ends, 64-column lines and a final newline.
+/// Encodes DER as PEM with LF line ends, 64-column lines and a final newline. The output is
+/// allocated once at its final size, so no partial copy is left behind by reallocation.
 pub(crate) fn encode(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
     let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
     out.push_str(BEGIN);
     out.push_str(label);

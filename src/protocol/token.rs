@@ -23,6 +23,10 @@ pub const DEFAULT_TOKEN_TTL_SECS: i64 = 60;
 /// Clock skew tolerated by [`Validation`] by default, in seconds.
 pub const DEFAULT_LEEWAY_SECS: i64 = 30;
 
+/// Longest `exp - iat` a [`Validation`] accepts by default, in seconds (one hour: room for
+/// clients that cache long-lived tokens, none for tokens that never expire).
+pub const DEFAULT_MAX_LIFETIME_SECS: i64 = 3600;
+
 /// The claims of an identity token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -49,8 +53,8 @@ impl Claims {
     pub fn new(audience: impl Into<String>, now: i64) -> Claims {
         Claims {
             aud: audience.into(),
-            iat: now - DEFAULT_TOKEN_TTL_SECS,
-            exp: now + DEFAULT_TOKEN_TTL_SECS,
+            iat: now.saturating_sub(DEFAULT_TOKEN_TTL_SECS),
+            exp: now.saturating_add(DEFAULT_TOKEN_TTL_SECS),
             sub: None,
             k: None,
             extra: serde_json::Map::new(),
@@ -216,6 +220,7 @@ pub struct Validation {
     audience: String,
     now: i64,
     leeway: i64,
+    max_lifetime: i64,
 }
 
 impl Validation {
@@ -226,7 +231,15 @@ impl Validation {
             audience: audience.into(),
             now,
             leeway: DEFAULT_LEEWAY_SECS,
+            max_lifetime: DEFAULT_MAX_LIFETIME_SECS,
         }
+    }
+
+    /// Sets the longest accepted `exp - iat`, in seconds.
+    #[must_use]
+    pub fn max_lifetime(mut self, secs: i64) -> Validation {
+        self.max_lifetime = secs.max(0);
+        self
     }
 
     /// Sets the tolerated clock skew in seconds.
@@ -245,6 +258,9 @@ impl Validation {
         }
         if claims.exp < claims.iat {
             return Err(Error::token("token expires before it is issued"));
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime {
+            return Err(Error::token("token lifetime is longer than allowed"));
         }
         if claims.exp.saturating_add(self.leeway) < self.now {
             return Err(Error::token("token has expired"));
@@ -326,6 +342,14 @@ mod tests {
         assert!(t
             .verify(&k.public_key(), &Validation::new("volt", 5000 - 200))
             .is_err());
+        let mut forever = Claims::new("volt", 5000);
+        forever.exp = i64::MAX;
+        let long = IdentityToken::sign(&k, &forever).unwrap();
+        let err = long
+            .verify(&k.public_key(), &Validation::new("volt", 5000))
+            .unwrap_err();
+        assert!(err.to_string().contains("lifetime"), "{err}");
+        assert_eq!(Claims::new("volt", i64::MIN).iat, i64::MIN);
         let mut claims = t.claims_json().to_vec();
         claims[5] ^= 1;
         let tampered = IdentityToken::from_wire_parts(&claims, t.signature());
