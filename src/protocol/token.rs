@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -270,11 +270,6 @@ impl Validation {
         }
         Ok(())
     }
-}
-
-/// Standard base64 (with padding) of `bytes`: the form of the `k` claim.
-pub fn base64_std(bytes: &[u8]) -> String {
-    STANDARD.encode(bytes)
 }
 
 /// The current Unix time in seconds (0 if the clock is before 1970).
