@@ -1,0 +1,169 @@
+//! The Volt API as the emulator implements it: one handler per method, shared by both
+//! transports. [`Services::call`] routes a call by its method path.
+
+pub mod files;
+pub mod resources;
+pub mod sqlite;
+pub mod volt_api;
+pub mod wires;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+use prost_reflect::{DynamicMessage, Kind, Value as PValue};
+use tdx_volt::protocol::schema::Method;
+
+use crate::call::{Caller, Code, Failure, Inbound, Outbound};
+use crate::clients::ClientRegistry;
+use crate::identity::VoltIdentity;
+
+/// Everything a handler can reach: the Volt's identity, its clients and its data.
+pub struct Services {
+    identity: VoltIdentity,
+    clients: ClientRegistry,
+    resources: resources::ResourceStore,
+    sqlite: sqlite::SqliteService,
+    wires: wires::WireHub,
+    files: files::FileStore,
+}
+
+impl Services {
+    /// Opens (or creates) every store in the identity's data directory.
+    pub fn open(identity: VoltIdentity) -> tdx_volt::Result<Services> {
+        let dir = identity.dir().to_path_buf();
+        let resources =
+            resources::ResourceStore::open(&dir, identity.id(), identity.display_name())?;
+        Ok(Services {
+            clients: ClientRegistry::open(&dir)?,
+            sqlite: sqlite::SqliteService::open(&dir)?,
+            wires: wires::WireHub::new(),
+            files: files::FileStore::open(&dir)?,
+            resources,
+            identity,
+        })
+    }
+
+    /// The Volt's identity.
+    pub fn identity(&self) -> &VoltIdentity {
+        &self.identity
+    }
+
+    /// The clients this Volt has issued.
+    pub fn clients(&self) -> &ClientRegistry {
+        &self.clients
+    }
+
+    /// The resource tree.
+    pub fn resources(&self) -> &resources::ResourceStore {
+        &self.resources
+    }
+
+    /// SQLite databases.
+    pub fn sqlite(&self) -> &sqlite::SqliteService {
+        &self.sqlite
+    }
+
+    /// Wires.
+    pub fn wires(&self) -> &wires::WireHub {
+        &self.wires
+    }
+
+    /// File contents.
+    pub fn files(&self) -> &files::FileStore {
+        &self.files
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.identity.dir()
+    }
+
+    /// A path inside the data directory.
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.identity.dir().join(name)
+    }
+
+    /// Runs one call to completion. A reply failure becomes the method's response carrying
+    /// only `status`, followed by a normal end; only abort failures reach the transport.
+    pub async fn call(
+        self: Arc<Self>,
+        caller: Caller,
+        method: &'static Method,
+        inbound: Inbound,
+        outbound: Outbound,
+    ) -> Result<(), Failure> {
+        let result = self.route(&caller, method, inbound, &outbound).await;
+        match result {
+            Err(failure) if !failure.is_abort() => match status_only(method, &failure) {
+                Some(bytes) => outbound.send_encoded(bytes).await,
+                None => Err(Failure::abort(failure.code(), failure.message())),
+            },
+            other => other,
+        }
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        caller: &Caller,
+        method: &'static Method,
+        inbound: Inbound,
+        outbound: &Outbound,
+    ) -> Result<(), Failure> {
+        let name = method.name();
+        match method.service() {
+            "tdx.volt_api.volt.v1.VoltAPI" => {
+                volt_api::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.data.v1.SqliteServerAPI" | "tdx.volt_api.data.v1.SqliteDatabaseAPI" => {
+                sqlite::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.WireAPI" => {
+                wires::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.FileAPI" => {
+                files::dispatch(self, caller, name, inbound, outbound).await
+            }
+            _ => Err(Failure::unimplemented(method.path())),
+        }
+    }
+}
+
+/// Runs a unary handler: takes the first request (later ones are ignored, as a unary method
+/// has only one), and sends the one response.
+pub async fn unary<Req, Resp, F, Fut>(
+    mut inbound: Inbound,
+    outbound: &Outbound,
+    handler: F,
+) -> Result<(), Failure>
+where
+    Req: Message + Default,
+    Resp: Message,
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, Failure>>,
+{
+    let request = inbound
+        .next::<Req>()
+        .await?
+        .ok_or_else(|| Failure::abort(Code::InvalidArgument, "the call ended without a request"))?;
+    let response = handler(request).await?;
+    outbound.send(&response).await
+}
+
+/// The method's response message with only `status {code, message}` set, or `None` when the
+/// response type has no `status` field.
+fn status_only(method: &Method, failure: &Failure) -> Option<Bytes> {
+    let output = method.output();
+    let field = output.get_field_by_name("status")?;
+    let Kind::Message(status_desc) = field.kind() else {
+        return None;
+    };
+    let mut status = DynamicMessage::new(status_desc);
+    status.set_field_by_name("code", PValue::I32(failure.code().as_i32()));
+    status.set_field_by_name("message", PValue::String(failure.message().to_owned()));
+    let mut response = DynamicMessage::new(output.clone());
+    response.set_field(&field, PValue::Message(status));
+    Some(Bytes::from(response.encode_to_vec()))
+}

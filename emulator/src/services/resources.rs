@@ -1,0 +1,473 @@
+//! The resource tree: the Volt root, a home folder per client, and everything created under
+//! them (databases, wires, files, folders). Persisted as proto3 JSON in `DIR/resources.json`,
+//! rewritten atomically after every change.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+use tdx_volt::proto::volt::{Resource, ResourceStatus, ShareMode};
+use tdx_volt::protocol::schema;
+
+use crate::call::{Code, Failure};
+use crate::files::{read_optional, write_atomic, Access};
+
+/// The file the tree is kept in.
+pub const RESOURCES_FILE: &str = "resources.json";
+
+/// Resource kinds the emulator creates.
+pub mod kind {
+    /// The Volt itself (the root).
+    pub const VOLT: &str = "volt";
+    /// A folder.
+    pub const FOLDER: &str = "folder";
+    /// A client's home folder.
+    pub const HOME: &str = "home";
+    /// A SQLite database.
+    pub const DATABASE: &str = "database";
+    /// A wire.
+    pub const WIRE: &str = "wire";
+    /// A file.
+    pub const FILE: &str = "file";
+}
+
+#[derive(Clone)]
+struct Node {
+    parent: Option<String>,
+    resource: Resource,
+}
+
+struct Tree {
+    nodes: HashMap<String, Node>,
+    /// Insertion order, so listings are stable.
+    order: Vec<String>,
+}
+
+/// The resource tree, shared by every service.
+pub struct ResourceStore {
+    path: PathBuf,
+    volt_id: String,
+    tree: Mutex<Tree>,
+}
+
+/// Seconds since the epoch, for `created` / `modified`.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fresh random resource id (128 bits, hex, in the 8-4-4-4-12 layout).
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+impl ResourceStore {
+    /// Loads the tree from `dir`, creating the Volt root when it is missing.
+    pub fn open(dir: &Path, volt_id: &str, volt_name: &str) -> tdx_volt::Result<ResourceStore> {
+        let path = dir.join(RESOURCES_FILE);
+        let mut tree = Tree {
+            nodes: HashMap::new(),
+            order: Vec::new(),
+        };
+        if let Some(text) = read_optional(&path)? {
+            load_into(&mut tree, &text).map_err(|e| {
+                tdx_volt::Error::new(tdx_volt::ErrorKind::Io, format!("{}: {e}", path.display()))
+            })?;
+        }
+        let store = ResourceStore {
+            path,
+            volt_id: volt_id.to_owned(),
+            tree: Mutex::new(tree),
+        };
+        if store.get(volt_id).is_none() {
+            let now = now_secs();
+            let root = Resource {
+                id: volt_id.to_owned(),
+                name: volt_name.to_owned(),
+                description: "volt-emulator".to_owned(),
+                kind: vec![kind::VOLT.to_owned(), kind::FOLDER.to_owned()],
+                volt_id: volt_id.to_owned(),
+                owner: volt_id.to_owned(),
+                created: now,
+                modified: now,
+                status: ResourceStatus::Live as i32,
+                share_mode: ShareMode::Trusted as i32,
+                ..Resource::default()
+            };
+            store
+                .insert(None, root)
+                .map_err(|f| tdx_volt::Error::new(tdx_volt::ErrorKind::Io, f.to_string()))?;
+        }
+        Ok(store)
+    }
+
+    /// The Volt root's id.
+    pub fn root_id(&self) -> &str {
+        &self.volt_id
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tree> {
+        // A panic while holding the lock cannot leave the tree half-written (every mutation is
+        // a single insert/remove), so a poisoned lock is still usable.
+        self.tree.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One resource.
+    pub fn get(&self, id: &str) -> Option<Resource> {
+        self.lock().nodes.get(id).map(|n| n.resource.clone())
+    }
+
+    /// One resource, or a NOT_FOUND reply naming it.
+    pub fn require(&self, id: &str) -> Result<Resource, Failure> {
+        self.get(id)
+            .ok_or_else(|| Failure::not_found(format!("resource not found: {id}")))
+    }
+
+    /// The parent id of a resource (`None` for the root or an unknown id).
+    pub fn parent_of(&self, id: &str) -> Option<String> {
+        self.lock().nodes.get(id).and_then(|n| n.parent.clone())
+    }
+
+    /// Creates a resource under `parent_id` (which must exist). `template` supplies name,
+    /// description, kinds and attributes; id, volt_id, owner and times are filled in when
+    /// empty.
+    pub fn create(
+        &self,
+        parent_id: &str,
+        owner: &str,
+        mut template: Resource,
+    ) -> Result<Resource, Failure> {
+        if template.id.is_empty() {
+            template.id = new_id();
+        }
+        let now = now_secs();
+        template.volt_id = self.volt_id.clone();
+        if template.owner.is_empty() {
+            template.owner = owner.to_owned();
+        }
+        template.created = now;
+        template.modified = now;
+        template.version = 1;
+        if template.status == 0 {
+            template.status = ResourceStatus::Live as i32;
+        }
+        template.child.clear();
+        {
+            let tree = self.lock();
+            if !tree.nodes.contains_key(parent_id) {
+                return Err(Failure::not_found(format!(
+                    "parent resource not found: {parent_id}"
+                )));
+            }
+            if tree.nodes.contains_key(&template.id) {
+                return Err(Failure::reply(
+                    Code::AlreadyExists,
+                    format!("resource exists: {}", template.id),
+                ));
+            }
+        }
+        self.insert(Some(parent_id.to_owned()), template)
+    }
+
+    /// Updates an existing resource's descriptive fields (name, description, kinds,
+    /// attributes, share mode, aliases); bumps `version` and `modified`.
+    pub fn update(&self, incoming: &Resource, purge_attributes: bool) -> Result<Resource, Failure> {
+        let updated = {
+            let mut tree = self.lock();
+            let node = tree.nodes.get_mut(&incoming.id).ok_or_else(|| {
+                Failure::not_found(format!("resource not found: {}", incoming.id))
+            })?;
+            let r = &mut node.resource;
+            if !incoming.name.is_empty() {
+                r.name = incoming.name.clone();
+            }
+            if !incoming.description.is_empty() {
+                r.description = incoming.description.clone();
+            }
+            if !incoming.kind.is_empty() {
+                r.kind = incoming.kind.clone();
+            }
+            if incoming.share_mode != 0 {
+                r.share_mode = incoming.share_mode;
+            }
+            if !incoming.alias.is_empty() {
+                r.alias = incoming.alias.clone();
+            }
+            if purge_attributes {
+                r.attribute = incoming.attribute.clone();
+            } else {
+                for attr in &incoming.attribute {
+                    match r
+                        .attribute
+                        .iter_mut()
+                        .find(|a| a.attribute_id == attr.attribute_id)
+                    {
+                        Some(existing) => *existing = attr.clone(),
+                        None => r.attribute.push(attr.clone()),
+                    }
+                }
+            }
+            r.version += 1;
+            r.modified = now_secs();
+            r.clone()
+        };
+        self.persist()?;
+        Ok(updated)
+    }
+
+    /// Sets `size` and `content_hash`-style bookkeeping after content changes.
+    pub fn touch(&self, id: &str, size: Option<u64>) -> Result<(), Failure> {
+        {
+            let mut tree = self.lock();
+            let Some(node) = tree.nodes.get_mut(id) else {
+                return Err(Failure::not_found(format!("resource not found: {id}")));
+            };
+            if let Some(size) = size {
+                node.resource.size = size;
+            }
+            node.resource.modified = now_secs();
+            node.resource.version += 1;
+        }
+        self.persist()
+    }
+
+    /// Deletes a resource; with children it needs `recursive`. The root cannot be deleted.
+    /// Returns the ids removed.
+    pub fn delete(&self, id: &str, recursive: bool) -> Result<Vec<String>, Failure> {
+        if id == self.volt_id {
+            return Err(Failure::denied("the Volt root cannot be deleted"));
+        }
+        let removed = {
+            let mut tree = self.lock();
+            if !tree.nodes.contains_key(id) {
+                return Err(Failure::not_found(format!("resource not found: {id}")));
+            }
+            let doomed = descendants_of(&tree, id, None);
+            if !doomed.is_empty() && !recursive {
+                return Err(Failure::reply(
+                    Code::FailedPrecondition,
+                    format!("resource {id} has children; delete with recursive"),
+                ));
+            }
+            let mut removed: Vec<String> = doomed;
+            removed.push(id.to_owned());
+            for r in &removed {
+                tree.nodes.remove(r);
+            }
+            tree.order.retain(|x| !removed.contains(x));
+            removed
+        };
+        self.persist()?;
+        Ok(removed)
+    }
+
+    /// The chain of ancestors from the parent up to the root.
+    pub fn ancestors(&self, id: &str) -> Result<Vec<Resource>, Failure> {
+        let tree = self.lock();
+        let mut node = tree
+            .nodes
+            .get(id)
+            .ok_or_else(|| Failure::not_found(format!("resource not found: {id}")))?;
+        let mut out = Vec::new();
+        while let Some(parent) = node.parent.as_deref().and_then(|p| tree.nodes.get(p)) {
+            out.push(parent.resource.clone());
+            node = parent;
+        }
+        Ok(out)
+    }
+
+    /// Descendants breadth first, to `depth` levels (0 = unlimited).
+    pub fn descendants(&self, id: &str, depth: u32) -> Result<Vec<Resource>, Failure> {
+        let tree = self.lock();
+        if !tree.nodes.contains_key(id) {
+            return Err(Failure::not_found(format!("resource not found: {id}")));
+        }
+        let depth = if depth == 0 { None } else { Some(depth) };
+        Ok(descendants_of(&tree, id, depth)
+            .iter()
+            .filter_map(|d| tree.nodes.get(d).map(|n| n.resource.clone()))
+            .collect())
+    }
+
+    /// Every resource, in creation order, with its parent id.
+    pub fn all(&self) -> Vec<(Option<String>, Resource)> {
+        let tree = self.lock();
+        tree.order
+            .iter()
+            .filter_map(|id| tree.nodes.get(id))
+            .map(|n| (n.parent.clone(), n.resource.clone()))
+            .collect()
+    }
+
+    /// The direct children of a resource.
+    pub fn children(&self, id: &str) -> Vec<Resource> {
+        let tree = self.lock();
+        tree.order
+            .iter()
+            .filter_map(|c| tree.nodes.get(c))
+            .filter(|n| n.parent.as_deref() == Some(id))
+            .map(|n| n.resource.clone())
+            .collect()
+    }
+
+    fn insert(&self, parent: Option<String>, resource: Resource) -> Result<Resource, Failure> {
+        {
+            let mut tree = self.lock();
+            let id = resource.id.clone();
+            tree.order.push(id.clone());
+            tree.nodes.insert(
+                id,
+                Node {
+                    parent,
+                    resource: resource.clone(),
+                },
+            );
+        }
+        self.persist()?;
+        Ok(resource)
+    }
+
+    fn persist(&self) -> Result<(), Failure> {
+        // Serialise and write under the lock: writers never interleave on the temporary file,
+        // and the file always holds the newest tree.
+        let tree = self.lock();
+        let mut nodes = Vec::with_capacity(tree.order.len());
+        for id in &tree.order {
+            if let Some(n) = tree.nodes.get(id) {
+                nodes.push(json!({
+                    "parent": n.parent,
+                    "resource": resource_to_json(&n.resource)?,
+                }));
+            }
+        }
+        let text = serde_json::to_string_pretty(&json!({ "resources": nodes }))
+            .map_err(|e| Failure::internal("saving resources", e))?;
+        write_atomic(&self.path, text.as_bytes(), Access::Private)
+            .map_err(|e| Failure::internal("saving resources", e))
+    }
+}
+
+fn descendants_of(tree: &Tree, id: &str, depth: Option<u32>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut frontier = vec![id.to_owned()];
+    let mut level = 0;
+    while !frontier.is_empty() && depth.is_none_or(|d| level < d) {
+        let mut next = Vec::new();
+        for c in &tree.order {
+            if let Some(n) = tree.nodes.get(c) {
+                if n.parent.as_ref().is_some_and(|p| frontier.contains(p)) {
+                    next.push(c.clone());
+                }
+            }
+        }
+        out.extend(next.iter().cloned());
+        frontier = next;
+        level += 1;
+    }
+    out
+}
+
+fn resource_to_json(r: &Resource) -> Result<Value, Failure> {
+    let desc = schema::message("tdx.volt_api.volt.v1.Resource")
+        .map_err(|e| Failure::internal("resource schema", e))?;
+    schema::protobuf_to_json(&desc, &prost::Message::encode_to_vec(r))
+        .map_err(|e| Failure::internal("encoding resource", e))
+}
+
+fn resource_from_json(v: &Value) -> Result<Resource, String> {
+    let desc = schema::message("tdx.volt_api.volt.v1.Resource").map_err(|e| e.to_string())?;
+    let bytes = schema::json_to_protobuf(&desc, v).map_err(|e| e.to_string())?;
+    prost::Message::decode(bytes.as_slice()).map_err(|e| e.to_string())
+}
+
+fn load_into(tree: &mut Tree, text: &str) -> Result<(), String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let list = doc
+        .get("resources")
+        .and_then(Value::as_array)
+        .ok_or("missing \"resources\" array")?;
+    for entry in list {
+        let parent = entry
+            .get("parent")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let resource = resource_from_json(entry.get("resource").ok_or("entry without resource")?)?;
+        tree.order.push(resource.id.clone());
+        tree.nodes
+            .insert(resource.id.clone(), Node { parent, resource });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(name: &str) -> Resource {
+        Resource {
+            name: name.into(),
+            kind: vec![kind::FOLDER.into()],
+            ..Resource::default()
+        }
+    }
+
+    #[test]
+    fn tree_survives_reopen_and_deletes_need_recursive() {
+        let dir = tempdir();
+        let store = ResourceStore::open(&dir, "did:volt:abc", "Test").unwrap();
+        let a = store.create("did:volt:abc", "c1", folder("a")).unwrap();
+        let b = store.create(&a.id, "c1", folder("b")).unwrap();
+        assert_eq!(store.ancestors(&b.id).unwrap().len(), 2);
+        assert_eq!(store.descendants("did:volt:abc", 1).unwrap().len(), 1);
+        assert_eq!(store.descendants("did:volt:abc", 0).unwrap().len(), 2);
+        drop(store);
+
+        let store = ResourceStore::open(&dir, "did:volt:abc", "Test").unwrap();
+        assert_eq!(store.get(&b.id).unwrap().name, "b");
+        assert_eq!(store.parent_of(&b.id).as_deref(), Some(a.id.as_str()));
+        let err = store.delete(&a.id, false).unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert_eq!(store.delete(&a.id, true).unwrap().len(), 2);
+        assert!(store.get(&b.id).is_none());
+        assert_eq!(
+            store.delete("did:volt:abc", true).unwrap_err().code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            store.create("nope", "c1", folder("x")).unwrap_err().code(),
+            Code::NotFound
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_not_a_panic() {
+        let dir = tempdir();
+        std::fs::write(
+            dir.join(RESOURCES_FILE),
+            b"{\"resources\": [{\"resource\": 7}]}",
+        )
+        .unwrap();
+        assert!(ResourceStore::open(&dir, "did:volt:abc", "T").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("volt-res-{}", new_id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,284 @@
+//! VoltAPI: the resource tree, access checks, the Connect stream and Authenticate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tdx_volt::proto::volt as pb;
+
+use crate::call::{Caller, Failure, Inbound, Outbound};
+
+use super::resources::{kind, new_id, now_secs};
+use super::{unary, Services};
+
+/// The ping interval the emulator asks Connect clients for, in seconds.
+pub const CONNECT_PING_INTERVAL_SECS: u32 = 30;
+
+/// Routes a VoltAPI method.
+pub async fn dispatch(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    inbound: Inbound,
+    outbound: &Outbound,
+) -> Result<(), Failure> {
+    let store = svc.resources();
+    match name {
+        "GetResource" => {
+            unary(inbound, outbound, |r: pb::GetResourceRequest| async move {
+                let id = if r.resource_id.is_empty() {
+                    store.root_id().to_owned()
+                } else {
+                    r.resource_id
+                };
+                Ok(pb::GetResourceResponse {
+                    status: None,
+                    resource: Some(store.require(&id)?),
+                })
+            })
+            .await
+        }
+        "GetResources" => {
+            unary(inbound, outbound, |r: pb::GetResourcesRequest| async move {
+                Ok(pb::GetResourcesResponse {
+                    status: None,
+                    resource: query(store, &r),
+                })
+            })
+            .await
+        }
+        "SaveResource" => {
+            unary(inbound, outbound, |r: pb::SaveResourceRequest| async move {
+                let resource = r
+                    .resource
+                    .ok_or_else(|| Failure::invalid("SaveResource needs a resource"))?;
+                let saved = if r.create || store.get(&resource.id).is_none() {
+                    let parent = if r.create_in_parent_id.is_empty() {
+                        home_of(svc, caller)
+                    } else {
+                        r.create_in_parent_id
+                    };
+                    let mut template = resource;
+                    if template.kind.is_empty() {
+                        template.kind = vec![kind::FOLDER.to_owned()];
+                    }
+                    store.create(&parent, &caller.client_id, template)?
+                } else {
+                    store.update(&resource, r.purge_attributes)?
+                };
+                Ok(pb::SaveResourceResponse {
+                    status: None,
+                    resource: Some(saved),
+                })
+            })
+            .await
+        }
+        "DeleteResource" => {
+            unary(
+                inbound,
+                outbound,
+                |r: pb::DeleteResourceRequest| async move {
+                    let removed = store.delete(&r.resource_id, r.recursive)?;
+                    for id in &removed {
+                        svc.sqlite().forget(id);
+                        svc.files().forget(id);
+                    }
+                    Ok(pb::DeleteResourceResponse { status: None })
+                },
+            )
+            .await
+        }
+        "GetResourceAncestors" => {
+            unary(
+                inbound,
+                outbound,
+                |r: pb::GetResourceAncestorsRequest| async move {
+                    let mut list = Vec::new();
+                    if r.include_resource_id {
+                        list.push(store.require(&r.resource_id)?);
+                    }
+                    list.extend(store.ancestors(&r.resource_id)?);
+                    if r.depth > 0 {
+                        list.truncate(r.depth as usize + usize::from(r.include_resource_id));
+                    }
+                    if !r.ancestor_kind.is_empty() {
+                        list.retain(|a| a.kind.contains(&r.ancestor_kind));
+                    }
+                    if !r.ancestor_id.is_empty() {
+                        list.retain(|a| a.id == r.ancestor_id);
+                    }
+                    Ok(pb::GetResourceAncestorsResponse {
+                        status: None,
+                        ancestor: list,
+                    })
+                },
+            )
+            .await
+        }
+        "GetResourceDescendants" => {
+            unary(
+                inbound,
+                outbound,
+                |r: pb::GetResourceDescendantsRequest| async move {
+                    let mut list = Vec::new();
+                    if r.include_resource_id {
+                        list.push(store.require(&r.resource_id)?);
+                    }
+                    list.extend(store.descendants(&r.resource_id, r.depth.max(0) as u32)?);
+                    if !r.descendant_kind.is_empty() {
+                        list.retain(|d| d.kind.iter().any(|k| r.descendant_kind.contains(k)));
+                    }
+                    if !r.descendant_id.is_empty() {
+                        list.retain(|d| d.id == r.descendant_id);
+                    }
+                    if !r.name.is_empty() {
+                        list.retain(|d| d.name == r.name);
+                    }
+                    if r.modified_since > 0 {
+                        list.retain(|d| d.modified >= r.modified_since);
+                    }
+                    if !r.parent_id.is_empty() {
+                        list.retain(|d| {
+                            store.parent_of(&d.id).as_deref() == Some(r.parent_id.as_str())
+                        });
+                    }
+                    Ok(pb::GetResourceDescendantsResponse {
+                        status: None,
+                        descendant: list,
+                    })
+                },
+            )
+            .await
+        }
+        "CanAccessResource" => {
+            unary(
+                inbound,
+                outbound,
+                |r: pb::CanAccessResourceRequest| async move {
+                    // The emulator trusts every issued client with every resource: the decision
+                    // is PERMIT for any resource that exists.
+                    store.require(&r.resource_id)?;
+                    Ok(pb::CanAccessResourceResponse {
+                        status: None,
+                        identity_did: svc
+                            .clients()
+                            .by_session(&caller.session_id)
+                            .map(|s| s.identity_did)
+                            .unwrap_or_default(),
+                        resource_id: r.resource_id,
+                        access: r.access,
+                        decision: pb::PolicyDecision::Permit as i32,
+                        session_id: caller.session_id.clone(),
+                    })
+                },
+            )
+            .await
+        }
+        "Connect" => connect(inbound, outbound).await,
+        "Authenticate" => crate::authenticate::handle(svc, inbound, outbound).await,
+        _ => Err(Failure::unimplemented(&format!(
+            "/tdx.volt_api.volt.v1.VoltAPI/{name}"
+        ))),
+    }
+}
+
+/// The caller's home folder (the root when the session has none).
+pub fn home_of(svc: &Services, caller: &Caller) -> String {
+    svc.clients()
+        .by_session(&caller.session_id)
+        .map(|s| s.home_id)
+        .filter(|h| svc.resources().get(h).is_some())
+        .unwrap_or_else(|| svc.resources().root_id().to_owned())
+}
+
+fn query(
+    store: &super::resources::ResourceStore,
+    r: &pb::GetResourcesRequest,
+) -> Vec<pb::Resource> {
+    let mut out: Vec<pb::Resource> = store
+        .all()
+        .into_iter()
+        .filter(|(parent, x)| matches_query(r, parent.as_deref(), x))
+        .map(|(_, x)| x)
+        .collect();
+    if r.limit > 0 {
+        out.truncate(r.limit as usize);
+    }
+    out
+}
+
+/// Each non-empty term of the query is a filter; terms combine with AND, or with OR when
+/// `any_of` is set. An empty query matches everything.
+fn matches_query(r: &pb::GetResourcesRequest, parent: Option<&str>, x: &pb::Resource) -> bool {
+    let any = |list: &[String], values: &[String]| values.iter().any(|v| list.contains(v));
+    let terms: Vec<bool> = [
+        (!r.id.is_empty()).then(|| r.id.contains(&x.id)),
+        (!r.name.is_empty()).then(|| r.name.contains(&x.name)),
+        (!r.description.is_empty()).then(|| r.description.contains(&x.description)),
+        (!r.kind.is_empty()).then(|| any(&r.kind, &x.kind)),
+        (!r.parent_id.is_empty())
+            .then(|| parent.is_some_and(|p| r.parent_id.iter().any(|q| q == p))),
+        (!r.owner.is_empty()).then(|| r.owner.contains(&x.owner)),
+        (!r.alias.is_empty()).then(|| any(&r.alias, &x.alias)),
+        (r.modified_since > 0).then(|| x.modified >= r.modified_since),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if terms.is_empty() {
+        true
+    } else if r.any_of {
+        terms.iter().any(|t| *t)
+    } else {
+        terms.iter().all(|t| *t)
+    }
+}
+
+/// Connect: hello is acknowledged with a connection id and ping interval; pings are
+/// answered; goodbye (or the client's end) ends the stream with a goodbye.
+async fn connect(mut inbound: Inbound, outbound: &Outbound) -> Result<(), Failure> {
+    use pb::connect_request::Payload as In;
+    use pb::connect_response::Payload as Out;
+    let reply = |payload: Out| pb::ConnectResponse {
+        status: None,
+        payload: Some(payload),
+    };
+    let mut said_hello = false;
+    loop {
+        let next = tokio::time::timeout(
+            Duration::from_secs(u64::from(CONNECT_PING_INTERVAL_SECS) * 3),
+            inbound.next::<pb::ConnectRequest>(),
+        )
+        .await;
+        let request = match next {
+            // No traffic for three ping intervals: the client is gone.
+            Err(_) => return Ok(()),
+            Ok(r) => r?,
+        };
+        match request.and_then(|r| r.payload) {
+            Some(In::Hello(_)) if !said_hello => {
+                said_hello = true;
+                outbound
+                    .send(&reply(Out::Acknowledge(pb::ConnectAcknowledge {
+                        connection_id: new_id(),
+                        timestamp: now_secs(),
+                        ping_interval: CONNECT_PING_INTERVAL_SECS,
+                    })))
+                    .await?;
+            }
+            Some(In::Hello(_)) => return Err(Failure::invalid("Connect: hello sent twice")),
+            Some(In::Ping(_)) => {
+                outbound.send(&reply(Out::Ping(pb::ConnectPing {}))).await?;
+            }
+            Some(In::Goodbye(_)) | None => {
+                outbound
+                    .send(&reply(Out::Goodbye(pb::ConnectGoodbye {
+                        status: None,
+                        ended: true,
+                    })))
+                    .await?;
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+    }
+}
