@@ -93,6 +93,15 @@ impl ClientRegistry {
             .cloned()
     }
 
+    /// The newest session carrying this identity DID.
+    pub fn by_identity_did(&self, did: &str) -> Option<Session> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|s| !s.identity_did.is_empty() && s.identity_did == did)
+            .cloned()
+    }
+
     /// The first session registered for this public key.
     pub fn by_public_key(&self, key: &PublicKey) -> Option<Session> {
         self.lock()

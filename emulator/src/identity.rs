@@ -157,6 +157,40 @@ impl VoltIdentity {
         })
     }
 
+    /// Issues a client certificate for `client_key`, signed by the Volt CA: subject CN
+    /// `common_name`, client-auth usage, and `host` as a SAN when it is an IP address or DNS
+    /// name. Returns the PEM and the DER.
+    pub fn issue_client_certificate(
+        &self,
+        client_key: &tdx_volt::PublicKey,
+        common_name: &str,
+        host: &str,
+    ) -> Result<(String, Vec<u8>)> {
+        let spki_der = client_key.to_spki_der()?;
+        let subject_key = ClientPublicKey::from_spki(&spki_der, client_key.algorithm())?;
+        let key_pem = self.signing_key.to_pkcs8_pem()?;
+        let ca_key = rcgen::KeyPair::from_pem(&key_pem)
+            .map_err(|e| cert_error("loading the Volt key for the CA", e))?;
+        let sans: Vec<String> = if host.is_empty() {
+            Vec::new()
+        } else {
+            vec![host.to_owned()]
+        };
+        let mut params = rcgen::CertificateParams::new(sans)
+            .or_else(|_| rcgen::CertificateParams::new(Vec::<String>::new()))
+            .map_err(|e| cert_error("client certificate names", e))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let ca = ca_params()?;
+        let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+        let cert = params
+            .signed_by(&subject_key, &issuer)
+            .map_err(|e| cert_error("signing the client certificate", e))?;
+        Ok((cert.pem(), cert.der().to_vec()))
+    }
+
     /// The Volt id (a DID): the audience of identity tokens.
     pub fn id(&self) -> &str {
         &self.id
@@ -281,5 +315,44 @@ mod tests {
         let err = VoltIdentity::load_or_create(&dir).unwrap_err();
         assert!(err.to_string().contains("volt-key.pem"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A client's public key in the form rcgen signs certificates for.
+struct ClientPublicKey {
+    key: Vec<u8>,
+    algorithm: &'static rcgen::SignatureAlgorithm,
+}
+
+impl ClientPublicKey {
+    fn from_spki(spki_der: &[u8], algorithm: tdx_volt::KeyAlgorithm) -> Result<ClientPublicKey> {
+        let spki = spki::SubjectPublicKeyInfoRef::try_from(spki_der)
+            .map_err(|_| Error::new(ErrorKind::Key, "client public key is not SPKI DER"))?;
+        let key = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| Error::new(ErrorKind::Key, "client public key has unused bits"))?
+            .to_vec();
+        let algorithm = match algorithm {
+            tdx_volt::KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+            tdx_volt::KeyAlgorithm::Rsa => &rcgen::PKCS_RSA_SHA256,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Key,
+                    "unsupported client key algorithm",
+                ))
+            }
+        };
+        Ok(ClientPublicKey { key, algorithm })
+    }
+}
+
+impl rcgen::PublicKeyData for ClientPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.key
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.algorithm
     }
 }

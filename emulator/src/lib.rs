@@ -5,11 +5,17 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod authenticate;
 pub mod call;
 pub mod clients;
 pub mod files;
 pub mod identity;
+pub mod issue;
+pub mod server;
 pub mod services;
+pub mod tls;
+pub mod transport;
 
 pub use identity::VoltIdentity;
+pub use server::{issue_client_file, Emulator, EmulatorBuilder};

@@ -1,0 +1,63 @@
+//! Who is calling: identity tokens checked against the sessions this Volt issued.
+
+use tdx_volt::protocol::token::{unix_now, Claims, IdentityToken, Validation};
+use tdx_volt::PublicKey;
+
+use crate::call::{Caller, Code, Failure};
+use crate::services::Services;
+
+/// Clock skew tolerated on `iat` / `exp`, in seconds.
+pub const TOKEN_LEEWAY_SECS: i64 = 30;
+/// The longest token lifetime accepted, in seconds.
+pub const TOKEN_MAX_LIFETIME_SECS: i64 = 3600;
+
+fn unauthenticated(message: impl Into<String>) -> Failure {
+    Failure::abort(Code::Unauthenticated, message)
+}
+
+/// Checks a token against the session its `sub` names: the signature (over the header the
+/// token carries, which on the websocket gateway is the rebuilt constant EdDSA header) by that
+/// session's key, `aud` = this Volt, and the time window. Returns the caller and the claims.
+pub fn verify_token(svc: &Services, token: &IdentityToken) -> Result<(Caller, Claims), Failure> {
+    let unverified = token
+        .claims_unverified()
+        .map_err(|e| unauthenticated(format!("bad identity token: {e}")))?;
+    let session_id = unverified
+        .sub
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| unauthenticated("the identity token names no session (sub)"))?;
+    let session = svc
+        .clients()
+        .by_session(&session_id)
+        .ok_or_else(|| unauthenticated(format!("unknown session: {session_id}")))?;
+    let key = PublicKey::from_pem(&session.public_key_pem)
+        .map_err(|e| Failure::abort(Code::Internal, format!("stored session key: {e}")))?;
+    let claims = token
+        .verify(&key, &validation(svc))
+        .map_err(|e| unauthenticated(format!("identity token refused: {e}")))?;
+    Ok((
+        Caller {
+            client_id: session.client_id,
+            session_id: session.session_id,
+        },
+        claims,
+    ))
+}
+
+/// Checks a token signed by a key that has no session yet (Authenticate): signature by `key`,
+/// audience and time window.
+pub fn verify_token_with_key(
+    svc: &Services,
+    token: &IdentityToken,
+    key: &PublicKey,
+) -> Result<Claims, Failure> {
+    token
+        .verify(key, &validation(svc))
+        .map_err(|e| unauthenticated(format!("identity token refused: {e}")))
+}
+
+fn validation(svc: &Services) -> Validation {
+    Validation::new(svc.identity().id(), unix_now())
+        .leeway(TOKEN_LEEWAY_SECS)
+        .max_lifetime(TOKEN_MAX_LIFETIME_SECS)
+}

@@ -1,0 +1,287 @@
+//! Starting and stopping an emulator: listeners, TLS, the written client configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tdx_volt::{Error, ErrorKind, Result};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use crate::identity::VoltIdentity;
+use crate::issue::{issue_client, write_config, write_default_config, Endpoints};
+use crate::services::Services;
+use crate::transport::{grpc, websocket};
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Settings for [`Emulator::start`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct EmulatorBuilder {
+    dir: PathBuf,
+    ws_listen: SocketAddr,
+    grpc_listen: SocketAddr,
+    plain: bool,
+}
+
+impl EmulatorBuilder {
+    /// The websocket gateway's listen address (default `127.0.0.1:0`).
+    pub fn ws_listen(mut self, addr: SocketAddr) -> Self {
+        self.ws_listen = addr;
+        self
+    }
+
+    /// The gRPC listen address (default `127.0.0.1:0`).
+    pub fn grpc_listen(mut self, addr: SocketAddr) -> Self {
+        self.grpc_listen = addr;
+        self
+    }
+
+    /// Serve without TLS (`http://` and h2c). Only for debugging with tools that cannot
+    /// trust a CA; clients then skip TLS verification entirely.
+    pub fn plain(mut self, plain: bool) -> Self {
+        self.plain = plain;
+        self
+    }
+
+    /// Loads (or creates) the identity and data in the directory, binds both listeners,
+    /// writes `DIR/client.config.json` and starts serving.
+    pub async fn start(self) -> Result<Emulator> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            Error::new(ErrorKind::Io, format!("creating {}", self.dir.display())).with_source(e)
+        })?;
+        let identity = VoltIdentity::load_or_create(&self.dir)?;
+        let tls = if self.plain {
+            None
+        } else {
+            Some((
+                TlsAcceptor::from(crate::tls::gateway_config(&identity)?),
+                TlsAcceptor::from(crate::tls::grpc_config(&identity)?),
+            ))
+        };
+        let svc = Arc::new(Services::open(identity)?);
+        let ws_listener = bind(self.ws_listen).await?;
+        let grpc_listener = bind(self.grpc_listen).await?;
+        let ws_addr = local_addr(&ws_listener)?;
+        let grpc_addr = local_addr(&grpc_listener)?;
+        let scheme = if self.plain { "http" } else { "https" };
+        let endpoints = Endpoints {
+            address: grpc_addr.to_string(),
+            http_address: format!("{scheme}://{ws_addr}"),
+        };
+        endpoints.save(svc.dir())?;
+        let config_path = write_default_config(&svc, &endpoints)?;
+
+        let mut tasks = JoinSet::new();
+        let (ws_tls, grpc_tls) = match tls {
+            Some((ws, grpc)) => (Some(ws), Some(grpc)),
+            None => (None, None),
+        };
+        tasks.spawn(accept_loop(
+            svc.clone(),
+            ws_listener,
+            ws_tls,
+            Kind::Websocket,
+        ));
+        tasks.spawn(accept_loop(
+            svc.clone(),
+            grpc_listener,
+            grpc_tls,
+            Kind::Grpc,
+        ));
+        info!(
+            websocket = %endpoints.http_address,
+            grpc = %endpoints.address,
+            "volt-emulator serving {}",
+            svc.identity().id()
+        );
+        Ok(Emulator {
+            svc,
+            endpoints,
+            config_path,
+            tasks,
+        })
+    }
+}
+
+/// A running emulator. Dropping it (or [`Emulator::shutdown`]) stops the listeners and closes
+/// every connection.
+pub struct Emulator {
+    svc: Arc<Services>,
+    endpoints: Endpoints,
+    config_path: PathBuf,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("volt_id", &self.svc.identity().id())
+            .field("endpoints", &self.endpoints)
+            .field("config_path", &self.config_path)
+            .finish()
+    }
+}
+
+impl Emulator {
+    /// Settings for an emulator keeping its state in `dir`.
+    pub fn builder(dir: impl Into<PathBuf>) -> EmulatorBuilder {
+        let local = SocketAddr::from(([127, 0, 0, 1], 0));
+        EmulatorBuilder {
+            dir: dir.into(),
+            ws_listen: local,
+            grpc_listen: local,
+            plain: false,
+        }
+    }
+
+    /// The websocket gateway's base address (`https://127.0.0.1:P`).
+    pub fn http_address(&self) -> &str {
+        &self.endpoints.http_address
+    }
+
+    /// The gRPC address (`127.0.0.1:Q`).
+    pub fn address(&self) -> &str {
+        &self.endpoints.address
+    }
+
+    /// The path of the client configuration written at start.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The Volt's id.
+    pub fn volt_id(&self) -> &str {
+        self.svc.identity().id()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.svc.dir()
+    }
+
+    /// The Volt CA certificate (PEM), which clients must trust.
+    pub fn ca_pem(&self) -> &str {
+        self.svc.identity().ca_pem()
+    }
+
+    /// The line `serve` prints once ready.
+    pub fn ready_line(&self) -> String {
+        serde_json::json!({
+            "http_address": self.endpoints.http_address,
+            "address": self.endpoints.address,
+            "config": self.config_path.display().to_string(),
+        })
+        .to_string()
+    }
+
+    /// Issues another client configuration (fresh key and session); with a passphrase the
+    /// key is encrypted. Returns the configuration JSON.
+    pub fn issue_client(&self, name: &str, passphrase: Option<&str>) -> Result<serde_json::Value> {
+        issue_client(&self.svc, &self.endpoints, name, passphrase)
+    }
+
+    /// Stops serving: the listeners close and every open connection is dropped.
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Issues a client configuration for the emulator whose data is in `dir` (running or not; the
+/// addresses are those of its last start) and writes it to `out`.
+pub fn issue_client_file(
+    dir: &Path,
+    name: &str,
+    passphrase: Option<&str>,
+    out: &Path,
+) -> Result<()> {
+    let endpoints = Endpoints::load(dir)?;
+    let identity = VoltIdentity::load_or_create(dir)?;
+    let svc = Services::open(identity)?;
+    let config = issue_client(&svc, &endpoints, name, passphrase)?;
+    write_config(out, &config)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Websocket,
+    Grpc,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("binding {addr}")).with_source(e))
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
+    listener
+        .local_addr()
+        .map_err(|e| Error::new(ErrorKind::Io, "reading the bound address").with_source(e))
+}
+
+/// Accepts connections until aborted; dropping it drops every connection it started.
+async fn accept_loop(
+    svc: Arc<Services>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    kind: Kind,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve_connection(svc.clone(), stream, tls.clone(), kind, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the others.
+                    debug!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+async fn serve_connection(
+    svc: Arc<Services>,
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    kind: Kind,
+    peer: SocketAddr,
+) {
+    debug!(%peer, ?kind, "connection");
+    match tls {
+        None => match kind {
+            Kind::Websocket => websocket::serve_stream(svc, stream).await,
+            Kind::Grpc => grpc::serve_stream(svc, stream, None).await,
+        },
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => return debug!(%peer, "TLS handshake timed out"),
+            };
+            match kind {
+                Kind::Websocket => websocket::serve_stream(svc, stream).await,
+                Kind::Grpc => {
+                    let cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.to_vec());
+                    grpc::serve_stream(svc, stream, cert).await
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Native gRPC: every method of the API served by one generic handler.
+//!
+//! tonic does the gRPC framing with a pass-through codec; requests and responses stay
+//! protobuf bytes end to end, and the method table of the protocol core gives each path its
+//! types. Every method is served as a bidi stream, whatever its declared kind: a unary handler
+//! answers after the first request message, so a client that never half-closes (the official
+//! JS client) is answered at once.
+//!
+//! Identity: a client certificate issued by this Volt (verified by TLS against the Volt CA),
+//! else the `volt-token` metadata. Authenticate needs neither (it is how a client gets them).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use futures_util::Stream;
+use tdx_volt::protocol::schema::{self, Method};
+use tdx_volt::protocol::token::IdentityToken;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Status, Streaming};
+use tracing::debug;
+
+use crate::auth::verify_token;
+use crate::call::{Caller, Code, Failure, Inbound, Outbound};
+use crate::services::Services;
+
+/// The metadata key carrying the identity token.
+pub const TOKEN_METADATA: &str = "volt-token";
+/// The largest message decoded or encoded.
+pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+const AUTHENTICATE: &str = "/tdx.volt_api.volt.v1.VoltAPI/Authenticate";
+
+/// Serves HTTP/2 gRPC on an established (TLS or plain) stream until it closes.
+/// `peer_certificate` is the DER of the client certificate TLS verified, if one was presented.
+pub async fn serve_stream<S>(svc: Arc<Services>, stream: S, peer_certificate: Option<Vec<u8>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = peer_certificate
+        .and_then(|der| svc.clients().by_certificate(&der))
+        .map(|session| Caller {
+            client_id: session.client_id,
+            session_id: session.session_id,
+        });
+    let service = hyper::service::service_fn(move |request| {
+        let svc = svc.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(handle(svc, peer, request).await) }
+    });
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .http2_only();
+    if let Err(e) = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await
+    {
+        debug!("gRPC connection ended: {e}");
+    }
+}
+
+async fn handle(
+    svc: Arc<Services>,
+    peer: Option<Caller>,
+    request: http::Request<hyper::body::Incoming>,
+) -> http::Response<tonic::body::Body> {
+    let path = request.uri().path().to_owned();
+    let Some(method) = schema::methods().get(&path) else {
+        return Status::unimplemented(format!("{path} is not a method of the Volt API"))
+            .into_http();
+    };
+    let caller = if path == AUTHENTICATE {
+        // Authenticate is how a client obtains a session; the request names its key.
+        peer.unwrap_or_else(|| Caller {
+            client_id: String::new(),
+            session_id: String::new(),
+        })
+    } else {
+        match identify(&svc, peer, request.headers()) {
+            Ok(caller) => caller,
+            Err(f) => return to_status(&f).into_http(),
+        }
+    };
+    let mut grpc = tonic::server::Grpc::new(PassThrough)
+        .max_decoding_message_size(MAX_MESSAGE_LEN)
+        .max_encoding_message_size(MAX_MESSAGE_LEN);
+    grpc.streaming(
+        CallService {
+            svc,
+            caller,
+            method,
+        },
+        request,
+    )
+    .await
+}
+
+fn identify(
+    svc: &Services,
+    peer: Option<Caller>,
+    headers: &http::HeaderMap,
+) -> Result<Caller, Failure> {
+    if let Some(caller) = peer {
+        return Ok(caller);
+    }
+    let jwt = headers
+        .get(TOKEN_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            Failure::abort(
+                Code::Unauthenticated,
+                "no volt-token metadata and no client certificate",
+            )
+        })?;
+    let token = IdentityToken::parse(jwt)
+        .map_err(|e| Failure::abort(Code::Unauthenticated, format!("bad volt-token: {e}")))?;
+    verify_token(svc, &token).map(|(caller, _)| caller)
+}
+
+fn to_status(failure: &Failure) -> Status {
+    Status::new(
+        tonic::Code::from_i32(failure.code().as_i32()),
+        failure.message().to_owned(),
+    )
+}
+
+struct CallService {
+    svc: Arc<Services>,
+    caller: Caller,
+    method: &'static Method,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl tonic::server::StreamingService<Bytes> for CallService {
+    type Response = Bytes;
+    type ResponseStream = ResponseStream;
+    type Future = BoxFuture<Result<tonic::Response<ResponseStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<Bytes>>) -> Self::Future {
+        let (inbound_tx, inbound) = Inbound::channel();
+        let (outbound, out_rx) = Outbound::channel();
+        let mut requests = request.into_inner();
+        // Requests are pulled only as fast as the handler takes them: HTTP/2 flow control
+        // pushes back on the client.
+        let pump = tokio::spawn(async move {
+            while let Ok(Some(message)) = requests.message().await {
+                if inbound_tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (done_tx, done_rx) = oneshot::channel();
+        let svc = self.svc.clone();
+        let caller = self.caller.clone();
+        let method = self.method;
+        let handler = tokio::spawn(async move {
+            let result = svc.call(caller, method, inbound, outbound).await;
+            let _ = done_tx.send(result);
+        });
+        let stream = ResponseStream {
+            responses: out_rx,
+            done: Some(done_rx),
+            tasks: [pump.abort_handle(), handler.abort_handle()],
+        };
+        Box::pin(async move { Ok(tonic::Response::new(stream)) })
+    }
+}
+
+/// The responses of one call, then its final status. Dropping it (the client cancelled or
+/// went away) aborts the call's tasks.
+struct ResponseStream {
+    responses: crate::call::OutboundReceiver,
+    done: Option<oneshot::Receiver<Result<(), Failure>>>,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Stream for ResponseStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if let Poll::Ready(Some(bytes)) = self.responses.poll_recv(cx) {
+            return Poll::Ready(Some(Ok(bytes)));
+        }
+        // No response ready: either more may come, or the handler has finished (its
+        // Outbound dropped, so the channel is closed and drained).
+        let Some(done) = self.done.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(done).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                // The handler has returned, so nothing more enters the channel; deliver what
+                // is left before the status.
+                if let Poll::Ready(Some(bytes)) = self.responses.poll_recv(cx) {
+                    return Poll::Ready(Some(Ok(bytes)));
+                }
+                self.done = None;
+                match result {
+                    Ok(Ok(())) => Poll::Ready(None),
+                    Ok(Err(f)) => Poll::Ready(Some(Err(to_status(&f)))),
+                    Err(_) => Poll::Ready(Some(Err(Status::internal("the call's handler failed")))),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ResponseStream {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A codec that passes message bytes through unchanged.
+#[derive(Clone, Copy, Default)]
+pub struct PassThrough;
+
+impl Codec for PassThrough {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = PassThrough;
+    type Decoder = PassThrough;
+
+    fn encoder(&mut self) -> PassThrough {
+        PassThrough
+    }
+
+    fn decoder(&mut self) -> PassThrough {
+        PassThrough
+    }
+}
+
+impl Encoder for PassThrough {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for PassThrough {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
