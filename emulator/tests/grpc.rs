@@ -1,0 +1,320 @@
+//! The gRPC server against a tonic client over TLS: volt-token checks, unimplemented methods,
+//! unary answers before the client half-closes, Authenticate and mutual TLS.
+
+mod support;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::uri::PathAndQuery;
+use prost::Message as _;
+use support::TestVolt;
+use tdx_volt::proto::volt as pb;
+use tdx_volt::protocol::token::{unix_now, Claims, IdentityToken};
+use tdx_volt::PrivateKey;
+use tdx_volt_emulator::transport::grpc::PassThrough;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+const GET_RESOURCE: &str = "/tdx.volt_api.volt.v1.VoltAPI/GetResource";
+const AUTHENTICATE: &str = "/tdx.volt_api.volt.v1.VoltAPI/Authenticate";
+
+async fn channel(
+    volt: &TestVolt,
+    ca_pem: &str,
+    identity: Option<Identity>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    Channel::from_shared(format!("https://{}", volt.emulator().address()))
+        .expect("uri")
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+fn token(volt: &TestVolt, claims: Claims) -> String {
+    IdentityToken::sign(&volt.key, &claims).unwrap().to_jwt()
+}
+
+fn good_token(volt: &TestVolt) -> String {
+    token(
+        volt,
+        Claims::new(volt.volt_id(), unix_now()).with_subject(volt.session()),
+    )
+}
+
+async fn unary<M: prost::Message + Default>(
+    channel: &Channel,
+    path: &'static str,
+    request: &impl prost::Message,
+    token: Option<&str>,
+) -> Result<M, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(Bytes::from(request.encode_to_vec()));
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("volt-token", token.parse().expect("ascii token"));
+    }
+    let response = grpc
+        .unary(request, PathAndQuery::from_static(path), PassThrough)
+        .await?;
+    Ok(M::decode(response.into_inner()).expect("response decodes"))
+}
+
+fn get_root(volt: &TestVolt) -> pb::GetResourceRequest {
+    pb::GetResourceRequest {
+        resource_id: volt.volt_id(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volt_token_is_required_and_checked() {
+    let volt = TestVolt::start("grpc-token").await;
+    let ch = channel(&volt, volt.emulator().ca_pem(), None)
+        .await
+        .unwrap();
+    let response: pb::GetResourceResponse = unary(
+        &ch,
+        GET_RESOURCE,
+        &get_root(&volt),
+        Some(&good_token(&volt)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.resource.unwrap().id, volt.volt_id());
+
+    let err = unary::<pb::GetResourceResponse>(&ch, GET_RESOURCE, &get_root(&volt), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let wrong_aud = token(
+        &volt,
+        Claims::new("did:volt:other", unix_now()).with_subject(volt.session()),
+    );
+    let err =
+        unary::<pb::GetResourceResponse>(&ch, GET_RESOURCE, &get_root(&volt), Some(&wrong_aud))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(err.message().contains("audience"), "{}", err.message());
+
+    let mut expired = Claims::new(volt.volt_id(), unix_now() - 7200).with_subject(volt.session());
+    expired.exp = unix_now() - 3600;
+    let err = unary::<pb::GetResourceResponse>(
+        &ch,
+        GET_RESOURCE,
+        &get_root(&volt),
+        Some(&token(&volt, expired)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let stranger = IdentityToken::sign(
+        &PrivateKey::generate_ed25519(),
+        &Claims::new(volt.volt_id(), unix_now()).with_subject(volt.session()),
+    )
+    .unwrap()
+    .to_jwt();
+    let err =
+        unary::<pb::GetResourceResponse>(&ch, GET_RESOURCE, &get_root(&volt), Some(&stranger))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    // An application error is a response status, not a gRPC error.
+    let missing = pb::GetResourceRequest {
+        resource_id: "nope".into(),
+        ..Default::default()
+    };
+    let response: pb::GetResourceResponse =
+        unary(&ch, GET_RESOURCE, &missing, Some(&good_token(&volt)))
+            .await
+            .unwrap();
+    assert_eq!(response.status.unwrap().code, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_unimplemented_methods_answer_promptly() {
+    let volt = TestVolt::start("grpc-unimpl").await;
+    let ch = channel(&volt, volt.emulator().ca_pem(), None)
+        .await
+        .unwrap();
+    let err = unary::<pb::GetResourceResponse>(
+        &ch,
+        "/tdx.volt_api.volt.v1.VoltAPI/Nope",
+        &get_root(&volt),
+        Some(&good_token(&volt)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    let err = unary::<pb::GetSessionsResponse>(
+        &ch,
+        "/tdx.volt_api.volt.v1.VoltAPI/GetSessions",
+        &pb::GetSessionsRequest::default(),
+        Some(&good_token(&volt)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("GetSessions"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_methods_answer_before_the_client_half_closes() {
+    let volt = TestVolt::start("grpc-bidi").await;
+    let ch = channel(&volt, volt.emulator().ca_pem(), None)
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    // The request stream sends one message and then stays open, as the official JS client
+    // does for every method.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tx.send(Bytes::from(get_root(&volt).encode_to_vec()))
+        .await
+        .unwrap();
+    let requests =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let mut request = tonic::Request::new(requests);
+    request
+        .metadata_mut()
+        .insert("volt-token", good_token(&volt).parse().unwrap());
+    let response = grpc
+        .streaming(
+            request,
+            PathAndQuery::from_static(GET_RESOURCE),
+            PassThrough,
+        )
+        .await
+        .unwrap();
+    let mut responses = response.into_inner();
+    let first = tokio::time::timeout(support::WAIT, responses.next())
+        .await
+        .expect("answered without a half-close")
+        .unwrap()
+        .unwrap();
+    let decoded = pb::GetResourceResponse::decode(first).unwrap();
+    assert_eq!(decoded.resource.unwrap().id, volt.volt_id());
+    assert!(tokio::time::timeout(support::WAIT, responses.next())
+        .await
+        .unwrap()
+        .is_none());
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticate_then_mutual_tls_without_a_token() {
+    let volt = TestVolt::start("grpc-auth").await;
+    let ch = channel(&volt, volt.emulator().ca_pem(), None)
+        .await
+        .unwrap();
+    let key = PrivateKey::generate_ed25519();
+    let key_pem = key.public_key().to_spki_pem().unwrap();
+    let request = pb::AuthenticateRequest {
+        client_name: "auth-test".into(),
+        host: "127.0.0.1".into(),
+        client_identifier: Some(pb::authenticate_request::ClientIdentifier::DidPublicKey(
+            key_pem,
+        )),
+        ..Default::default()
+    };
+    let response: pb::AuthenticateResponse =
+        unary(&ch, AUTHENTICATE, &request, None).await.unwrap();
+    assert_eq!(response.decision, pb::PolicyDecision::Permit as i32);
+    assert!(response.identity_did.starts_with("did:volt:"));
+    assert!(!response.session_id.is_empty());
+    assert!(response.cert.contains("BEGIN CERTIFICATE"));
+    assert_eq!(response.chain, volt.emulator().ca_pem());
+
+    // The certificate alone (with its key) identifies the caller.
+    let identity = Identity::from_pem(&response.cert, key.to_pkcs8_pem().unwrap().as_str());
+    let mtls = channel(&volt, &response.chain, Some(identity))
+        .await
+        .unwrap();
+    let answer: pb::GetResourceResponse = unary(&mtls, GET_RESOURCE, &get_root(&volt), None)
+        .await
+        .unwrap();
+    assert_eq!(answer.resource.unwrap().id, volt.volt_id());
+
+    // A token for the new session works too.
+    let claims =
+        Claims::new(volt.volt_id(), unix_now()).with_subject(Some(response.session_id.clone()));
+    let jwt = IdentityToken::sign(&key, &claims).unwrap().to_jwt();
+    let answer: pb::GetResourceResponse = unary(&ch, GET_RESOURCE, &get_root(&volt), Some(&jwt))
+        .await
+        .unwrap();
+    assert!(answer.resource.is_some());
+
+    // The known DID authenticates again.
+    let again = pb::AuthenticateRequest {
+        client_identifier: Some(pb::authenticate_request::ClientIdentifier::Did(
+            response.identity_did.clone(),
+        )),
+        ..Default::default()
+    };
+    let second: pb::AuthenticateResponse = unary(&ch, AUTHENTICATE, &again, None).await.unwrap();
+    assert_eq!(second.identity_did, response.identity_did);
+    assert_ne!(second.session_id, response.session_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_did_documents_must_be_signed_by_their_key() {
+    use base64::Engine as _;
+    let volt = TestVolt::start("grpc-did").await;
+    let ch = channel(&volt, volt.emulator().ca_pem(), None)
+        .await
+        .unwrap();
+    let key = PrivateKey::generate_ed25519();
+    let did = "did:volt:0123456789abcdef";
+    let document = serde_json::to_string_pretty(&serde_json::json!({
+        "id": did,
+        "verificationMethod": [{"id": format!("{did}#key-1"), "publicKeyPem": key.public_key().to_spki_pem().unwrap()}],
+    }))
+    .unwrap();
+    let sign = |k: &PrivateKey| {
+        base64::engine::general_purpose::STANDARD.encode(k.sign(document.as_bytes()).unwrap())
+    };
+    let mut request = pb::AuthenticateRequest {
+        client_identifier: Some(pb::authenticate_request::ClientIdentifier::DidDocument(
+            document.clone(),
+        )),
+        did_document_signature: sign(&key),
+        ..Default::default()
+    };
+    let response: pb::AuthenticateResponse =
+        unary(&ch, AUTHENTICATE, &request, None).await.unwrap();
+    assert_eq!(response.identity_did, did);
+    request.did_document_signature = sign(&PrivateKey::generate_ed25519());
+    let response: pb::AuthenticateResponse =
+        unary(&ch, AUTHENTICATE, &request, None).await.unwrap();
+    assert_eq!(response.status.unwrap().code, 7);
+    assert_eq!(response.decision, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trusting_another_ca_fails_tls() {
+    let volt = TestVolt::start("grpc-ca").await;
+    let other = TestVolt::start("grpc-ca-other").await;
+    let ch = channel(&volt, other.emulator().ca_pem(), None).await;
+    let result = match ch {
+        Err(e) => Err(e.to_string()),
+        Ok(ch) => unary::<pb::GetResourceResponse>(
+            &ch,
+            GET_RESOURCE,
+            &get_root(&volt),
+            Some(&good_token(&volt)),
+        )
+        .await
+        .map_err(|s| s.to_string()),
+    };
+    assert!(result.is_err(), "TLS with the wrong CA must fail");
+}
