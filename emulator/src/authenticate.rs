@@ -19,13 +19,14 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use serde_json::Value;
+use tdx_volt::proto::volt::PolicyDecision;
 use tdx_volt::proto::volt::{self as pb, authenticate_request::ClientIdentifier};
-use tdx_volt::proto::volt::{PolicyDecision, Resource};
 use tdx_volt::PublicKey;
 
 use crate::call::{Failure, Inbound, Outbound};
 use crate::clients::Session;
-use crate::services::resources::{kind, new_id};
+use crate::issue::create_home_folder;
+use crate::services::resources::new_id;
 use crate::services::{unary, Services};
 
 /// Answers one Authenticate call.
@@ -87,17 +88,8 @@ fn authenticate(
         Some(s) => (s.client_id, s.home_id),
         None => {
             let client_id = new_id();
-            let home = svc.resources().create(
-                svc.resources().root_id(),
-                &client_id,
-                Resource {
-                    name: client_name.clone(),
-                    description: format!("home of {client_name}"),
-                    kind: vec![kind::HOME.to_owned(), kind::FOLDER.to_owned()],
-                    ..Resource::default()
-                },
-            )?;
-            (client_id, home.id)
+            let home_id = create_home_folder(svc, &client_id, &client_name)?;
+            (client_id, home_id)
         }
     };
     let session_id = new_id();

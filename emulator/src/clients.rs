@@ -59,20 +59,41 @@ impl ClientRegistry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds (or replaces, by session id) a session and saves the registry.
+    /// Adds (or replaces, by session id) a session and saves the registry. Sessions another
+    /// process added to the file meanwhile (`volt-emulator client`) are kept.
     pub fn insert(&self, session: Session) -> tdx_volt::Result<()> {
         let mut sessions = self.lock();
+        self.merge_from_disk(&mut sessions);
         sessions.retain(|s| s.session_id != session.session_id);
         sessions.push(session);
         write_atomic(&self.path, to_text(&sessions).as_bytes(), Access::Private)
     }
 
+    /// Adds the sessions in the file that are not in memory (issued by another process).
+    fn merge_from_disk(&self, sessions: &mut Vec<Session>) {
+        let Ok(Some(text)) = read_optional(&self.path) else {
+            return;
+        };
+        // A file that does not parse is left to the next write to replace.
+        if let Ok(on_disk) = parse(&text) {
+            for s in on_disk {
+                if !sessions.iter().any(|m| m.session_id == s.session_id) {
+                    sessions.push(s);
+                }
+            }
+        }
+    }
+
     /// The session with this id.
     pub fn by_session(&self, session_id: &str) -> Option<Session> {
-        self.lock()
-            .iter()
-            .find(|s| s.session_id == session_id)
-            .cloned()
+        let mut sessions = self.lock();
+        let find = |list: &[Session]| list.iter().find(|s| s.session_id == session_id).cloned();
+        if let Some(found) = find(&sessions) {
+            return Some(found);
+        }
+        // Not known here: perhaps issued by `volt-emulator client` since this process started.
+        self.merge_from_disk(&mut sessions);
+        find(&sessions)
     }
 
     /// The session whose issued certificate is exactly this DER.

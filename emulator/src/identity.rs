@@ -248,6 +248,45 @@ fn hex_id(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A client's public key in the form rcgen signs certificates for.
+struct ClientPublicKey {
+    key: Vec<u8>,
+    algorithm: &'static rcgen::SignatureAlgorithm,
+}
+
+impl ClientPublicKey {
+    fn from_spki(spki_der: &[u8], algorithm: tdx_volt::KeyAlgorithm) -> Result<ClientPublicKey> {
+        let spki = spki::SubjectPublicKeyInfoRef::try_from(spki_der)
+            .map_err(|_| Error::new(ErrorKind::Key, "client public key is not SPKI DER"))?;
+        let key = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| Error::new(ErrorKind::Key, "client public key has unused bits"))?
+            .to_vec();
+        let algorithm = match algorithm {
+            tdx_volt::KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+            tdx_volt::KeyAlgorithm::Rsa => &rcgen::PKCS_RSA_SHA256,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Key,
+                    "unsupported client key algorithm",
+                ))
+            }
+        };
+        Ok(ClientPublicKey { key, algorithm })
+    }
+}
+
+impl rcgen::PublicKeyData for ClientPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.key
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.algorithm
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,44 +354,5 @@ mod tests {
         let err = VoltIdentity::load_or_create(&dir).unwrap_err();
         assert!(err.to_string().contains("volt-key.pem"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-/// A client's public key in the form rcgen signs certificates for.
-struct ClientPublicKey {
-    key: Vec<u8>,
-    algorithm: &'static rcgen::SignatureAlgorithm,
-}
-
-impl ClientPublicKey {
-    fn from_spki(spki_der: &[u8], algorithm: tdx_volt::KeyAlgorithm) -> Result<ClientPublicKey> {
-        let spki = spki::SubjectPublicKeyInfoRef::try_from(spki_der)
-            .map_err(|_| Error::new(ErrorKind::Key, "client public key is not SPKI DER"))?;
-        let key = spki
-            .subject_public_key
-            .as_bytes()
-            .ok_or_else(|| Error::new(ErrorKind::Key, "client public key has unused bits"))?
-            .to_vec();
-        let algorithm = match algorithm {
-            tdx_volt::KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
-            tdx_volt::KeyAlgorithm::Rsa => &rcgen::PKCS_RSA_SHA256,
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::Key,
-                    "unsupported client key algorithm",
-                ))
-            }
-        };
-        Ok(ClientPublicKey { key, algorithm })
-    }
-}
-
-impl rcgen::PublicKeyData for ClientPublicKey {
-    fn der_bytes(&self) -> &[u8] {
-        &self.key
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        self.algorithm
     }
 }

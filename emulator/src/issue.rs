@@ -76,34 +76,32 @@ impl Endpoints {
 /// Issues a new client: a fresh Ed25519 key, client id, session and home folder. With a
 /// passphrase the key is written encrypted (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC).
 /// Returns the configuration JSON.
+///
+/// `create_home`: make the client's home folder now. A separate process issuing a client for
+/// a running emulator must not write the resource tree (the server owns it); the server then
+/// creates the home folder on the client's first call.
 pub fn issue_client(
     svc: &Services,
     endpoints: &Endpoints,
     name: &str,
     passphrase: Option<&str>,
+    create_home: bool,
 ) -> Result<Value> {
     let key = PrivateKey::generate_ed25519();
     let client_id = new_id();
     let session_id = new_id();
-    let home = svc
-        .resources()
-        .create(
-            svc.resources().root_id(),
-            &client_id,
-            Resource {
-                name: name.to_owned(),
-                description: format!("home of {name}"),
-                kind: vec![kind::HOME.to_owned(), kind::FOLDER.to_owned()],
-                ..Resource::default()
-            },
-        )
-        .map_err(|f| Error::new(ErrorKind::Io, f.to_string()))?;
+    let home_id = if create_home {
+        create_home_folder(svc, &client_id, name)
+            .map_err(|f| Error::new(ErrorKind::Io, f.to_string()))?
+    } else {
+        String::new()
+    };
     svc.clients().insert(Session {
         session_id: session_id.clone(),
         client_id: client_id.clone(),
         client_name: name.to_owned(),
         public_key_pem: key.public_key().to_spki_pem()?,
-        home_id: home.id,
+        home_id,
         identity_did: String::new(),
         cert_pem: String::new(),
         cert_der_b64: String::new(),
@@ -155,7 +153,7 @@ pub fn write_default_config(svc: &Services, endpoints: &Endpoints) -> Result<Pat
             }
             config
         }
-        None => issue_client(svc, endpoints, DEFAULT_CLIENT_NAME, None)?,
+        None => issue_client(svc, endpoints, DEFAULT_CLIENT_NAME, None, true)?,
     };
     write_config(&path, &config)?;
     Ok(path)
@@ -166,4 +164,23 @@ pub fn write_config(path: &Path, config: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(config)
         .map_err(|e| Error::new(ErrorKind::Config, format!("configuration: {e}")))?;
     write_atomic(path, text.as_bytes(), Access::Private)
+}
+
+/// Creates a client's home folder under the Volt root; returns its id.
+pub fn create_home_folder(
+    svc: &Services,
+    client_id: &str,
+    name: &str,
+) -> std::result::Result<String, crate::call::Failure> {
+    let home = svc.resources().create(
+        svc.resources().root_id(),
+        client_id,
+        Resource {
+            name: name.to_owned(),
+            description: format!("home of {name}"),
+            kind: vec![kind::HOME.to_owned(), kind::FOLDER.to_owned()],
+            ..Resource::default()
+        },
+    )?;
+    Ok(home.id)
 }

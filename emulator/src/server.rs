@@ -182,7 +182,7 @@ impl Emulator {
     /// Issues another client configuration (fresh key and session); with a passphrase the
     /// key is encrypted. Returns the configuration JSON.
     pub fn issue_client(&self, name: &str, passphrase: Option<&str>) -> Result<serde_json::Value> {
-        issue_client(&self.svc, &self.endpoints, name, passphrase)
+        issue_client(&self.svc, &self.endpoints, name, passphrase, true)
     }
 
     /// Stops serving: the listeners close and every open connection is dropped.
@@ -202,7 +202,7 @@ pub fn issue_client_file(
     let endpoints = Endpoints::load(dir)?;
     let identity = VoltIdentity::load_or_create(dir)?;
     let svc = Services::open(identity)?;
-    let config = issue_client(&svc, &endpoints, name, passphrase)?;
+    let config = issue_client(&svc, &endpoints, name, passphrase, false)?;
     write_config(out, &config)
 }
 

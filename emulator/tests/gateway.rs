@@ -293,3 +293,51 @@ async fn ending_before_invoke_and_extra_unary_payloads_are_harmless() {
     assert!(matches!(bodies[1], Body::End { error: None, .. }));
     get_root(&volt, &mut socket, 3).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_stream_acknowledges_answers_pings_and_says_goodbye() {
+    let volt = TestVolt::start("ws-connect").await;
+    let volt_key = volt.config.volt_public_key().unwrap();
+    let mut socket = volt.connect().await;
+    let exchange = ClientKeyExchange::new();
+    let claims = volt.claims(&exchange);
+    let key = socket
+        .open(1, &volt.key, &claims, exchange, &volt_key)
+        .await
+        .unwrap();
+    let hello = json!({"hello": {"ping_interval": 10, "subscribe_resource_events": true}});
+    socket
+        .send(invoke(
+            &key,
+            1,
+            "/tdx.volt_api.volt.v1.VoltAPI/Connect",
+            &hello,
+        ))
+        .await;
+    let ack = next_payload(&mut socket, &key).await;
+    assert!(ack["acknowledge"]["connection_id"].is_string(), "{ack}");
+    socket.send(payload(&key, 1, &json!({"ping": {}}))).await;
+    assert!(next_payload(&mut socket, &key).await.get("ping").is_some());
+    socket.send(payload(&key, 1, &json!({"goodbye": {}}))).await;
+    assert_eq!(
+        next_payload(&mut socket, &key).await["goodbye"]["ended"],
+        json!(true)
+    );
+    let rest = socket.read_call(&key, 1).await;
+    assert!(matches!(rest.as_slice(), [Body::End { error: None, .. }]));
+}
+
+async fn next_payload(
+    socket: &mut RawSocket,
+    key: &tdx_volt::protocol::exchange::CallKey,
+) -> serde_json::Value {
+    match socket.next().await {
+        Event::Frame(tdx_volt::protocol::frame::ServerFrame::Sealed(s)) => {
+            match key.open_body(&s).unwrap() {
+                Body::Payload { json_payload } => serde_json::from_str(&json_payload).unwrap(),
+                other => panic!("expected a payload, got {other:?}"),
+            }
+        }
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}

@@ -181,13 +181,26 @@ pub async fn dispatch(
     }
 }
 
-/// The caller's home folder (the root when the session has none).
+/// The caller's home folder, created on first use for a client issued by another process.
+/// Falls back to the Volt root when the session is unknown or the folder cannot be made.
 pub fn home_of(svc: &Services, caller: &Caller) -> String {
-    svc.clients()
-        .by_session(&caller.session_id)
-        .map(|s| s.home_id)
-        .filter(|h| svc.resources().get(h).is_some())
-        .unwrap_or_else(|| svc.resources().root_id().to_owned())
+    let root = || svc.resources().root_id().to_owned();
+    let Some(mut session) = svc.clients().by_session(&caller.session_id) else {
+        return root();
+    };
+    if !session.home_id.is_empty() && svc.resources().get(&session.home_id).is_some() {
+        return session.home_id;
+    }
+    match crate::issue::create_home_folder(svc, &session.client_id, &session.client_name) {
+        Ok(home_id) => {
+            session.home_id = home_id.clone();
+            if svc.clients().insert(session).is_err() {
+                tracing::warn!("could not record a home folder");
+            }
+            home_id
+        }
+        Err(_) => root(),
+    }
 }
 
 fn query(
@@ -219,7 +232,7 @@ fn matches_query(r: &pb::GetResourcesRequest, parent: Option<&str>, x: &pb::Reso
             .then(|| parent.is_some_and(|p| r.parent_id.iter().any(|q| q == p))),
         (!r.owner.is_empty()).then(|| r.owner.contains(&x.owner)),
         (!r.alias.is_empty()).then(|| any(&r.alias, &x.alias)),
-        (r.modified_since > 0).then(|| x.modified >= r.modified_since),
+        (r.modified_since > 0).then_some(x.modified >= r.modified_since),
     ]
     .into_iter()
     .flatten()

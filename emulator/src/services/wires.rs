@@ -1,28 +1,751 @@
 //! WireAPI: wires with fan-out to every subscriber.
+//!
+//! A wire is a resource of kind `wire`, made with `SaveWire` (or `VoltAPI/SaveResource` with that
+//! kind). Publishing and subscribing both need the wire resource to exist, as on a real Volt
+//! where the access policy of the wire is checked on the first message: an unknown id is a
+//! `NOT_FOUND` status reply, and a resource of another kind an `INVALID_ARGUMENT` one. This is
+//! what lets the official clients' "send `{wire_id}` first to fail fast" idiom work.
+//!
+//! * `PublishWire` (declared bidi; used as a client stream): the first request names `wire_id`
+//!   and may carry a chunk; later requests carry chunks (repeating the same `wire_id` is fine,
+//!   naming another wire is `INVALID_ARGUMENT`). Every non-empty chunk is handed, in order, to
+//!   every subscriber of the wire at that moment; empty chunks are not delivered. When the
+//!   publisher ends its side the call answers one `PublishWireResponse` with a `status` of code
+//!   0 and an empty message, then ends. Nothing is sent before that unless the call fails.
+//! * `SubscribeWire` (bidi): the first request is `{wire_id}`; the call then streams
+//!   `{chunk}` for every chunk published after the subscription was registered. A later
+//!   `{stop: true}`, or the client ending its side, ends the call normally with no further
+//!   response. Other later requests are ignored.
+//! * `SaveWire`: creates the wire (under `create_in_parent_id`, else the caller's home) when
+//!   `create` is set or the id is unknown, otherwise updates it. `persist` / `persist_table` /
+//!   `do_not_persist` are accepted and ignored: the emulator keeps no wire history.
+//!
+//! Limits and the slow-subscriber policy:
+//! * A chunk may be at most [`MAX_CHUNK_BYTES`] (16 MiB); a bigger one fails the publish call
+//!   with `INVALID_ARGUMENT` (chunks published before it have been delivered).
+//! * Each subscriber has its own queue of [`SUBSCRIBER_QUEUE`] chunks. Publishing never waits
+//!   for a subscriber: a chunk is offered to each queue without blocking. A subscriber whose
+//!   queue is full when a chunk arrives is removed from the wire at once, the chunks still
+//!   queued for it are discarded, and its call ends with a `RESOURCE_EXHAUSTED` status reply
+//!   ("subscriber too slow: N chunks behind, subscription ended"). The publisher and every
+//!   other subscriber carry on unaffected. Worst-case memory per subscriber is therefore
+//!   `SUBSCRIBER_QUEUE` chunks (chunk buffers are shared between subscribers, not copied).
+//! * A subscription is removed from the hub whenever its call ends, however it ends (stop,
+//!   client end, client gone, error, or the handler being dropped), so nothing leaks.
+//!
+//! The hub's lock is a `std::sync::Mutex` held only for map updates and non-blocking queue
+//! offers, never across an `.await`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::call::{Caller, Failure, Inbound, Outbound};
+use bytes::Bytes;
+use prost::Message;
+use tdx_volt::proto::volt as pb;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Services;
+use crate::call::{Caller, Code, Failure, Inbound, Outbound};
 
-/// The live wires of this Volt.
-pub struct WireHub {}
+use super::resources::kind;
+use super::{unary, Services};
+
+/// The largest chunk a publisher may send, in bytes.
+pub const MAX_CHUNK_BYTES: usize = 16 * 1024 * 1024;
+
+/// Chunks queued per subscriber before it counts as too slow and is cut off.
+pub const SUBSCRIBER_QUEUE: usize = 256;
+
+struct Subscriber {
+    id: u64,
+    /// Pre-encoded `SubscribeWireResponse { chunk }` messages.
+    queue: mpsc::Sender<Bytes>,
+    /// Fired (with how far behind it was) when the subscriber is cut off for being slow.
+    cut_off: Option<oneshot::Sender<usize>>,
+}
+
+/// The live wires of this Volt: who is subscribed to what.
+pub struct WireHub {
+    wires: Mutex<HashMap<String, Vec<Subscriber>>>,
+    next_id: AtomicU64,
+    /// Bumped whenever a subscription is added or removed.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for WireHub {
+    fn default() -> Self {
+        WireHub::new()
+    }
+}
 
 impl WireHub {
     /// An empty hub.
     pub fn new() -> WireHub {
-        WireHub {}
+        WireHub {
+            wires: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            changes: watch::channel(0).0,
+        }
     }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
+        // Every mutation under the lock is a single push/retain/remove, so a poisoned map is
+        // still consistent.
+        self.wires.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// How many subscribers a wire has right now.
+    pub fn subscriber_count(&self, wire_id: &str) -> usize {
+        self.lock().get(wire_id).map_or(0, Vec::len)
+    }
+
+    /// How many wires have at least one subscriber.
+    pub fn active_wires(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// A receiver that changes whenever a subscription is added or removed (for observers and
+    /// tests that must wait for a subscription to be in place).
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Registers a subscriber; it is removed again when the [`Subscription`] is dropped.
+    pub fn subscribe(&self, wire_id: &str) -> Subscription<'_> {
+        let (queue, chunks) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let (cut_off, cut_off_rx) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .entry(wire_id.to_owned())
+            .or_default()
+            .push(Subscriber {
+                id,
+                queue,
+                cut_off: Some(cut_off),
+            });
+        self.changed();
+        Subscription {
+            hub: self,
+            wire_id: wire_id.to_owned(),
+            id,
+            chunks,
+            cut_off: cut_off_rx,
+        }
+    }
+
+    /// Offers one chunk to every current subscriber of the wire without waiting; subscribers
+    /// with a full queue are cut off. Returns how many subscribers took the chunk.
+    pub fn publish(&self, wire_id: &str, chunk: Vec<u8>) -> usize {
+        let encoded = Bytes::from(
+            pb::SubscribeWireResponse {
+                payload: Some(pb::subscribe_wire_response::Payload::Chunk(chunk)),
+            }
+            .encode_to_vec(),
+        );
+        let mut delivered = 0;
+        let mut removed = false;
+        {
+            let mut wires = self.lock();
+            let Some(subscribers) = wires.get_mut(wire_id) else {
+                return 0;
+            };
+            subscribers.retain_mut(|s| match s.queue.try_send(encoded.clone()) {
+                Ok(()) => {
+                    delivered += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if let Some(cut_off) = s.cut_off.take() {
+                        // The subscription may be ending anyway; nobody to tell then.
+                        let _ = cut_off.send(s.queue.max_capacity());
+                    }
+                    removed = true;
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    removed = true;
+                    false
+                }
+            });
+            if subscribers.is_empty() {
+                wires.remove(wire_id);
+            }
+        }
+        if removed {
+            self.changed();
+        }
+        delivered
+    }
+
+    fn remove(&self, wire_id: &str, id: u64) {
+        let removed = {
+            let mut wires = self.lock();
+            match wires.get_mut(wire_id) {
+                Some(subscribers) => {
+                    let before = subscribers.len();
+                    subscribers.retain(|s| s.id != id);
+                    let removed = subscribers.len() != before;
+                    if subscribers.is_empty() {
+                        wires.remove(wire_id);
+                    }
+                    removed
+                }
+                None => false,
+            }
+        };
+        if removed {
+            self.changed();
+        }
+    }
+}
+
+/// One registered subscriber; dropping it unregisters it.
+pub struct Subscription<'a> {
+    hub: &'a WireHub,
+    wire_id: String,
+    id: u64,
+    chunks: mpsc::Receiver<Bytes>,
+    cut_off: oneshot::Receiver<usize>,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        self.hub.remove(&self.wire_id, self.id);
+    }
+}
+
+fn too_slow(behind: usize) -> Failure {
+    Failure::reply(
+        Code::ResourceExhausted,
+        format!("subscriber too slow: {behind} chunks behind, subscription ended"),
+    )
 }
 
 /// Routes a WireAPI method.
 pub async fn dispatch(
-    _svc: &Arc<Services>,
-    _caller: &Caller,
+    svc: &Arc<Services>,
+    caller: &Caller,
     name: &str,
-    _inbound: Inbound,
-    _outbound: &Outbound,
+    inbound: Inbound,
+    outbound: &Outbound,
 ) -> Result<(), Failure> {
-    Err(Failure::unimplemented(name))
+    match name {
+        "SaveWire" => {
+            unary(inbound, outbound, |r: pb::SaveWireRequest| async move {
+                save_wire(svc, caller, r)
+            })
+            .await
+        }
+        "PublishWire" => publish(svc, inbound, outbound).await,
+        "SubscribeWire" => subscribe(svc, inbound, outbound).await,
+        _ => Err(Failure::unimplemented(&format!(
+            "/tdx.volt_api.volt.v1.WireAPI/{name}"
+        ))),
+    }
+}
+
+fn is_wire(resource: &pb::Resource) -> bool {
+    resource.kind.iter().any(|k| k == kind::WIRE)
+}
+
+/// The wire resource, or the reply failure for an unusable id.
+fn require_wire(svc: &Services, wire_id: &str) -> Result<pb::Resource, Failure> {
+    let resource = svc
+        .resources()
+        .get(wire_id)
+        .ok_or_else(|| Failure::not_found(format!("wire not found: {wire_id}")))?;
+    if !is_wire(&resource) {
+        return Err(Failure::invalid(format!(
+            "resource {wire_id} is not a wire"
+        )));
+    }
+    Ok(resource)
+}
+
+fn save_wire(
+    svc: &Services,
+    caller: &Caller,
+    r: pb::SaveWireRequest,
+) -> Result<pb::SaveWireResponse, Failure> {
+    let store = svc.resources();
+    let mut resource = r
+        .resource
+        .ok_or_else(|| Failure::invalid("SaveWire needs a resource"))?;
+    let saved = if r.create || store.get(&resource.id).is_none() {
+        let parent = if r.create_in_parent_id.is_empty() {
+            super::volt_api::home_of(svc, caller)
+        } else {
+            r.create_in_parent_id
+        };
+        if !is_wire(&resource) {
+            resource.kind.push(kind::WIRE.to_owned());
+        }
+        store.create(&parent, &caller.client_id, resource)?
+    } else {
+        require_wire(svc, &resource.id)?;
+        if !resource.kind.is_empty() && !is_wire(&resource) {
+            resource.kind.push(kind::WIRE.to_owned());
+        }
+        store.update(&resource, r.purge_attributes)?
+    };
+    Ok(pb::SaveWireResponse {
+        status: None,
+        resource: Some(saved),
+    })
+}
+
+fn check_chunk(chunk: &[u8]) -> Result<(), Failure> {
+    if chunk.len() > MAX_CHUNK_BYTES {
+        return Err(Failure::invalid(format!(
+            "PublishWire: chunk of {} bytes exceeds the {MAX_CHUNK_BYTES}-byte limit",
+            chunk.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn publish(
+    svc: &Arc<Services>,
+    mut inbound: Inbound,
+    outbound: &Outbound,
+) -> Result<(), Failure> {
+    let first = inbound
+        .next::<pb::PublishWireRequest>()
+        .await?
+        .ok_or_else(|| Failure::invalid("PublishWire: the call ended before naming a wire"))?;
+    if first.wire_id.is_empty() {
+        return Err(Failure::invalid(
+            "PublishWire: the first request must name wire_id",
+        ));
+    }
+    let wire_id = first.wire_id.clone();
+    require_wire(svc, &wire_id)?;
+    let hub = svc.wires();
+    let mut next = Some(first);
+    while let Some(request) = next {
+        if !request.wire_id.is_empty() && request.wire_id != wire_id {
+            return Err(Failure::invalid(format!(
+                "PublishWire: this call publishes to {wire_id}, not {}",
+                request.wire_id
+            )));
+        }
+        check_chunk(&request.chunk)?;
+        if !request.chunk.is_empty() {
+            hub.publish(&wire_id, request.chunk);
+        }
+        next = inbound.next::<pb::PublishWireRequest>().await?;
+    }
+    outbound
+        .send(&pb::PublishWireResponse {
+            status: Some(pb::Status::default()),
+        })
+        .await
+}
+
+async fn subscribe(
+    svc: &Arc<Services>,
+    mut inbound: Inbound,
+    outbound: &Outbound,
+) -> Result<(), Failure> {
+    use pb::subscribe_wire_request::Payload;
+    let wire_id = match inbound.next::<pb::SubscribeWireRequest>().await? {
+        // The client ended (or stopped) before subscribing: nothing to do.
+        None => return Ok(()),
+        Some(request) => match request.payload {
+            Some(Payload::Stop(_)) => return Ok(()),
+            Some(Payload::WireId(id)) if !id.is_empty() => id,
+            _ => {
+                return Err(Failure::invalid(
+                    "SubscribeWire: the first request must name wire_id",
+                ))
+            }
+        },
+    };
+    require_wire(svc, &wire_id)?;
+    let mut subscription = svc.wires().subscribe(&wire_id);
+    // A chunk taken from the queue but not yet accepted by the transport.
+    let mut pending: Option<Bytes> = None;
+    loop {
+        tokio::select! {
+            biased;
+            behind = &mut subscription.cut_off => {
+                return match behind {
+                    Ok(behind) => Err(too_slow(behind)),
+                    // Never fired and never will: the hub let go of this subscriber.
+                    Err(_) => Ok(()),
+                };
+            }
+            request = inbound.next::<pb::SubscribeWireRequest>() => {
+                match request? {
+                    None => return Ok(()),
+                    Some(r) if r.payload == Some(Payload::Stop(true)) => return Ok(()),
+                    // A repeated wire_id or `stop: false` changes nothing.
+                    Some(_) => {}
+                }
+            }
+            () = outbound.closed() => return Err(Failure::cancelled()),
+            sent = outbound.send_encoded(pending.clone().unwrap_or_default()), if pending.is_some() => {
+                sent?;
+                pending = None;
+            }
+            chunk = subscription.chunks.recv(), if pending.is_none() => match chunk {
+                Some(chunk) => pending = Some(chunk),
+                None => {
+                    // The hub dropped this subscriber; it may have been cut off just now.
+                    return match subscription.cut_off.try_recv() {
+                        Ok(behind) => Err(too_slow(behind)),
+                        Err(_) => Ok(()),
+                    };
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::{InboundSender, OutboundReceiver};
+    use crate::identity::VoltIdentity;
+    use pb::subscribe_wire_request::Payload as SubIn;
+    use pb::subscribe_wire_response::Payload as SubOut;
+    use tokio::task::JoinHandle;
+
+    struct Fixture {
+        dir: std::path::PathBuf,
+        svc: Arc<Services>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = std::env::temp_dir().join(format!(
+                "volt-wires-test-{}",
+                super::super::resources::new_id()
+            ));
+            let identity = VoltIdentity::load_or_create(&dir).unwrap();
+            let svc = Arc::new(Services::open(identity).unwrap());
+            Fixture { dir, svc }
+        }
+
+        fn caller() -> Caller {
+            Caller {
+                client_id: "client-1".into(),
+                session_id: "session-1".into(),
+            }
+        }
+
+        /// Starts a call; returns the request sender, the response receiver and the handler.
+        fn start(
+            &self,
+            method: &'static str,
+        ) -> (
+            InboundSender,
+            OutboundReceiver,
+            JoinHandle<Result<(), Failure>>,
+        ) {
+            let (tx, inbound) = Inbound::channel();
+            let (outbound, rx) = Outbound::channel();
+            let svc = Arc::clone(&self.svc);
+            let handle = tokio::spawn(async move {
+                dispatch(&svc, &Fixture::caller(), method, inbound, &outbound).await
+            });
+            (tx, rx, handle)
+        }
+
+        async fn save_wire(&self, name: &str) -> String {
+            let (tx, mut rx, handle) = self.start("SaveWire");
+            send(
+                &tx,
+                &pb::SaveWireRequest {
+                    resource: Some(pb::Resource {
+                        name: name.into(),
+                        ..pb::Resource::default()
+                    }),
+                    create: true,
+                    ..pb::SaveWireRequest::default()
+                },
+            )
+            .await;
+            handle.await.unwrap().unwrap();
+            let response: pb::SaveWireResponse = recv(&mut rx).await.unwrap();
+            let resource = response.resource.unwrap();
+            assert!(resource.kind.iter().any(|k| k == kind::WIRE));
+            resource.id
+        }
+
+        /// Subscribes and waits until the hub has the subscription.
+        async fn subscriber(
+            &self,
+            wire_id: &str,
+        ) -> (
+            InboundSender,
+            OutboundReceiver,
+            JoinHandle<Result<(), Failure>>,
+        ) {
+            let mut changes = self.svc.wires().watch_changes();
+            let before = self.svc.wires().subscriber_count(wire_id);
+            let call = self.start("SubscribeWire");
+            send(&call.0, &subscribe_to(wire_id)).await;
+            changes
+                .wait_for(|_| self.svc.wires().subscriber_count(wire_id) > before)
+                .await
+                .unwrap();
+            call
+        }
+
+        async fn wait_for_subscribers(&self, wire_id: &str, n: usize) {
+            let mut changes = self.svc.wires().watch_changes();
+            changes
+                .wait_for(|_| self.svc.wires().subscriber_count(wire_id) == n)
+                .await
+                .unwrap();
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn send<M: Message>(tx: &InboundSender, message: &M) {
+        tx.send(Bytes::from(message.encode_to_vec())).await.unwrap();
+    }
+
+    async fn recv<M: Message + Default>(rx: &mut OutboundReceiver) -> Option<M> {
+        rx.recv().await.map(|b| M::decode(b.as_ref()).unwrap())
+    }
+
+    fn subscribe_to(wire_id: &str) -> pb::SubscribeWireRequest {
+        pb::SubscribeWireRequest {
+            payload: Some(SubIn::WireId(wire_id.into())),
+        }
+    }
+
+    fn publish_chunk(wire_id: &str, chunk: Vec<u8>) -> pb::PublishWireRequest {
+        pb::PublishWireRequest {
+            wire_id: wire_id.into(),
+            chunk,
+            do_not_persist: false,
+        }
+    }
+
+    fn chunk_of(i: u32) -> Vec<u8> {
+        i.to_be_bytes().to_vec()
+    }
+
+    async fn next_chunk(rx: &mut OutboundReceiver) -> Vec<u8> {
+        match recv::<pb::SubscribeWireResponse>(rx).await.unwrap().payload {
+            Some(SubOut::Chunk(c)) => c,
+            other => panic!("expected a chunk, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn two_subscribers_receive_every_chunk_in_order() {
+        let f = Fixture::new();
+        let wire = f.save_wire("sensor").await;
+        let (_a_tx, mut a_rx, _a) = f.subscriber(&wire).await;
+        let (_b_tx, mut b_rx, _b) = f.subscriber(&wire).await;
+
+        let (p_tx, mut p_rx, publisher) = f.start("PublishWire");
+        // The fail-fast opening the official clients recommend: wire id, no chunk.
+        send(&p_tx, &publish_chunk(&wire, Vec::new())).await;
+        for i in 0..100u32 {
+            let id = if i % 2 == 0 { wire.as_str() } else { "" };
+            send(&p_tx, &publish_chunk(id, chunk_of(i))).await;
+        }
+        drop(p_tx);
+        publisher.await.unwrap().unwrap();
+        let done: pb::PublishWireResponse = recv(&mut p_rx).await.unwrap();
+        let status = done.status.unwrap();
+        assert_eq!((status.code, status.message.as_str()), (0, ""));
+        assert!(recv::<pb::PublishWireResponse>(&mut p_rx).await.is_none());
+
+        for i in 0..100u32 {
+            assert_eq!(next_chunk(&mut a_rx).await, chunk_of(i));
+            assert_eq!(next_chunk(&mut b_rx).await, chunk_of(i));
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_ends_the_subscription_and_unregisters_it() {
+        let f = Fixture::new();
+        let wire = f.save_wire("w").await;
+        let (tx, mut rx, handle) = f.subscriber(&wire).await;
+        assert_eq!(f.svc.wires().publish(&wire, b"hello".to_vec()), 1);
+        assert_eq!(next_chunk(&mut rx).await, b"hello");
+
+        send(
+            &tx,
+            &pb::SubscribeWireRequest {
+                payload: Some(SubIn::Stop(true)),
+            },
+        )
+        .await;
+        handle.await.unwrap().unwrap();
+        assert!(rx.recv().await.is_none(), "no response after stop");
+        assert_eq!(f.svc.wires().subscriber_count(&wire), 0);
+        assert_eq!(f.svc.wires().active_wires(), 0);
+        assert_eq!(f.svc.wires().publish(&wire, b"late".to_vec()), 0);
+    }
+
+    #[tokio::test]
+    async fn subscriber_is_removed_when_its_call_ends() {
+        let f = Fixture::new();
+        let wire = f.save_wire("w").await;
+
+        // The client ends its side.
+        let (tx, _rx, handle) = f.subscriber(&wire).await;
+        drop(tx);
+        handle.await.unwrap().unwrap();
+        assert_eq!(f.svc.wires().subscriber_count(&wire), 0);
+
+        // The client goes away without ending its side.
+        let (_tx, rx, handle) = f.subscriber(&wire).await;
+        drop(rx);
+        assert_eq!(handle.await.unwrap().unwrap_err().code(), Code::Cancelled);
+        assert_eq!(f.svc.wires().subscriber_count(&wire), 0);
+
+        // The handler itself is dropped mid-call.
+        let (_tx, _rx, handle) = f.subscriber(&wire).await;
+        handle.abort();
+        assert!(handle.await.unwrap_err().is_cancelled());
+        f.wait_for_subscribers(&wire, 0).await;
+        assert_eq!(f.svc.wires().active_wires(), 0);
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_is_cut_off_without_stalling_others() {
+        let f = Fixture::new();
+        let wire = f.save_wire("firehose").await;
+        // Never reads its responses.
+        let (_slow_tx, mut slow_rx, slow) = f.subscriber(&wire).await;
+        let (_fast_tx, mut fast_rx, _fast) = f.subscriber(&wire).await;
+
+        let (p_tx, mut p_rx, publisher) = f.start("PublishWire");
+        // More than the slow subscriber can hold: its queue plus the transport's buffer plus
+        // one chunk in hand.
+        let total = (SUBSCRIBER_QUEUE + crate::call::OUTBOUND_CAPACITY) as u32 * 2;
+        for i in 0..total {
+            send(&p_tx, &publish_chunk(&wire, chunk_of(i))).await;
+            // Lock-step with the fast subscriber: it is never behind by more than one chunk.
+            assert_eq!(next_chunk(&mut fast_rx).await, chunk_of(i));
+        }
+        drop(p_tx);
+        publisher.await.unwrap().unwrap();
+        let done: pb::PublishWireResponse = recv(&mut p_rx).await.unwrap();
+        assert_eq!(done.status.unwrap().message, "");
+
+        let failure = slow.await.unwrap().unwrap_err();
+        assert_eq!(failure.code(), Code::ResourceExhausted);
+        assert!(!failure.is_abort());
+        assert_eq!(
+            failure.message(),
+            format!("subscriber too slow: {SUBSCRIBER_QUEUE} chunks behind, subscription ended")
+        );
+        assert_eq!(f.svc.wires().subscriber_count(&wire), 1);
+
+        // What the slow subscriber did get is an in-order prefix.
+        let mut got = 0u32;
+        while let Ok(bytes) = slow_rx.try_recv() {
+            let r = pb::SubscribeWireResponse::decode(bytes.as_ref()).unwrap();
+            assert_eq!(r.payload, Some(SubOut::Chunk(chunk_of(got))));
+            got += 1;
+        }
+        assert!(got > 0 && got < total);
+    }
+
+    #[tokio::test]
+    async fn unknown_wire_is_not_found() {
+        let f = Fixture::new();
+        let (tx, _rx, handle) = f.start("SubscribeWire");
+        send(&tx, &subscribe_to("no-such-wire")).await;
+        assert_eq!(handle.await.unwrap().unwrap_err().code(), Code::NotFound);
+
+        let (tx, _rx, handle) = f.start("PublishWire");
+        send(&tx, &publish_chunk("no-such-wire", b"x".to_vec())).await;
+        let failure = handle.await.unwrap().unwrap_err();
+        assert_eq!(failure.code(), Code::NotFound);
+        assert!(!failure.is_abort());
+
+        // An existing resource that is not a wire.
+        let root = f.svc.resources().root_id().to_owned();
+        let (tx, _rx, handle) = f.start("SubscribeWire");
+        send(&tx, &subscribe_to(&root)).await;
+        assert_eq!(
+            handle.await.unwrap().unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(f.svc.wires().active_wires(), 0);
+    }
+
+    #[tokio::test]
+    async fn oversize_chunk_is_rejected() {
+        let f = Fixture::new();
+        let wire = f.save_wire("w").await;
+        let (_s_tx, mut s_rx, _s) = f.subscriber(&wire).await;
+        let (tx, _rx, handle) = f.start("PublishWire");
+        send(&tx, &publish_chunk(&wire, b"ok".to_vec())).await;
+        send(&tx, &publish_chunk("", vec![0u8; MAX_CHUNK_BYTES + 1])).await;
+        let failure = handle.await.unwrap().unwrap_err();
+        assert_eq!(failure.code(), Code::InvalidArgument);
+        assert_eq!(next_chunk(&mut s_rx).await, b"ok");
+    }
+
+    #[tokio::test]
+    async fn publishing_to_another_wire_mid_call_is_rejected() {
+        let f = Fixture::new();
+        let a = f.save_wire("a").await;
+        let b = f.save_wire("b").await;
+        let (tx, _rx, handle) = f.start("PublishWire");
+        send(&tx, &publish_chunk(&a, Vec::new())).await;
+        send(&tx, &publish_chunk(&b, b"x".to_vec())).await;
+        assert_eq!(
+            handle.await.unwrap().unwrap_err().code(),
+            Code::InvalidArgument
+        );
+    }
+
+    #[tokio::test]
+    async fn save_wire_updates_and_unknown_methods_are_unimplemented() {
+        let f = Fixture::new();
+        let wire = f.save_wire("before").await;
+        let (tx, mut rx, handle) = f.start("SaveWire");
+        send(
+            &tx,
+            &pb::SaveWireRequest {
+                resource: Some(pb::Resource {
+                    id: wire.clone(),
+                    name: "after".into(),
+                    ..pb::Resource::default()
+                }),
+                ..pb::SaveWireRequest::default()
+            },
+        )
+        .await;
+        handle.await.unwrap().unwrap();
+        let saved = recv::<pb::SaveWireResponse>(&mut rx)
+            .await
+            .unwrap()
+            .resource
+            .unwrap();
+        assert_eq!(
+            (saved.id.as_str(), saved.name.as_str()),
+            (wire.as_str(), "after")
+        );
+        assert!(saved.kind.iter().any(|k| k == kind::WIRE));
+
+        let (_tx, _rx, handle) = f.start("Nope");
+        let failure = handle.await.unwrap().unwrap_err();
+        assert_eq!(failure.code(), Code::Unimplemented);
+        assert!(failure.is_abort());
+        assert!(failure
+            .message()
+            .starts_with("/tdx.volt_api.volt.v1.WireAPI/Nope"));
+    }
 }

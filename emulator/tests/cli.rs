@@ -1,0 +1,202 @@
+//! The `volt-emulator` binary as a user runs it: the ready line, the written configuration,
+//! `client` with a passphrase, bad input against the running process, restart with the same
+//! identity, and SIGTERM ending it with status 0.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{payloads, RawSocket};
+use tdx_volt::protocol::config::ClientConfig;
+use tdx_volt::protocol::exchange::ClientKeyExchange;
+use tdx_volt::protocol::token::{unix_now, Claims};
+
+const BIN: &str = env!("CARGO_BIN_EXE_volt-emulator");
+
+struct Served {
+    child: Child,
+    ready: Value,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &std::path::Path) -> Served {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("volt-emulator starts");
+    let stdout = child.stdout.take().expect("stdout");
+    // Read the ready line on a thread so that a silent emulator fails the test, not hangs it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(support::WAIT)
+        .expect("ready line within the wait");
+    let ready: Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
+    Served { child, ready }
+}
+
+fn terminate(mut served: Served) -> std::process::ExitStatus {
+    let pid = served.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        if let Some(status) = served.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "volt-emulator did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn get_root(config: &ClientConfig, key: &tdx_volt::PrivateKey, call_id: u64) -> Value {
+    let http = config.volt().http_address.clone().expect("http_address");
+    let ca = config.volt().ca_pem.clone().expect("ca_pem");
+    let mut socket = RawSocket::connect(&http, &ca).await;
+    let exchange = ClientKeyExchange::new();
+    let claims = Claims::new(config.volt().id.clone(), unix_now())
+        .with_subject(config.credential().session_id.clone())
+        .with_key(exchange.token_claim());
+    let volt_key = config.volt_public_key().unwrap();
+    let call_key = socket
+        .open(call_id, key, &claims, exchange, &volt_key)
+        .await
+        .expect("key exchange");
+    let request = json!({"resource_id": config.volt().id});
+    socket
+        .send(support::invoke(
+            &call_key,
+            call_id,
+            "/tdx.volt_api.volt.v1.VoltAPI/GetResource",
+            &request,
+        ))
+        .await;
+    socket.send(support::end(&call_key, call_id)).await;
+    let (values, error) = payloads(&socket.read_call(&call_key, call_id).await);
+    assert_eq!(error, None);
+    values.into_iter().next().expect("a response")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_prints_ready_line_issues_clients_survives_bad_input_and_stops_on_sigterm() {
+    let dir = support::temp_dir("cli");
+    let served = serve(&dir);
+    let config_path = served.ready["config"]
+        .as_str()
+        .expect("config path")
+        .to_owned();
+    let http = served.ready["http_address"].as_str().unwrap().to_owned();
+    assert!(http.starts_with("https://127.0.0.1:"));
+    assert!(served.ready["address"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    let config = ClientConfig::from_file(&config_path).expect("written config loads");
+    assert_eq!(config.volt().http_address.as_deref(), Some(http.as_str()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&config_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the configuration holds a private key");
+    }
+    let key = config.private_key(None).unwrap();
+    let root = get_root(&config, &key, 1).await;
+    assert_eq!(root["resource"]["id"], json!(config.volt().id));
+
+    // A second client, with an encrypted key.
+    let out = dir.join("alice.json");
+    let status = Command::new(BIN)
+        .args([
+            "client",
+            "--name",
+            "alice",
+            "--passphrase",
+            "s3cret",
+            "--dir",
+        ])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let alice = ClientConfig::from_file(&out).unwrap();
+    assert!(alice
+        .credential()
+        .key_pem()
+        .contains("ENCRYPTED PRIVATE KEY"));
+    assert!(alice.private_key(Some("wrong")).is_err());
+    let alice_key = alice.private_key(Some("s3cret")).unwrap();
+    assert_ne!(
+        alice.credential().session_id,
+        config.credential().session_id
+    );
+    get_root(&alice, &alice_key, 1).await;
+
+    // Garbage at the running process, then a good call still works.
+    let ca = config.volt().ca_pem.clone().unwrap();
+    let mut socket = RawSocket::connect(&http, &ca).await;
+    socket.send(vec![0xff; 3]).await;
+    assert!(matches!(socket.next().await, support::Event::Closed(_)));
+    let mut socket = RawSocket::connect(&http, &ca).await;
+    socket.send(vec![1, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0xff]).await;
+    socket.expect_meta_error(7).await;
+    get_root(&config, &key, 2).await;
+
+    let status = terminate(served);
+    assert!(status.success(), "exit status {status:?}");
+
+    // Restarted in the same directory: same Volt, same client, new ports are written.
+    let served = serve(&dir);
+    let again = ClientConfig::from_file(&config_path).unwrap();
+    assert_eq!(again.volt().id, config.volt().id);
+    assert_eq!(
+        again.credential().session_id,
+        config.credential().session_id
+    );
+    assert_eq!(
+        again.volt().http_address.as_deref(),
+        served.ready["http_address"].as_str()
+    );
+    get_root(&again, &again.private_key(None).unwrap(), 1).await;
+    assert!(terminate(served).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_arguments_exit_2_with_usage() {
+    let output = Command::new(BIN).args(["serve"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--dir"));
+    let output = Command::new(BIN)
+        .args(["serve", "--dir", "x", "--ws-listen", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
