@@ -12,7 +12,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 /// Requests buffered per call before the transport stops reading for that call.
-pub const INBOUND_CAPACITY: usize = 32;
+pub const INBOUND_CAPACITY: usize = 256;
 /// Responses buffered per call before the handler waits for the transport.
 pub const OUTBOUND_CAPACITY: usize = 32;
 

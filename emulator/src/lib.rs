@@ -1,6 +1,4 @@
-//! # tdx-volt-emulator
-//!
-//! A local tdx Volt for development and tests, built on the `tdx-volt` protocol core.
+#![doc = include_str!("../README.md")]
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
