@@ -119,6 +119,35 @@ fn authenticate(
     })
 }
 
+/// The key an Authenticate request speaks for: the presented key, the key recorded for a
+/// known DID, or the key of a self-managed DID document (whose signature is checked). Used to
+/// verify the token of a caller that has no session yet.
+pub fn request_key(
+    svc: &Services,
+    request: &pb::AuthenticateRequest,
+) -> Result<PublicKey, Failure> {
+    let pem = match &request.client_identifier {
+        Some(ClientIdentifier::PublicKey(pem)) | Some(ClientIdentifier::DidPublicKey(pem)) => {
+            pem.clone()
+        }
+        Some(ClientIdentifier::Did(did)) => {
+            svc.clients()
+                .by_identity_did(did)
+                .ok_or_else(|| Failure::not_found(format!("unknown identity DID: {did}")))?
+                .public_key_pem
+        }
+        Some(ClientIdentifier::DidDocument(document)) => {
+            own_did(document, &request.did_document_signature)?.0
+        }
+        None => {
+            return Err(Failure::invalid(
+                "Authenticate needs public_key, did_public_key, did or did_document",
+            ))
+        }
+    };
+    PublicKey::from_pem(&pem).map_err(|e| Failure::invalid(format!("client public key: {e}")))
+}
+
 /// Checks a self-managed DID document: its first verification method's `publicKeyPem` must
 /// verify `signature` (base64) over the document text. Returns the key PEM and the DID.
 fn own_did(document: &str, signature_b64: &str) -> Result<(String, String), Failure> {

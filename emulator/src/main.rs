@@ -1,5 +1,6 @@
 //! `volt-emulator`: run a local tdx Volt, or issue client configurations for one.
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -175,13 +176,22 @@ fn serve(
             builder = builder.grpc_listen(addr);
         }
         let emulator = builder.start().await?;
+        // Listen for signals before announcing readiness: a SIGTERM sent right after the
+        // ready line must stop the emulator cleanly, not kill it.
+        let signals = wait_for_signal();
+        tokio::pin!(signals);
+        std::future::poll_fn(|cx| {
+            let _ = signals.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
         {
             use std::io::Write as _;
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{}", emulator.ready_line());
             let _ = stdout.flush();
         }
-        wait_for_signal().await;
+        signals.await;
         tracing::info!("stopping");
         emulator.shutdown().await;
         Ok(())

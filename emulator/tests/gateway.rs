@@ -131,14 +131,20 @@ async fn token_failures_are_refused_on_their_call() {
         .unwrap_err();
     assert!(err.contains("aud"), "{err}");
 
-    // No session, unknown session, no key.
+    // No session: keyed, but only Authenticate may be invoked.
     let exchange = ClientKeyExchange::new();
     let claims = Claims::new(volt.volt_id(), unix_now()).with_key(exchange.token_claim());
-    let err = socket
+    let key = socket
         .open(4, &volt.key, &claims, exchange, &volt_key)
         .await
-        .unwrap_err();
-    assert!(err.contains("session"), "{err}");
+        .unwrap();
+    let request = json!({"resource_id": volt.volt_id()});
+    socket.send(invoke(&key, 4, GET_RESOURCE, &request)).await;
+    let (values, error) = payloads(&socket.read_call(&key, 4).await);
+    assert!(values.is_empty());
+    assert!(error.is_some_and(|e| e.contains("only Authenticate")));
+
+    // Unknown session, no key.
     let exchange = ClientKeyExchange::new();
     let claims = volt.claims(&exchange).with_subject(Some("nobody".into()));
     let err = socket
@@ -340,4 +346,64 @@ async fn next_payload(
         }
         other => panic!("expected a frame, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticate_without_a_session_needs_a_token_signed_by_the_presented_key() {
+    let volt = TestVolt::start("ws-auth").await;
+    let volt_key = volt.config.volt_public_key().unwrap();
+    let mut socket = volt.connect().await;
+    let newcomer = PrivateKey::generate_ed25519();
+    let request = json!({
+        "client_name": "newcomer",
+        "public_key": newcomer.public_key().to_spki_pem().unwrap(),
+    });
+    let authenticate = "/tdx.volt_api.volt.v1.VoltAPI/Authenticate";
+
+    // Signed by the presented key: granted.
+    let exchange = ClientKeyExchange::new();
+    let claims = Claims::new(volt.volt_id(), unix_now()).with_key(exchange.token_claim());
+    let key = socket
+        .open(1, &newcomer, &claims, exchange, &volt_key)
+        .await
+        .unwrap();
+    socket.send(invoke(&key, 1, authenticate, &request)).await;
+    socket.send(end(&key, 1)).await;
+    let (values, error) = payloads(&socket.read_call(&key, 1).await);
+    assert_eq!(error, None);
+    assert_eq!(values[0]["decision"], json!("POLICY_DECISION_PERMIT"));
+    let session = values[0]["session_id"].as_str().unwrap().to_owned();
+
+    // The new session works for ordinary calls.
+    let exchange = ClientKeyExchange::new();
+    let claims = Claims::new(volt.volt_id(), unix_now())
+        .with_subject(Some(session))
+        .with_key(exchange.token_claim());
+    let key = socket
+        .open(2, &newcomer, &claims, exchange, &volt_key)
+        .await
+        .unwrap();
+    socket
+        .send(invoke(
+            &key,
+            2,
+            GET_RESOURCE,
+            &json!({"resource_id": volt.volt_id()}),
+        ))
+        .await;
+    let (values, error) = payloads(&socket.read_call(&key, 2).await);
+    assert_eq!(error, None);
+    assert_eq!(values[0]["resource"]["id"], json!(volt.volt_id()));
+
+    // Signed by another key than the one presented: refused.
+    let exchange = ClientKeyExchange::new();
+    let claims = Claims::new(volt.volt_id(), unix_now()).with_key(exchange.token_claim());
+    let key = socket
+        .open(3, &volt.key, &claims, exchange, &volt_key)
+        .await
+        .unwrap();
+    socket.send(invoke(&key, 3, authenticate, &request)).await;
+    let (values, error) = payloads(&socket.read_call(&key, 3).await);
+    assert!(values.is_empty());
+    assert!(error.is_some_and(|e| e.contains("signature")));
 }

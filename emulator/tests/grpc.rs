@@ -39,6 +39,13 @@ fn token(volt: &TestVolt, claims: Claims) -> String {
     IdentityToken::sign(&volt.key, &claims).unwrap().to_jwt()
 }
 
+/// A sessionless token signed by `key`, as a client sends with Authenticate.
+fn proof(volt: &TestVolt, key: &PrivateKey) -> String {
+    IdentityToken::sign(key, &Claims::new(volt.volt_id(), unix_now()))
+        .unwrap()
+        .to_jwt()
+}
+
 fn good_token(volt: &TestVolt) -> String {
     token(
         volt,
@@ -227,8 +234,20 @@ async fn authenticate_then_mutual_tls_without_a_token() {
         )),
         ..Default::default()
     };
+    // Without a token, or with one signed by another key: refused.
+    let err = unary::<pb::AuthenticateResponse>(&ch, AUTHENTICATE, &request, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let other = proof(&volt, &PrivateKey::generate_ed25519());
+    let err = unary::<pb::AuthenticateResponse>(&ch, AUTHENTICATE, &request, Some(&other))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let response: pb::AuthenticateResponse =
-        unary(&ch, AUTHENTICATE, &request, None).await.unwrap();
+        unary(&ch, AUTHENTICATE, &request, Some(&proof(&volt, &key)))
+            .await
+            .unwrap();
     assert_eq!(response.decision, pb::PolicyDecision::Permit as i32);
     assert!(response.identity_did.starts_with("did:volt:"));
     assert!(!response.session_id.is_empty());
@@ -261,7 +280,10 @@ async fn authenticate_then_mutual_tls_without_a_token() {
         )),
         ..Default::default()
     };
-    let second: pb::AuthenticateResponse = unary(&ch, AUTHENTICATE, &again, None).await.unwrap();
+    let second: pb::AuthenticateResponse =
+        unary(&ch, AUTHENTICATE, &again, Some(&proof(&volt, &key)))
+            .await
+            .unwrap();
     assert_eq!(second.identity_did, response.identity_did);
     assert_ne!(second.session_id, response.session_id);
 }
@@ -291,13 +313,16 @@ async fn own_did_documents_must_be_signed_by_their_key() {
         ..Default::default()
     };
     let response: pb::AuthenticateResponse =
-        unary(&ch, AUTHENTICATE, &request, None).await.unwrap();
+        unary(&ch, AUTHENTICATE, &request, Some(&proof(&volt, &key)))
+            .await
+            .unwrap();
     assert_eq!(response.identity_did, did);
     request.did_document_signature = sign(&PrivateKey::generate_ed25519());
-    let response: pb::AuthenticateResponse =
-        unary(&ch, AUTHENTICATE, &request, None).await.unwrap();
-    assert_eq!(response.status.unwrap().code, 7);
-    assert_eq!(response.decision, 0);
+    let err =
+        unary::<pb::AuthenticateResponse>(&ch, AUTHENTICATE, &request, Some(&proof(&volt, &key)))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,4 +342,96 @@ async fn a_client_trusting_another_ca_fails_tls() {
         .map_err(|s| s.to_string()),
     };
     assert!(result.is_err(), "TLS with the wrong CA must fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_request_stream_fails_the_call_instead_of_ending_it() {
+    let volt = TestVolt::start("grpc-broken").await;
+    let ch = channel(&volt, volt.emulator().ca_pem(), None)
+        .await
+        .unwrap();
+    let token = good_token(&volt);
+    let save: pb::SaveResourceResponse = unary(
+        &ch,
+        "/tdx.volt_api.volt.v1.VoltAPI/SaveResource",
+        &pb::SaveResourceRequest {
+            resource: Some(pb::Resource {
+                name: "upload.bin".into(),
+                kind: vec!["file".into()],
+                ..Default::default()
+            }),
+            create: true,
+            ..Default::default()
+        },
+        Some(&token),
+    )
+    .await
+    .unwrap();
+    let id = save.resource.unwrap().id;
+    // start, a small block, then a block above the 16 MiB message limit.
+    let start = pb::UploadFileRequest {
+        payload: Some(pb::upload_file_request::Payload::Start(
+            pb::UploadFileStart {
+                resource_id: id.clone(),
+                ..Default::default()
+            },
+        )),
+    };
+    let small = pb::UploadFileRequest {
+        payload: Some(pb::upload_file_request::Payload::Block(vec![1; 1000])),
+    };
+    let huge = pb::UploadFileRequest {
+        payload: Some(pb::upload_file_request::Payload::Block(vec![2; 17 << 20])),
+    };
+    let messages: Vec<Bytes> = [
+        start.encode_to_vec(),
+        small.encode_to_vec(),
+        huge.encode_to_vec(),
+    ]
+    .into_iter()
+    .map(Bytes::from)
+    .collect();
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(futures_util::stream::iter(messages));
+    request
+        .metadata_mut()
+        .insert("volt-token", token.parse().unwrap());
+    let result = grpc
+        .streaming(
+            request,
+            PathAndQuery::from_static("/tdx.volt_api.volt.v1.FileAPI/UploadFile"),
+            PassThrough,
+        )
+        .await;
+    let outcome = match result {
+        Err(status) => Err(status),
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            let mut last = Ok(());
+            while let Some(item) = tokio::time::timeout(support::WAIT, stream.next())
+                .await
+                .unwrap()
+            {
+                if let Err(status) = item {
+                    last = Err(status);
+                }
+            }
+            last
+        }
+    };
+    assert!(outcome.is_err(), "an oversize request must fail the upload");
+    // Nothing was stored.
+    let file: pb::GetFileContentResponse = unary(
+        &ch,
+        "/tdx.volt_api.volt.v1.FileAPI/GetFileContent",
+        &pb::GetFileContentRequest {
+            resource_id: id,
+            ..Default::default()
+        },
+        Some(&token),
+    )
+    .await
+    .unwrap();
+    assert!(file.content.is_empty());
 }

@@ -95,7 +95,14 @@ const DATABASE_SERVICE: &str = "/tdx.volt_api.data.v1.SqliteDatabaseAPI";
 /// The SQLite databases of this Volt.
 pub struct SqliteService {
     dir: PathBuf,
+    /// Execute calls hold a blocking thread while they wait for `next` or for the next
+    /// statement of a transaction; this caps how many may do so at once, so that paused
+    /// queries cannot take every blocking thread from the rest of the emulator.
+    live_executes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Execute calls that may be open at once; one more is refused with RESOURCE_EXHAUSTED.
+pub const MAX_LIVE_EXECUTES: usize = 128;
 
 impl SqliteService {
     /// Opens the database area of the data directory, creating it when missing.
@@ -108,7 +115,10 @@ impl SqliteService {
             )
             .with_source(e)
         })?;
-        Ok(SqliteService { dir })
+        Ok(SqliteService {
+            dir,
+            live_executes: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_EXECUTES)),
+        })
     }
 
     /// The file holding a database resource's content, or `None` when the id could not name a
@@ -418,6 +428,17 @@ async fn execute(
     mut inbound: Inbound,
     outbound: &Outbound,
 ) -> Result<(), Failure> {
+    let _permit = svc
+        .sqlite()
+        .live_executes
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            Failure::reply(
+                Code::ResourceExhausted,
+                format!("too many open Execute calls (limit {MAX_LIVE_EXECUTES})"),
+            )
+        })?;
     let first = inbound
         .next::<pb::SqlExecuteRequest>()
         .await?

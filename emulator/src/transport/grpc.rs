@@ -72,12 +72,28 @@ async fn handle(
         return Status::unimplemented(format!("{path} is not a method of the Volt API"))
             .into_http();
     };
-    let caller = if path == AUTHENTICATE {
-        // Authenticate is how a client obtains a session; the request names its key.
-        peer.unwrap_or_else(|| Caller {
+    let mut proof = None;
+    let caller = if path == AUTHENTICATE && peer.is_none() {
+        // Authenticate is how a client obtains a session: its token is checked against the
+        // key the request presents, once the request has arrived.
+        let token = request
+            .headers()
+            .get(TOKEN_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(IdentityToken::parse);
+        match token {
+            Some(Ok(token)) => proof = Some(token),
+            _ => {
+                return Status::unauthenticated(
+                    "Authenticate needs a volt-token signed by the presented key",
+                )
+                .into_http()
+            }
+        }
+        Caller {
             client_id: String::new(),
             session_id: String::new(),
-        })
+        }
     } else {
         match identify(&svc, peer, request.headers()) {
             Ok(caller) => caller,
@@ -92,6 +108,7 @@ async fn handle(
             svc,
             caller,
             method,
+            proof,
         },
         request,
     )
@@ -120,6 +137,16 @@ fn identify(
     verify_token(svc, &token).map(|(caller, _)| caller)
 }
 
+/// Checks an Authenticate caller's token against the key its request presents.
+fn check_proof(svc: &Services, token: &IdentityToken, message: &[u8]) -> Result<(), Failure> {
+    use prost::Message as _;
+    let request = tdx_volt::proto::volt::AuthenticateRequest::decode(message)
+        .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))?;
+    let key = crate::authenticate::request_key(svc, &request)
+        .map_err(|f| Failure::abort(f.code(), f.message()))?;
+    crate::auth::verify_token_with_key(svc, token, &key).map(|_| ())
+}
+
 fn to_status(failure: &Failure) -> Status {
     Status::new(
         tonic::Code::from_i32(failure.code().as_i32()),
@@ -131,6 +158,8 @@ struct CallService {
     svc: Arc<Services>,
     caller: Caller,
     method: &'static Method,
+    /// For Authenticate without a session: the token to check against the request's key.
+    proof: Option<IdentityToken>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -143,23 +172,53 @@ impl tonic::server::StreamingService<Bytes> for CallService {
     fn call(&mut self, request: tonic::Request<Streaming<Bytes>>) -> Self::Future {
         let (inbound_tx, inbound) = Inbound::channel();
         let (outbound, out_rx) = Outbound::channel();
-        let mut requests = request.into_inner();
-        // Requests are pulled only as fast as the handler takes them: HTTP/2 flow control
-        // pushes back on the client.
-        let pump = tokio::spawn(async move {
-            while let Ok(Some(message)) = requests.message().await {
-                if inbound_tx.send(message).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let (fail_tx, fail_rx) = oneshot::channel::<Failure>();
         let (done_tx, done_rx) = oneshot::channel();
         let svc = self.svc.clone();
         let caller = self.caller.clone();
         let method = self.method;
         let handler = tokio::spawn(async move {
-            let result = svc.call(caller, method, inbound, outbound).await;
+            let call = svc.call(caller, method, inbound, outbound);
+            // A broken request stream fails the call; the handler never mistakes it for the
+            // client's normal end (the failure is sent before the requests stop).
+            let result = tokio::select! {
+                biased;
+                Ok(failure) = fail_rx => Err(failure),
+                result = call => result,
+            };
             let _ = done_tx.send(result);
+        });
+        let mut requests = request.into_inner();
+        let svc = self.svc.clone();
+        let mut proof = self.proof.take();
+        // Requests are pulled only as fast as the handler takes them: HTTP/2 flow control
+        // pushes back on the client.
+        let pump = tokio::spawn(async move {
+            loop {
+                match requests.message().await {
+                    Ok(Some(message)) => {
+                        if let Some(token) = proof.take() {
+                            if let Err(f) = check_proof(&svc, &token, &message) {
+                                let _ = fail_tx.send(f);
+                                return;
+                            }
+                        }
+                        if inbound_tx.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = fail_tx.send(Failure::abort(
+                            Code::InvalidArgument,
+                            format!("request stream failed: {}", status.message()),
+                        ));
+                        // Keep the requests open until the handler has taken the failure.
+                        let _ = inbound_tx.closed().await;
+                        return;
+                    }
+                }
+            }
         });
         let stream = ResponseStream {
             responses: out_rx,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
+use prost::Message as _;
 use serde_json::{Map, Value};
 use tdx_volt::protocol::body::Body;
 use tdx_volt::protocol::exchange::{server_key_exchange, CallKey};
@@ -32,9 +33,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::auth::verify_token;
+use crate::auth::{verify_token, verify_token_with_key};
 use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
 use crate::services::Services;
 
@@ -46,6 +47,7 @@ pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
 pub const HARD_MESSAGE_LIMIT: usize = MAX_MESSAGE_LEN + 64 * 1024;
 /// Calls open at once on one socket; a call beyond it is refused with an error.
 pub const MAX_CALLS_PER_CONNECTION: usize = 10_000;
+const AUTHENTICATE: &str = "/tdx.volt_api.volt.v1.VoltAPI/Authenticate";
 /// Frames queued for the socket writer.
 const OUTGOING_CAPACITY: usize = 256;
 /// Finished calls remembered so that a client's late frames for them (typically its end,
@@ -81,7 +83,10 @@ where
 
 enum CallState {
     /// Key exchange done; waiting for the invoke.
-    Keyed { key: Arc<CallKey>, caller: Caller },
+    Keyed {
+        key: Arc<CallKey>,
+        identity: Identity,
+    },
     /// Invoked: the handler runs.
     Running {
         key: Arc<CallKey>,
@@ -92,6 +97,15 @@ enum CallState {
         serial: u64,
         task: AbortHandle,
     },
+}
+
+/// Who opened a call.
+enum Identity {
+    /// The token was verified against its session.
+    Verified(Caller),
+    /// The token names no session: only Authenticate may be invoked, and the token is checked
+    /// then, against the key the request presents.
+    Sessionless(Box<IdentityToken>),
 }
 
 struct Connection {
@@ -229,9 +243,19 @@ impl Connection {
             );
         }
         let token = IdentityToken::from_wire_parts(&hello.claims, &hello.signature);
-        let (caller, claims) = match verify_token(&self.svc, &token) {
-            Ok(ok) => ok,
-            Err(f) => return self.send_error(call_id, f.message()),
+        let sessionless = token
+            .claims_unverified()
+            .is_ok_and(|c| c.sub.as_deref().is_none_or(str::is_empty));
+        let (identity, claims) = if sessionless {
+            match token.claims_unverified() {
+                Ok(claims) => (Identity::Sessionless(Box::new(token)), claims),
+                Err(e) => return self.send_error(call_id, &format!("bad identity token: {e}")),
+            }
+        } else {
+            match verify_token(&self.svc, &token) {
+                Ok((caller, claims)) => (Identity::Verified(caller), claims),
+                Err(f) => return self.send_error(call_id, f.message()),
+            }
         };
         let Some(k) = claims.k.as_deref() else {
             return self.send_error(call_id, "the identity token carries no key (k)");
@@ -250,7 +274,7 @@ impl Connection {
             call_id,
             CallState::Keyed {
                 key: Arc::new(key),
-                caller,
+                identity,
             },
         );
     }
@@ -291,7 +315,7 @@ impl Connection {
     }
 
     fn on_invoke(&mut self, call_id: u64, method_name: &str, json_request: &str) {
-        let Some(CallState::Keyed { key, caller }) = self.calls.remove(&call_id) else {
+        let Some(CallState::Keyed { key, identity }) = self.calls.remove(&call_id) else {
             return self.fail_call(call_id, "call was invoked twice");
         };
         let method = match schema::methods().lookup(method_name) {
@@ -313,6 +337,13 @@ impl Connection {
                 Err(f) => return self.end_with_error(call_id, &key, &f),
             }
         }
+        let caller = match identity {
+            Identity::Verified(caller) => caller,
+            Identity::Sessionless(token) => match self.sessionless(method, first, &token) {
+                Ok(caller) => caller,
+                Err(f) => return self.end_with_error(call_id, &key, &f),
+            },
+        };
         let (outbound, mut out_rx) = Outbound::channel();
         let svc = self.svc.clone();
         let out_tx = self.out_tx.clone();
@@ -321,22 +352,23 @@ impl Connection {
         self.next_serial += 1;
         let task = self.tasks.spawn(async move {
             let handler = svc.call(caller, method, inbound, outbound);
+            // A response that cannot be framed (too large) fails the call: dropping the
+            // receiver stops the handler at its next send.
             let forward = async {
                 while let Some(bytes) = out_rx.recv().await {
-                    let frame = match response_frame(method, &call_key, call_id, &bytes) {
-                        Ok(frame) => frame,
-                        Err(f) => {
-                            warn!("{}: response not encodable: {f}", method.path());
-                            continue;
+                    match response_frame(method, &call_key, call_id, &bytes) {
+                        Ok(frame) => {
+                            if out_tx.send(frame).await.is_err() {
+                                return None;
+                            }
                         }
-                    };
-                    if out_tx.send(frame).await.is_err() {
-                        return;
+                        Err(f) => return Some(f),
                     }
                 }
+                None
             };
-            let (result, ()) = tokio::join!(handler, forward);
-            let end = match result {
+            let (result, unsendable) = tokio::join!(handler, forward);
+            let end = match unsendable.map_or(result, Err) {
                 Ok(()) => Body::end(),
                 Err(f) => Body::End {
                     error: Some(f.message().to_owned()),
@@ -359,6 +391,32 @@ impl Connection {
                 task,
             },
         );
+    }
+
+    /// Admits a call whose token names no session: it must be Authenticate, and the token must
+    /// be signed by the key the request presents (with this Volt as audience, in its window).
+    fn sessionless(
+        &self,
+        method: &Method,
+        request_json: &str,
+        token: &IdentityToken,
+    ) -> Result<Caller, Failure> {
+        if method.path() != AUTHENTICATE {
+            return Err(Failure::abort(
+                Code::Unauthenticated,
+                "the identity token names no session (sub); only Authenticate may be called without one",
+            ));
+        }
+        let bytes = request_bytes(method, request_json)?;
+        let request = tdx_volt::proto::volt::AuthenticateRequest::decode(bytes)
+            .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))?;
+        let key = crate::authenticate::request_key(&self.svc, &request)
+            .map_err(|f| Failure::abort(f.code(), f.message()))?;
+        verify_token_with_key(&self.svc, token, &key)?;
+        Ok(Caller {
+            client_id: String::new(),
+            session_id: String::new(),
+        })
     }
 
     fn on_payload(&mut self, call_id: u64, json_payload: &str) {
@@ -448,7 +506,7 @@ fn response_frame(
     bytes: &[u8],
 ) -> Result<Message, Failure> {
     let json = schema::protobuf_to_json(method.output(), bytes)
-        .map_err(|e| Failure::internal("response", e))?;
+        .map_err(|e| Failure::abort(Code::Internal, format!("response: {e}")))?;
     let body = Body::Payload {
         json_payload: json.to_string(),
     };
@@ -456,5 +514,10 @@ fn response_frame(
     sealed
         .encode()
         .map(|f| Message::Binary(f.into()))
-        .map_err(|e| Failure::internal("response frame", e))
+        .map_err(|e| {
+            Failure::abort(
+                Code::ResourceExhausted,
+                format!("the response does not fit in a websocket frame: {e}"),
+            )
+        })
 }

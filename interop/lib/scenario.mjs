@@ -1,0 +1,510 @@
+/*
+ * scenario.mjs - the interop scenario shared by emulator-web.mjs and emulator-grpc.mjs.
+ *
+ * Both official clients (@tdxvolt/volt-client-web over the websocket gateway and
+ * @tdxvolt/volt-client-grpc over native gRPC) expose the same method names, and their
+ * streaming calls are EventEmitters with `write(message)`, `end()` and the events
+ * "data", "error" and "end". The differences this scenario has to care about are passed
+ * in as a small adapter:
+ *   - how bytes fields travel (base64 text in the websocket JSON, Buffers in gRPC);
+ *   - what the client's own SqlExecuteJSON helper makes of a NULL cell.
+ *
+ * Output: one JSON line per step on stdout, {"client", "step", "ok", ...details}. The
+ * first failure prints {"ok": false, "error"} for its step, repeats the message on
+ * stderr and exits with status 1. A watchdog fails the run after OVERALL_TIMEOUT_MS.
+ */
+
+import { Buffer } from "node:buffer";
+import { randomBytes, randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { isDeepStrictEqual } from "node:util";
+
+export const OVERALL_TIMEOUT_MS = 60_000;
+const STEP_TIMEOUT_MS = 20_000;
+const WAIT_TIMEOUT_MS = 10_000;
+
+let runName = "interop";
+let currentStep = "startup";
+
+function emit(record) {
+  process.stdout.write(`${JSON.stringify({ client: runName, ...record })}\n`);
+}
+
+/** Prints the failure of the current step and exits with status 1. */
+export function fail(message) {
+  emit({ step: currentStep, ok: false, error: message });
+  process.stderr.write(`${runName}: step "${currentStep}" failed: ${message}\n`);
+  process.exit(1);
+}
+
+function describeError(err) {
+  if (err instanceof Error) {
+    const extra = [];
+    if (err.code !== undefined) extra.push(`code ${err.code}`);
+    if (err.description) extra.push(`description ${JSON.stringify(err.description)}`);
+    if (err.details && err.details !== err.message) extra.push(`details ${JSON.stringify(err.details)}`);
+    return extra.length ? `${err.message} (${extra.join(", ")})` : err.message;
+  }
+  // e.g. the websocket ErrorEvent the web client rejects with when the socket fails to open.
+  if (err && typeof err === "object") {
+    if (err.error instanceof Error) return describeError(err.error);
+    if (typeof err.message === "string" && err.message) return err.message;
+    try {
+      return JSON.stringify(err);
+    } catch {
+      return Object.prototype.toString.call(err);
+    }
+  }
+  return String(err);
+}
+
+/**
+ * Sets up the run: the name used in every output line, the watchdog, and handlers that turn
+ * stray errors into a clean failure. Returns the parsed client configuration.
+ */
+export function startRun(name) {
+  runName = name;
+  const timer = setTimeout(
+    () => fail(`overall timeout: the scenario did not finish within ${OVERALL_TIMEOUT_MS / 1000} s`),
+    OVERALL_TIMEOUT_MS
+  );
+  timer.unref();
+  process.on("unhandledRejection", (err) => fail(`unhandled rejection: ${describeError(err)}`));
+  process.on("uncaughtException", (err) => fail(`uncaught exception: ${describeError(err)}`));
+
+  const path = process.argv[2];
+  if (!path) {
+    fail(`usage: node ${process.argv[1]} <client config JSON path>`);
+  }
+  let config;
+  try {
+    config = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    fail(`cannot read the client configuration ${path}: ${describeError(err)}`);
+  }
+  if (!config?.volt?.id) {
+    fail(`the client configuration ${path} has no volt.id`);
+  }
+  return config;
+}
+
+/** Rejects after `ms` with a message naming what was awaited. */
+export function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Runs one step: `fn` returns the details to print. Any error (or a step taking longer than
+ * STEP_TIMEOUT_MS) fails the run.
+ */
+export async function step(name, fn) {
+  currentStep = name;
+  const started = Date.now();
+  let details;
+  try {
+    details = await withTimeout(Promise.resolve().then(fn), STEP_TIMEOUT_MS, `step ${name}`);
+  } catch (err) {
+    fail(describeError(err));
+  }
+  emit({ step: name, ok: true, ms: Date.now() - started, ...(details || {}) });
+  return details;
+}
+
+export function check(condition, message) {
+  if (!condition) {
+    throw new Error(message);
+  }
+}
+
+export function checkEqual(actual, expected, what) {
+  if (!isDeepStrictEqual(actual, expected)) {
+    throw new Error(
+      `${what}: expected ${JSON.stringify(expected)} but got ${JSON.stringify(actual)}`
+    );
+  }
+}
+
+/** Finishes the run successfully. */
+export function finish(extra = {}) {
+  currentStep = "done";
+  emit({ step: "done", ok: true, ...extra });
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------------------
+// Streaming call helpers.
+// ---------------------------------------------------------------------------
+
+/**
+ * Collects everything a streaming call emits until it ends. Resolves {data: [...]} on "end";
+ * rejects with the call's error.
+ */
+function collect(call, what) {
+  return new Promise((resolve, reject) => {
+    const data = [];
+    call.on("data", (payload) => data.push(payload));
+    call.on("error", (err) => reject(err));
+    call.on("end", () => resolve({ data }));
+  }).then(
+    (result) => result,
+    (err) => {
+      throw new Error(`${what}: ${describeError(err)}`);
+    }
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Test data.
+// ---------------------------------------------------------------------------
+
+const TABLE = "interop_items";
+
+// Column order of the SELECT below.
+const COLUMNS = ["id", "name", "qty", "price", "note"];
+
+// The rows inserted and expected back, as [kind, value] per column. NULLs are kept to the
+// TEXT column `note`, whose header type stays TEXT (see checkSqlHelperRows).
+const ROWS = [
+  [["integer", 1], ["text", "alpha"], ["integer", 3], ["real", 1.5], ["text", "first"]],
+  [["integer", 2], ["text", 'beta "quoted" \u2713 \u00e9'], ["integer", -42], ["real", -0.25], ["null", null]],
+  [["integer", 3], ["text", "gamma"], ["integer", 9007199254740991], ["real", 3.14159], ["text", "it's"]],
+  [["integer", 4], ["text", ""], ["integer", 0], ["real", 0], ["text", "zero values"]],
+  [["integer", 5], ["text", "epsilon"], ["integer", 7], ["real", 2.5e10], ["null", null]]
+];
+
+function sqlLiteral([kind, value]) {
+  switch (kind) {
+    case "null":
+      return "NULL";
+    case "text":
+      return `'${value.replace(/'/g, "''")}'`;
+    case "real":
+      // Keep a decimal point so SQLite stores a REAL even for whole numbers.
+      return Number.isInteger(value) ? `${value}.0` : String(value);
+    default:
+      return String(value);
+  }
+}
+
+function bulkStatements() {
+  return [
+    `CREATE TABLE ${TABLE} (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, note TEXT)`,
+    ...ROWS.map(
+      (row) => `INSERT INTO ${TABLE} (${COLUMNS.join(", ")}) VALUES (${row.map(sqlLiteral).join(", ")})`
+    )
+  ];
+}
+
+const SELECT = `SELECT ${COLUMNS.join(", ")} FROM ${TABLE} ORDER BY id`;
+
+/** The rows as SqlExecuteJSON should return them. */
+function expectedObjects() {
+  return ROWS.map((row) =>
+    Object.fromEntries(row.map(([, value], i) => [COLUMNS[i], value]))
+  );
+}
+
+/**
+ * A response cell as [kind, value], for both forms: the websocket JSON object with exactly
+ * one of text/integer/real/blob/null, or the protobufjs object whose `data` names the oneof
+ * member that is set. 64-bit integers may arrive as strings; they are compared as numbers
+ * (all test values are safe integers).
+ */
+function cellKindValue(cell) {
+  const kinds = ["text", "integer", "real", "blob", "null"];
+  let kind;
+  if (typeof cell?.data === "string") {
+    kind = cell.data;
+  } else {
+    const present = kinds.filter((k) => cell && cell[k] !== undefined && cell[k] !== null);
+    if (present.length !== 1) {
+      throw new Error(`a cell does not carry exactly one value: ${JSON.stringify(cell)}`);
+    }
+    kind = present[0];
+  }
+  const raw = cell[kind];
+  switch (kind) {
+    case "null":
+      if (raw !== true) throw new Error(`a null cell is not {"null": true}: ${JSON.stringify(cell)}`);
+      return ["null", null];
+    case "integer": {
+      const n = typeof raw === "string" ? Number(raw) : raw;
+      if (!Number.isSafeInteger(n)) throw new Error(`integer cell not an integer: ${JSON.stringify(cell)}`);
+      return ["integer", n];
+    }
+    case "real": {
+      const n = typeof raw === "string" ? Number(raw) : raw;
+      return ["real", n];
+    }
+    default:
+      return [kind, raw];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The scenario.
+// ---------------------------------------------------------------------------
+
+/**
+ * Runs steps a-d on a connected client.
+ *
+ * adapter: {
+ *   name,                          // "web" | "grpc"
+ *   encodeChunk(Buffer) -> value   // a bytes field for a request
+ *   decodeChunk(value) -> Buffer   // a bytes field from a response
+ *   helperNullFor(type) -> value   // what the client's SqlExecuteJSON yields for a NULL
+ *                                  //   cell in a column whose header type is `type`
+ * }
+ */
+export async function runScenario(client, config, adapter) {
+  const voltId = config.volt.id;
+  const tag = `${adapter.name}-${randomBytes(4).toString("hex")}`;
+
+  // a. GetResource on the Volt's own id.
+  await step("get_resource", async () => {
+    const response = await client.GetResource({ resource_id: voltId });
+    check(response && response.resource, `no resource in the response: ${JSON.stringify(response)}`);
+    checkEqual(response.resource.id, voltId, "resource.id");
+    return { resource_id: response.resource.id, name: response.resource.name };
+  });
+
+  // b. A fresh database, a table with five rows, read back.
+  let databaseId;
+  await step("create_database", async () => {
+    const name = `interop-${tag}`;
+    const response = await client.CreateDatabase({ name });
+    check(response && response.resource, `no resource in the response: ${JSON.stringify(response)}`);
+    databaseId = response.resource.id;
+    check(typeof databaseId === "string" && databaseId.length > 0, "the new database has no id");
+    checkEqual(response.resource.name, name, "resource.name");
+    return { database_id: databaseId, name };
+  });
+
+  await step("bulk_update", async () => {
+    const statement = bulkStatements();
+    const response = await client.BulkUpdate({ database_id: databaseId, statement });
+    check(!response?.status?.message, `BulkUpdate status: ${JSON.stringify(response?.status)}`);
+    return { statements: statement.length };
+  });
+
+  let header;
+  await step("sql_execute_raw", async () => {
+    const call = client.SqlExecute({ start: { database_id: databaseId, statement: SELECT } });
+    const { data } = await withTimeout(collect(call, "Execute"), WAIT_TIMEOUT_MS, "the end of Execute");
+    const headers = data.filter((d) => d.header);
+    const rows = data.filter((d) => d.row);
+    checkEqual(headers.length, 1, "number of header messages");
+    header = headers[0].header;
+    checkEqual(
+      header.column.map((c) => c.name),
+      COLUMNS,
+      "header column names"
+    );
+    // Both SqlExecuteJSON helpers need usable header types; the web one decodes every cell
+    // by its column's header type.
+    checkEqual(
+      header.column.map((c) => c.type),
+      ["DATA_TYPE_INTEGER", "DATA_TYPE_TEXT", "DATA_TYPE_INTEGER", "DATA_TYPE_REAL", "DATA_TYPE_TEXT"],
+      "header column types"
+    );
+    checkEqual(rows.length, ROWS.length, "number of row messages");
+    rows.forEach((r, i) => {
+      checkEqual(r.row.column.map(cellKindValue), ROWS[i], `row ${i + 1} cells`);
+    });
+    return {
+      header_types: header.column.map((c) => c.type),
+      rows: rows.length,
+      messages: data.length
+    };
+  });
+
+  await step("sql_execute_json", async () => {
+    const rows = await client.SqlExecuteJSON({ database_id: databaseId, statement: SELECT });
+    check(Array.isArray(rows), `SqlExecuteJSON did not return an array: ${JSON.stringify(rows)}`);
+    // The helpers map a NULL cell by header type (web) or by the cell itself (gRPC); what
+    // the helper yields for NULL in our TEXT column is the adapter's to say.
+    const expected = expectedObjects().map((obj) => {
+      const out = { ...obj };
+      for (const [i, name] of COLUMNS.entries()) {
+        if (out[name] === null) out[name] = adapter.helperNullFor(header.column[i].type);
+      }
+      return out;
+    });
+    checkEqual(rows, expected, "SqlExecuteJSON rows");
+    return { rows: rows.length };
+  });
+
+  // c. A wire: subscribe, publish three chunks, receive them whole and in order, stop.
+  let wireId;
+  await step("save_wire", async () => {
+    const name = `interop-wire-${tag}`;
+    const response = await client.SaveWire({ resource: { name }, create: true });
+    check(response && response.resource, `no resource in the response: ${JSON.stringify(response)}`);
+    wireId = response.resource.id;
+    check(typeof wireId === "string" && wireId.length > 0, "the new wire has no id");
+    return { wire_id: wireId, name };
+  });
+
+  const chunks = [
+    Buffer.from(Array.from({ length: 16 }, (_, i) => i)),
+    (() => {
+      const big = randomBytes(100 * 1024);
+      big[0] = 0xff; // never looks like a probe
+      return big;
+    })(),
+    Buffer.from("last chunk \u2713", "utf8")
+  ];
+  const probePrefix = Buffer.from("probe:");
+  const isProbe = (buf) => buf.length >= probePrefix.length && buf.subarray(0, probePrefix.length).equals(probePrefix);
+
+  let subscriber;
+  let subscriberEnded;
+  let subscriberEndedAt = 0;
+  const received = [];
+  let probesSeen = 0;
+  let onProbe = () => {};
+
+  await step("subscribe_and_publish", async () => {
+    subscriber = client.SubscribeWire({ wire_id: wireId });
+    subscriberEnded = new Promise((resolve, reject) => {
+      subscriber.on("end", () => {
+        subscriberEndedAt = Date.now();
+        resolve();
+      });
+      subscriber.on("error", (err) => reject(new Error(`SubscribeWire error: ${describeError(err)}`)));
+    });
+    subscriberEnded.catch(() => {});
+    subscriber.on("data", (payload) => {
+      if (payload.chunk === undefined || payload.chunk === null) {
+        return; // e.g. an empty status
+      }
+      const buf = adapter.decodeChunk(payload.chunk);
+      if (isProbe(buf)) {
+        probesSeen++;
+        onProbe();
+      } else {
+        received.push(buf);
+      }
+    });
+
+    const publisher = client.PublishWire({ wire_id: wireId });
+    const publisherEnded = new Promise((resolve, reject) => {
+      publisher.on("end", resolve);
+      publisher.on("error", (err) => reject(new Error(`PublishWire error: ${describeError(err)}`)));
+      publisher.on("data", (payload) => {
+        if (payload?.status?.message) {
+          reject(new Error(`PublishWire status: ${JSON.stringify(payload.status)}`));
+        }
+      });
+    });
+    publisherEnded.catch(() => {});
+    // The gRPC client sends a streaming call's first request on the next tick
+    // (grpc-call.js, GRPCCall.start) but later write()s at once: let the first one go out
+    // before writing more, or the chunks would overtake the wire_id request.
+    await new Promise((resolve) => setImmediate(resolve));
+
+    // The subscription is registered asynchronously; publish probes until one arrives so
+    // that none of the real chunks can be published before the subscriber is listening.
+    const firstProbe = new Promise((resolve) => {
+      onProbe = resolve;
+    });
+    let probeNumber = 0;
+    const sendProbe = () => publisher.write({ chunk: adapter.encodeChunk(Buffer.from(`probe:${++probeNumber}`)) });
+    sendProbe();
+    const prober = setInterval(sendProbe, 100);
+    try {
+      await withTimeout(
+        Promise.race([firstProbe, subscriberEnded.then(() => { throw new Error("the subscription ended early"); }), publisherEnded.then(() => { throw new Error("PublishWire ended early"); })]),
+        WAIT_TIMEOUT_MS,
+        "a probe chunk to reach the subscriber"
+      );
+    } finally {
+      clearInterval(prober);
+    }
+    onProbe = () => {};
+
+    for (const chunk of chunks) {
+      publisher.write({ chunk: adapter.encodeChunk(chunk) });
+    }
+
+    const allReceived = new Promise((resolve) => {
+      const poll = setInterval(() => {
+        if (received.length >= chunks.length) {
+          clearInterval(poll);
+          resolve();
+        }
+      }, 10);
+    });
+    await withTimeout(
+      Promise.race([allReceived, subscriberEnded.then(() => { throw new Error("the subscription ended before every chunk arrived"); })]),
+      WAIT_TIMEOUT_MS,
+      `${chunks.length} chunks (received ${received.length} so far)`
+    );
+    checkEqual(received.length, chunks.length, "number of chunks received");
+    chunks.forEach((chunk, i) => {
+      const got = received[i];
+      if (!got.equals(chunk)) {
+        throw new Error(
+          `chunk ${i + 1}: sent ${chunk.length} bytes, received ${got.length} bytes that differ` +
+            (got.length === chunk.length ? "" : " in length")
+        );
+      }
+    });
+
+    publisher.end();
+    await withTimeout(publisherEnded, WAIT_TIMEOUT_MS, "PublishWire to end after the client ended its side");
+
+    return {
+      probes_published: probeNumber,
+      probes_received: probesSeen,
+      chunk_sizes: chunks.map((c) => c.length)
+    };
+  });
+
+  await step("stop_subscription", async () => {
+    check(
+      !subscriberEndedAt,
+      "the subscription ended on its own (after PublishWire ended) before {stop: true} was sent"
+    );
+    // Give a premature end a moment to show before stopping.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    check(!subscriberEndedAt, "the subscription ended on its own before {stop: true} was sent");
+    subscriber.write({ stop: true });
+    await withTimeout(subscriberEnded, WAIT_TIMEOUT_MS, "SubscribeWire to end after {stop: true}");
+    checkEqual(received.length, chunks.length, "chunks received in all (no extra chunks)");
+    return {};
+  });
+
+  // d. Execute on a database that does not exist: the client reports the status message.
+  await step("sql_error_unknown_database", async () => {
+    const missing = randomUUID();
+    let error;
+    try {
+      const rows = await withTimeout(
+        client.SqlExecuteJSON({ database_id: missing, statement: "SELECT 1" }),
+        WAIT_TIMEOUT_MS,
+        "SqlExecuteJSON on an unknown database to fail"
+      );
+      throw new Error(`SqlExecuteJSON on unknown database ${missing} succeeded with ${JSON.stringify(rows)}`);
+    } catch (err) {
+      if (err.message.startsWith("SqlExecuteJSON on unknown") || err.message.startsWith("timed out")) {
+        throw err;
+      }
+      error = err;
+    }
+    const message = error.message || "";
+    check(
+      /not found/i.test(message) || message.includes(missing),
+      `the error message neither says "not found" nor names the id: ${JSON.stringify(message)}`
+    );
+    return {
+      error_class: error.constructor?.name,
+      message,
+      code: error.code
+    };
+  });
+}
