@@ -15,7 +15,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use prost::Message as _;
 use serde_json::{Map, Value};
 use tdx_volt::protocol::body::Body;
@@ -351,7 +353,15 @@ impl Connection {
         let serial = self.next_serial;
         self.next_serial += 1;
         let task = self.tasks.spawn(async move {
-            let handler = svc.call(caller, method, inbound, outbound);
+            // A handler that panics fails its call instead of leaving it without an end.
+            let handler = async {
+                AssertUnwindSafe(svc.call(caller, method, inbound, outbound))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Failure::abort(Code::Internal, "the call's handler failed"))
+                    })
+            };
             // A response that cannot be framed (too large) fails the call: dropping the
             // receiver stops the handler at its next send.
             let forward = async {
@@ -371,7 +381,7 @@ impl Connection {
             let end = match unsendable.map_or(result, Err) {
                 Ok(()) => Body::end(),
                 Err(f) => Body::End {
-                    error: Some(f.message().to_owned()),
+                    error: Some(clip(f.message()).to_owned()),
                     error_code: f.code().as_i32(),
                 },
             };
@@ -448,7 +458,7 @@ impl Connection {
     fn end_with_error(&mut self, call_id: u64, key: &CallKey, failure: &Failure) {
         self.remember_finished(call_id);
         let body = Body::End {
-            error: Some(failure.message().to_owned()),
+            error: Some(clip(failure.message()).to_owned()),
             error_code: failure.code().as_i32(),
         };
         let sealed = key.seal(FrameType::Payload, call_id, Map::new(), &body.to_json());
@@ -477,7 +487,7 @@ impl Connection {
     fn send_error(&mut self, call_id: u64, message: &str) {
         debug!(call_id, "call error: {message}");
         let mut meta = Map::new();
-        meta.insert("error".into(), Value::from(message));
+        meta.insert("error".into(), Value::from(clip(message)));
         let frame = SealedFrame {
             frame_type: FrameType::Payload,
             call_id,
@@ -489,6 +499,21 @@ impl Connection {
             self.pending.push(Message::Binary(bytes.into()));
         }
     }
+}
+
+/// Error texts sent in frame meta are cut to [`MAX_ERROR_TEXT`] bytes (at a character
+/// boundary), so that an error echoing a huge input still fits its frame.
+const MAX_ERROR_TEXT: usize = 1024;
+
+fn clip(message: &str) -> &str {
+    if message.len() <= MAX_ERROR_TEXT {
+        return message;
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }
 
 fn request_bytes(method: &Method, json: &str) -> Result<Bytes, Failure> {
@@ -520,4 +545,18 @@ fn response_frame(
                 format!("the response does not fit in a websocket frame: {e}"),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clip_cuts_long_texts_at_a_character_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(1000); // 2000 bytes
+        let cut = clip(&long);
+        assert!(cut.len() <= super::MAX_ERROR_TEXT && cut.len() >= super::MAX_ERROR_TEXT - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
 }
