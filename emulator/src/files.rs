@@ -38,6 +38,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], access: Access) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| io("replacing", e))
 }
 
+/// Creates a directory and its parents (nothing to do when it exists).
+pub fn create_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| {
+        Error::new(ErrorKind::Io, format!("creating {}", path.display())).with_source(e)
+    })
+}
+
 /// Reads a UTF-8 file, or `None` when it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {

@@ -50,9 +50,7 @@ fn cert_error(what: &str, e: rcgen::Error) -> Error {
 impl VoltIdentity {
     /// Loads the identity kept in `dir`, creating whatever is missing (and `dir` itself).
     pub fn load_or_create(dir: &Path) -> Result<VoltIdentity> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::new(ErrorKind::Io, format!("creating {}", dir.display())).with_source(e)
-        })?;
+        crate::files::create_dir(dir)?;
 
         let meta_path = dir.join("volt.json");
         let (id, display_name) = match read_optional(&meta_path)? {

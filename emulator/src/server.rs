@@ -51,9 +51,6 @@ impl EmulatorBuilder {
     /// Loads (or creates) the identity and data in the directory, binds both listeners,
     /// writes `DIR/client.config.json` and starts serving.
     pub async fn start(self) -> Result<Emulator> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| {
-            Error::new(ErrorKind::Io, format!("creating {}", self.dir.display())).with_source(e)
-        })?;
         let identity = VoltIdentity::load_or_create(&self.dir)?;
         let tls = if self.plain {
             None

@@ -163,7 +163,6 @@ async fn token_failures_are_refused_on_their_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_fail_their_call_or_close_the_socket() {
     let volt = TestVolt::start("ws-frames").await;
-    let volt_key = volt.config.volt_public_key().unwrap();
     let mut socket = volt.connect().await;
 
     // Wrong version, with a call id: an error on that call.
@@ -178,12 +177,7 @@ async fn malformed_frames_fail_their_call_or_close_the_socket() {
     socket.expect_meta_error(2).await;
 
     // A payload for a call that was never opened.
-    let exchange = ClientKeyExchange::new();
-    let claims = volt.claims(&exchange);
-    let key = socket
-        .open(3, &volt.key, &claims, exchange, &volt_key)
-        .await
-        .unwrap();
+    let key = socket.open_keyed(&volt, 3).await;
     socket.send(payload(&key, 99, &json!({}))).await;
     assert!(socket.expect_meta_error(99).await.contains("unknown call"));
 
@@ -191,12 +185,7 @@ async fn malformed_frames_fail_their_call_or_close_the_socket() {
     let garbage = key.seal(FrameType::Invoke, 3, Default::default(), b"{{{not json");
     socket.send(garbage.encode().unwrap()).await;
     assert!(socket.expect_meta_error(3).await.contains("decrypted"));
-    let exchange = ClientKeyExchange::new();
-    let claims = volt.claims(&exchange);
-    let key = socket
-        .open(4, &volt.key, &claims, exchange, &volt_key)
-        .await
-        .unwrap();
+    let key = socket.open_keyed(&volt, 4).await;
     let bad_cipher = SealedFrame {
         frame_type: FrameType::Invoke,
         call_id: 4,
@@ -215,12 +204,7 @@ async fn malformed_frames_fail_their_call_or_close_the_socket() {
     assert!(socket.expect_meta_error(5).await.contains("exceeds"));
 
     // Invoked before the key exchange finished (no call) and payload before invoke.
-    let exchange = ClientKeyExchange::new();
-    let claims = volt.claims(&exchange);
-    let key = socket
-        .open(6, &volt.key, &claims, exchange, &volt_key)
-        .await
-        .unwrap();
+    let key = socket.open_keyed(&volt, 6).await;
     socket.send(payload(&key, 6, &json!({}))).await;
     assert!(socket.expect_meta_error(6).await.contains("before invoke"));
 
@@ -273,22 +257,11 @@ async fn a_call_id_in_use_is_refused_and_ids_can_be_reused_after_the_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ending_before_invoke_and_extra_unary_payloads_are_harmless() {
     let volt = TestVolt::start("ws-ends").await;
-    let volt_key = volt.config.volt_public_key().unwrap();
     let mut socket = volt.connect().await;
-    let exchange = ClientKeyExchange::new();
-    let claims = volt.claims(&exchange);
-    let key = socket
-        .open(1, &volt.key, &claims, exchange, &volt_key)
-        .await
-        .unwrap();
+    let key = socket.open_keyed(&volt, 1).await;
     socket.send(end(&key, 1)).await;
 
-    let exchange = ClientKeyExchange::new();
-    let claims = volt.claims(&exchange);
-    let key = socket
-        .open(2, &volt.key, &claims, exchange, &volt_key)
-        .await
-        .unwrap();
+    let key = socket.open_keyed(&volt, 2).await;
     let request = json!({"resource_id": volt.volt_id()});
     socket.send(invoke(&key, 2, GET_RESOURCE, &request)).await;
     socket.send(payload(&key, 2, &request)).await;
@@ -303,14 +276,8 @@ async fn ending_before_invoke_and_extra_unary_payloads_are_harmless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_stream_acknowledges_answers_pings_and_says_goodbye() {
     let volt = TestVolt::start("ws-connect").await;
-    let volt_key = volt.config.volt_public_key().unwrap();
     let mut socket = volt.connect().await;
-    let exchange = ClientKeyExchange::new();
-    let claims = volt.claims(&exchange);
-    let key = socket
-        .open(1, &volt.key, &claims, exchange, &volt_key)
-        .await
-        .unwrap();
+    let key = socket.open_keyed(&volt, 1).await;
     let hello = json!({"hello": {"ping_interval": 10, "subscribe_resource_events": true}});
     socket
         .send(invoke(

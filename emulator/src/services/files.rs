@@ -71,13 +71,7 @@ impl FileStore {
     /// Opens the file area of the data directory.
     pub fn open(dir: &Path) -> tdx_volt::Result<FileStore> {
         let dir = dir.join(FILES_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            tdx_volt::Error::new(
-                tdx_volt::ErrorKind::Io,
-                format!("creating {}", dir.display()),
-            )
-            .with_source(e)
-        })?;
+        crate::files::create_dir(&dir)?;
         Ok(FileStore { dir })
     }
 
@@ -406,26 +400,25 @@ async fn download(
 mod tests {
     use super::*;
     use crate::call::{InboundSender, OutboundReceiver};
-    use crate::identity::VoltIdentity;
-    use bytes::Bytes;
+    use crate::services::test_support::{caller, recv, send, TestServices};
     use pb::upload_file_request::Payload as Up;
     use prost::Message;
     use tokio::task::JoinHandle;
 
-    struct Fixture {
-        dir: PathBuf,
-        svc: Arc<Services>,
+    /// The shared fixture, with this module's helpers on top (fields reached through Deref).
+    struct Fixture(TestServices);
+
+    impl std::ops::Deref for Fixture {
+        type Target = TestServices;
+
+        fn deref(&self) -> &TestServices {
+            &self.0
+        }
     }
 
     impl Fixture {
         fn new() -> Fixture {
-            let dir = std::env::temp_dir().join(format!(
-                "volt-files-test-{}",
-                super::super::resources::new_id()
-            ));
-            let identity = VoltIdentity::load_or_create(&dir).unwrap();
-            let svc = Arc::new(Services::open(identity).unwrap());
-            Fixture { dir, svc }
+            Fixture(TestServices::new("files"))
         }
 
         fn start(
@@ -439,13 +432,10 @@ mod tests {
             let (tx, inbound) = Inbound::channel();
             let (outbound, rx) = Outbound::channel();
             let svc = Arc::clone(&self.svc);
-            let handle = tokio::spawn(async move {
-                let caller = Caller {
-                    client_id: "client-1".into(),
-                    session_id: "session-1".into(),
-                };
-                dispatch(&svc, &caller, method, inbound, &outbound).await
-            });
+            let handle =
+                tokio::spawn(
+                    async move { dispatch(&svc, &caller(), method, inbound, &outbound).await },
+                );
             (tx, rx, handle)
         }
 
@@ -477,20 +467,6 @@ mod tests {
                 .unwrap()
                 .id
         }
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    async fn send<M: Message>(tx: &InboundSender, message: &M) {
-        tx.send(Bytes::from(message.encode_to_vec())).await.unwrap();
-    }
-
-    async fn recv<M: Message + Default>(rx: &mut OutboundReceiver) -> Option<M> {
-        rx.recv().await.map(|b| M::decode(b.as_ref()).unwrap())
     }
 
     fn set(id: &str, content: &[u8]) -> pb::SetFileContentRequest {

@@ -4,6 +4,8 @@
 pub mod files;
 pub mod resources;
 pub mod sqlite;
+#[cfg(test)]
+mod test_support;
 pub mod volt_api;
 pub mod wires;
 

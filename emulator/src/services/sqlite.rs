@@ -108,13 +108,7 @@ impl SqliteService {
     /// Opens the database area of the data directory, creating it when missing.
     pub fn open(dir: &Path) -> tdx_volt::Result<SqliteService> {
         let dir = dir.join(DATABASES_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            tdx_volt::Error::new(
-                tdx_volt::ErrorKind::Io,
-                format!("creating {}", dir.display()),
-            )
-            .with_source(e)
-        })?;
+        crate::files::create_dir(&dir)?;
         Ok(SqliteService {
             dir,
             live_executes: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_EXECUTES)),
@@ -1173,20 +1167,22 @@ mod tests {
     use tokio::task::JoinHandle;
 
     use crate::call::{InboundSender, OutboundReceiver};
-    use crate::identity::VoltIdentity;
+    use crate::services::test_support::{caller, TestServices};
 
-    /// A Services instance in a fresh temporary directory, removed on drop.
-    struct Volt {
-        svc: Arc<Services>,
-        dir: PathBuf,
+    /// The shared fixture, with SQL helpers on top (fields reached through Deref).
+    struct Volt(TestServices);
+
+    impl std::ops::Deref for Volt {
+        type Target = TestServices;
+
+        fn deref(&self) -> &TestServices {
+            &self.0
+        }
     }
 
     impl Volt {
         fn new() -> Volt {
-            let dir = std::env::temp_dir().join(format!("volt-sqlite-{}", new_id()));
-            let identity = VoltIdentity::load_or_create(&dir).unwrap();
-            let svc = Arc::new(Services::open(identity).unwrap());
-            Volt { svc, dir }
+            Volt(TestServices::new("sqlite"))
         }
 
         /// Starts a call through `dispatch`.
@@ -1246,19 +1242,6 @@ mod tests {
                 },
                 other => panic!("expected a row, got {other:?}"),
             }
-        }
-    }
-
-    impl Drop for Volt {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn caller() -> Caller {
-        Caller {
-            client_id: "client-1".into(),
-            session_id: "session-1".into(),
         }
     }
 

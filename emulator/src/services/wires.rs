@@ -410,32 +410,25 @@ async fn subscribe(
 mod tests {
     use super::*;
     use crate::call::{InboundSender, OutboundReceiver};
-    use crate::identity::VoltIdentity;
+    use crate::services::test_support::{caller, recv, send, TestServices};
     use pb::subscribe_wire_request::Payload as SubIn;
     use pb::subscribe_wire_response::Payload as SubOut;
     use tokio::task::JoinHandle;
 
-    struct Fixture {
-        dir: std::path::PathBuf,
-        svc: Arc<Services>,
+    /// The shared fixture, with this module's helpers on top (fields reached through Deref).
+    struct Fixture(TestServices);
+
+    impl std::ops::Deref for Fixture {
+        type Target = TestServices;
+
+        fn deref(&self) -> &TestServices {
+            &self.0
+        }
     }
 
     impl Fixture {
         fn new() -> Fixture {
-            let dir = std::env::temp_dir().join(format!(
-                "volt-wires-test-{}",
-                super::super::resources::new_id()
-            ));
-            let identity = VoltIdentity::load_or_create(&dir).unwrap();
-            let svc = Arc::new(Services::open(identity).unwrap());
-            Fixture { dir, svc }
-        }
-
-        fn caller() -> Caller {
-            Caller {
-                client_id: "client-1".into(),
-                session_id: "session-1".into(),
-            }
+            Fixture(TestServices::new("wires"))
         }
 
         /// Starts a call; returns the request sender, the response receiver and the handler.
@@ -450,9 +443,10 @@ mod tests {
             let (tx, inbound) = Inbound::channel();
             let (outbound, rx) = Outbound::channel();
             let svc = Arc::clone(&self.svc);
-            let handle = tokio::spawn(async move {
-                dispatch(&svc, &Fixture::caller(), method, inbound, &outbound).await
-            });
+            let handle =
+                tokio::spawn(
+                    async move { dispatch(&svc, &caller(), method, inbound, &outbound).await },
+                );
             (tx, rx, handle)
         }
 
@@ -504,20 +498,6 @@ mod tests {
                 .await
                 .unwrap();
         }
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    async fn send<M: Message>(tx: &InboundSender, message: &M) {
-        tx.send(Bytes::from(message.encode_to_vec())).await.unwrap();
-    }
-
-    async fn recv<M: Message + Default>(rx: &mut OutboundReceiver) -> Option<M> {
-        rx.recv().await.map(|b| M::decode(b.as_ref()).unwrap())
     }
 
     fn subscribe_to(wire_id: &str) -> pb::SubscribeWireRequest {

@@ -245,14 +245,13 @@ impl Connection {
             );
         }
         let token = IdentityToken::from_wire_parts(&hello.claims, &hello.signature);
-        let sessionless = token
-            .claims_unverified()
-            .is_ok_and(|c| c.sub.as_deref().is_none_or(str::is_empty));
-        let (identity, claims) = if sessionless {
-            match token.claims_unverified() {
-                Ok(claims) => (Identity::Sessionless(Box::new(token)), claims),
-                Err(e) => return self.send_error(call_id, &format!("bad identity token: {e}")),
-            }
+        let unverified = match token.claims_unverified() {
+            Ok(claims) => claims,
+            Err(e) => return self.send_error(call_id, &format!("bad identity token: {e}")),
+        };
+        let (identity, claims) = if unverified.sub.as_deref().is_none_or(str::is_empty) {
+            // Checked at invoke, against the key an Authenticate request presents.
+            (Identity::Sessionless(Box::new(token)), unverified)
         } else {
             match verify_token(&self.svc, &token) {
                 Ok((caller, claims)) => (Identity::Verified(caller), claims),

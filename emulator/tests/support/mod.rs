@@ -202,6 +202,16 @@ impl RawSocket {
         }
     }
 
+    /// Opens a call as `volt`'s own client, with claims as the official client makes them.
+    pub async fn open_keyed(&mut self, volt: &TestVolt, call_id: u64) -> CallKey {
+        let exchange = ClientKeyExchange::new();
+        let claims = volt.claims(&exchange);
+        let volt_key = volt.config.volt_public_key().expect("volt key");
+        self.open(call_id, &volt.key, &claims, exchange, &volt_key)
+            .await
+            .expect("key exchange")
+    }
+
     /// A whole unary call: key exchange, invoke, end; returns the bodies up to the end.
     pub async fn unary(
         &mut self,
@@ -210,13 +220,7 @@ impl RawSocket {
         method: &str,
         request: &Value,
     ) -> Vec<Body> {
-        let exchange = ClientKeyExchange::new();
-        let claims = volt.claims(&exchange);
-        let volt_key = volt.config.volt_public_key().expect("volt key");
-        let key = self
-            .open(call_id, &volt.key, &claims, exchange, &volt_key)
-            .await
-            .expect("key exchange");
+        let key = self.open_keyed(volt, call_id).await;
         self.send(invoke(&key, call_id, method, request)).await;
         self.send(end(&key, call_id)).await;
         self.read_call(&key, call_id).await
