@@ -38,6 +38,9 @@ pub enum ErrorKind {
     Status,
     /// A local file could not be read or written.
     Io,
+    /// A bound was reached: a message over the frame limit, or a caller so far behind on a
+    /// call's responses that the call was ended.
+    Limit,
 }
 
 impl ErrorKind {
@@ -55,6 +58,7 @@ impl ErrorKind {
             ErrorKind::Closed => "closed",
             ErrorKind::Status => "Volt status error",
             ErrorKind::Io => "I/O error",
+            ErrorKind::Limit => "limit reached",
         }
     }
 }
@@ -260,6 +264,10 @@ impl Error {
     /// A local file could not be read or written.
     pub fn is_io(&self) -> bool {
         self.kind() == ErrorKind::Io
+    }
+    /// A size or backlog bound was reached.
+    pub fn is_limit(&self) -> bool {
+        self.kind() == ErrorKind::Limit
     }
 }
 

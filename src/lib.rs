@@ -24,10 +24,16 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "client")]
+pub mod client;
 mod error;
 pub mod proto;
 pub mod protocol;
+#[cfg(feature = "client")]
+mod transport;
 
+#[cfg(feature = "client")]
+pub use client::{Call, CallEvent, Transport, VoltClient, VoltClientBuilder};
 pub use error::{Error, ErrorKind, Result, Status};
 pub use protocol::config::ClientConfig;
 pub use protocol::keys::{KeyAlgorithm, PrivateKey, PublicKey};

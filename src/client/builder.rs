@@ -1,0 +1,275 @@
+//! [`VoltClientBuilder`]: where the configuration comes from, which transport, and the bounds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use super::{Shared, TransportHandle, VoltClient};
+use crate::protocol::frame::MAX_FRAME_LEN;
+use crate::transport::tls::{self, Trust};
+use crate::transport::websocket::{self, Target};
+use crate::{ClientConfig, Error, ErrorKind, Result};
+
+/// How long connecting (TCP, TLS and the websocket upgrade together) may take: 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a unary call may take from start to response, and how long a streaming call may
+/// wait for its key exchange: 30 s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// After this long without hearing from the Volt the client pings; after twice as long the
+/// connection is considered dead and its calls fail: 30 s.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
+/// The largest message sent, in bytes: 16 MiB, the websocket gateway's own limit.
+pub const DEFAULT_MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+/// Responses a call may hold unread before it is ended as too slow: 1,024.
+pub const DEFAULT_CALL_BUFFER: usize = 1024;
+/// Calls that may be open at once on a client (and its clones); more wait for a slot: 10,000.
+pub const DEFAULT_MAX_CALLS: usize = 10_000;
+
+/// Which protocol carries the calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// The best available. In this release: the websocket gateway.
+    #[default]
+    Auto,
+    /// The websocket gateway (`volt.http_address`, or the relay), protocol v1.
+    Websocket,
+    /// Native gRPC (`volt.address`). Not available in this release: connecting fails with a
+    /// configuration error.
+    Grpc,
+}
+
+enum Source {
+    File(PathBuf),
+    Json(Zeroizing<String>),
+    Value(Value),
+    Config(Box<ClientConfig>),
+}
+
+/// Settings for a [`VoltClient`]. Start with [`VoltClient::builder`], finish with
+/// [`VoltClientBuilder::connect`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tdx_volt::{Transport, VoltClient};
+///
+/// # async fn demo() -> tdx_volt::Result<()> {
+/// let client = VoltClient::builder()
+///     .config_file("client.config.json")
+///     .transport(Transport::Websocket)
+///     .request_timeout(Duration::from_secs(10))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct VoltClientBuilder {
+    source: Option<Source>,
+    transport: Transport,
+    passphrase: Option<Zeroizing<String>>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    keepalive: Duration,
+    max_message_len: usize,
+    call_buffer: usize,
+    max_calls: usize,
+    public_roots: bool,
+}
+
+impl std::fmt::Debug for VoltClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match &self.source {
+            None => "none".to_owned(),
+            Some(Source::File(p)) => format!("file {}", p.display()),
+            Some(Source::Json(_)) => "JSON text".to_owned(),
+            Some(Source::Value(_)) => "JSON value".to_owned(),
+            Some(Source::Config(_)) => "ClientConfig".to_owned(),
+        };
+        f.debug_struct("VoltClientBuilder")
+            .field("source", &source)
+            .field("transport", &self.transport)
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("keepalive", &self.keepalive)
+            .field("max_message_len", &self.max_message_len)
+            .field("call_buffer", &self.call_buffer)
+            .field("max_calls", &self.max_calls)
+            .field("public_roots", &self.public_roots)
+            .finish()
+    }
+}
+
+impl Default for VoltClientBuilder {
+    fn default() -> Self {
+        VoltClientBuilder {
+            source: None,
+            transport: Transport::Auto,
+            passphrase: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
+            max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            call_buffer: DEFAULT_CALL_BUFFER,
+            max_calls: DEFAULT_MAX_CALLS,
+            public_roots: false,
+        }
+    }
+}
+
+impl VoltClientBuilder {
+    /// Reads the client configuration from a file (read at [`connect`](Self::connect)).
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.source = Some(Source::File(path.into()));
+        self
+    }
+
+    /// Takes the client configuration as JSON text.
+    pub fn config_json(mut self, json: &str) -> Self {
+        self.source = Some(Source::Json(Zeroizing::new(json.to_owned())));
+        self
+    }
+
+    /// Takes the client configuration as a JSON value.
+    pub fn config(mut self, config: Value) -> Self {
+        self.source = Some(Source::Value(config));
+        self
+    }
+
+    /// Takes an already loaded configuration.
+    pub fn client_config(mut self, config: ClientConfig) -> Self {
+        self.source = Some(Source::Config(Box::new(config)));
+        self
+    }
+
+    /// Which protocol to use; [`Transport::Auto`] by default.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The passphrase of an encrypted key. Without it, the configuration's `p` field or the
+    /// `VOLT_KEY_PASSPHRASE` environment variable is used.
+    pub fn passphrase(mut self, passphrase: impl Into<String>) -> Self {
+        self.passphrase = Some(Zeroizing::new(passphrase.into()));
+        self
+    }
+
+    /// Bound on connecting (and reconnecting); [`DEFAULT_CONNECT_TIMEOUT`] by default.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Bound on each unary call and on each call's key exchange;
+    /// [`DEFAULT_REQUEST_TIMEOUT`] by default. [`VoltClient::with_request_timeout`] changes it
+    /// for one handle.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Ping interval of an idle connection; [`DEFAULT_KEEPALIVE`] by default (at least 1 s).
+    pub fn keepalive(mut self, interval: Duration) -> Self {
+        self.keepalive = interval.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Largest message sent; [`DEFAULT_MAX_MESSAGE_LEN`] by default. Responses are accepted
+    /// up to the frame codec's limit of 64 MiB.
+    pub fn max_message_len(mut self, bytes: usize) -> Self {
+        self.max_message_len = bytes.min(MAX_FRAME_LEN);
+        self
+    }
+
+    /// Responses a call may hold unread; [`DEFAULT_CALL_BUFFER`] by default. A caller that
+    /// falls further behind loses that call (a [`limit`](crate::ErrorKind::Limit) error), so
+    /// the connection never waits for one slow reader.
+    pub fn call_buffer(mut self, responses: usize) -> Self {
+        self.call_buffer = responses.max(1);
+        self
+    }
+
+    /// Calls open at once; [`DEFAULT_MAX_CALLS`] by default. Further calls wait for a slot,
+    /// within their request timeout.
+    pub fn max_calls(mut self, calls: usize) -> Self {
+        self.max_calls = calls.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Also trust the public web PKI, for a Volt whose gateway has a public certificate.
+    /// Off by default (only the Volt CA of the configuration is trusted); on by itself when
+    /// the configuration names a cloud relay.
+    pub fn public_roots(mut self, enabled: bool) -> Self {
+        self.public_roots = enabled;
+        self
+    }
+
+    /// Loads the configuration and key, and connects.
+    pub async fn connect(self) -> Result<VoltClient> {
+        let config = match self.source {
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "no client configuration: use config_file, config_json or config",
+                ))
+            }
+            Some(Source::File(path)) => ClientConfig::from_file(path)?,
+            Some(Source::Json(text)) => ClientConfig::from_json_str(&text)?,
+            Some(Source::Value(value)) => ClientConfig::from_value(value)?,
+            Some(Source::Config(config)) => *config,
+        };
+        let key = Arc::new(config.private_key(self.passphrase.as_ref().map(|p| p.as_str()))?);
+        match self.transport {
+            Transport::Auto | Transport::Websocket => {}
+            Transport::Grpc => return Err(Error::new(
+                ErrorKind::Config,
+                "the gRPC transport is not available in this release; use the websocket gateway",
+            )),
+        }
+        let url = config.websocket_url()?;
+        let tls = if url.starts_with("wss:") {
+            let trust = Trust {
+                public_roots: self.public_roots,
+            };
+            Some(tls::client_config(&config, trust, &[b"http/1.1"])?)
+        } else {
+            None
+        };
+        let mut meta = Map::new();
+        if config.is_relayed() {
+            meta.insert("d".into(), Value::from(vec![config.volt().id.clone()]));
+        }
+        let settings = websocket::Settings {
+            target: Target {
+                url,
+                tls,
+                connect_timeout: self.connect_timeout,
+                max_inbound: MAX_FRAME_LEN,
+            },
+            key,
+            volt_key: config.volt_public_key()?,
+            audience: config.volt().id.clone(),
+            subject: config.credential().session_id.clone(),
+            meta,
+            keepalive: self.keepalive,
+            max_outbound: self.max_message_len,
+            call_buffer: self.call_buffer,
+        };
+        let connection = websocket::Connection::connect(settings).await?;
+        Ok(VoltClient {
+            shared: Arc::new(Shared {
+                transport: TransportHandle::Websocket(connection),
+                calls: Arc::new(tokio::sync::Semaphore::new(self.max_calls)),
+                volt_id: config.volt().id.clone(),
+            }),
+            request_timeout: self.request_timeout,
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! The async client: [`VoltClient`], its [`VoltClientBuilder`], and [`Call`]s.
+//!
+//! Every RPC of the Volt API is a method of [`VoltClient`], named as the official clients name
+//! it, in snake_case (`get_resource`, `sql_execute`, `subscribe_wire`, ...). Unary methods take
+//! and return proto3 JSON ([`serde_json::Value`]); streaming methods return a [`Call`].
+//! Any method path can also be called with [`VoltClient::unary`] and
+//! [`VoltClient::streaming`].
+
+mod builder;
+pub(crate) mod call;
+mod methods;
+mod sql;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+pub use builder::{
+    Transport, VoltClientBuilder, DEFAULT_CALL_BUFFER, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
+    DEFAULT_MAX_CALLS, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use call::{Call, CallEvent};
+pub use wire::{WireChunks, WirePublisher};
+
+use crate::protocol::schema::methods as method_table;
+use crate::transport::websocket;
+use crate::{Error, ErrorKind, Result};
+use call::CallIo;
+
+/// A connection to one Volt, shared by all clones.
+///
+/// Cheap to clone (`Arc` inside); `Send + Sync`; every method takes `&self`, so one client
+/// serves any number of tasks. One task owns the connection; calls are multiplexed on it. If
+/// the connection is lost, its live calls fail with the cause and the next call reconnects.
+///
+/// ```no_run
+/// use serde_json::json;
+/// use tdx_volt::VoltClient;
+///
+/// # async fn demo() -> tdx_volt::Result<()> {
+/// let client = VoltClient::from_file("client.config.json").await?;
+/// let volt = client.get_resource(json!({"resource_id": client.volt_id()})).await?;
+/// println!("{}", volt["resource"]["name"]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct VoltClient {
+    shared: Arc<Shared>,
+    request_timeout: Duration,
+}
+
+struct Shared {
+    transport: TransportHandle,
+    /// One permit per open call: bounds the connection's call table.
+    calls: Arc<Semaphore>,
+    volt_id: String,
+}
+
+enum TransportHandle {
+    Websocket(websocket::Connection),
+}
+
+impl std::fmt::Debug for VoltClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoltClient")
+            .field("volt_id", &self.shared.volt_id)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+// The handle is meant to be shared across tasks and threads.
+const _: fn() = || {
+    fn shared<T: Clone + Send + Sync + 'static>() {}
+    fn movable<T: Send + Sync + Unpin + 'static>() {}
+    shared::<VoltClient>();
+    movable::<Call>();
+};
+
+impl VoltClient {
+    /// Settings for a new client.
+    pub fn builder() -> VoltClientBuilder {
+        VoltClientBuilder::default()
+    }
+
+    /// Connects with the configuration file at `path` and default settings.
+    pub async fn from_file(path: impl Into<std::path::PathBuf>) -> Result<VoltClient> {
+        VoltClient::builder().config_file(path).connect().await
+    }
+
+    /// The id of the Volt this client talks to (the configuration's `volt.id`).
+    pub fn volt_id(&self) -> &str {
+        &self.shared.volt_id
+    }
+
+    /// The bound on each unary call (and on each call's key exchange) for this handle.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// A handle on the same connection with another request timeout.
+    #[must_use]
+    pub fn with_request_timeout(&self, timeout: Duration) -> VoltClient {
+        VoltClient {
+            shared: self.shared.clone(),
+            request_timeout: timeout,
+        }
+    }
+
+    /// Calls a unary method by its path (`/package.Service/Method`) and returns its response.
+    ///
+    /// A response whose `status` has a non-empty message is an error
+    /// ([`ErrorKind::Status`]) carrying the Volt's code, message and description; so is a
+    /// call the Volt fails. The whole call is bounded by the request timeout.
+    pub async fn unary(&self, path: &str, request: Value) -> Result<Value> {
+        let timeout = self.request_timeout;
+        let exchange = async {
+            let mut call = self.open(path, Some(request), true).await?;
+            match call.next().await {
+                Some(CallEvent::Data(response)) => Ok(response),
+                Some(CallEvent::Error(e)) => Err(e),
+                Some(CallEvent::End) | None => Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("{path}: the call ended without a response"),
+                )),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("{path}: no response within {timeout:?}"),
+            )),
+        }
+    }
+
+    /// Opens a streaming call by its path. `request`, when given, is the first message (it
+    /// carries the method invocation); otherwise the first [`Call::send`] does. For a
+    /// server-streaming method the client side ends after the request, as in the official
+    /// clients.
+    ///
+    /// Returns once the call is queued; its key exchange completes in the background within
+    /// the request timeout. Waits (within the request timeout) while the client has its
+    /// maximum of calls open.
+    pub async fn streaming(&self, path: &str, request: Option<Value>) -> Result<Call> {
+        let ends_after_request = request.is_some()
+            && method_table()
+                .get(path)
+                .is_some_and(|m| !m.kind().client_streams());
+        self.open(path, request, ends_after_request).await
+    }
+
+    async fn open(&self, path: &str, request: Option<Value>, end_after: bool) -> Result<Call> {
+        check_path(path)?;
+        let first = request
+            .map(|r| {
+                serde_json::to_string(&r).map_err(|e| {
+                    Error::new(ErrorKind::Schema, "the request does not serialize").with_source(e)
+                })
+            })
+            .transpose()?;
+        let timeout = self.request_timeout;
+        let permit =
+            match tokio::time::timeout(timeout, self.shared.calls.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(Error::new(ErrorKind::Closed, "the client is closed")),
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("{path}: no call slot came free within {timeout:?}"),
+                    ))
+                }
+            };
+        let path: Arc<str> = Arc::from(path);
+        match &self.shared.transport {
+            TransportHandle::Websocket(connection) => {
+                let (handle, receivers) = connection
+                    .open(path.clone(), first, end_after, timeout)
+                    .await?;
+                Ok(Call::new(
+                    path,
+                    CallIo::Websocket(handle),
+                    receivers,
+                    permit,
+                ))
+            }
+        }
+    }
+}
+
+/// A method path is `/package.Service/Method`.
+fn check_path(path: &str) -> Result<()> {
+    let well_formed = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(service, method)| {
+            !service.is_empty() && !method.is_empty() && !method.contains('/')
+        });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Schema,
+            format!("{path:?} is not a method path (/package.Service/Method)"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_paths_are_checked() {
+        assert!(check_path("/tdx.volt_api.volt.v1.VoltAPI/GetResource").is_ok());
+        for bad in [
+            "",
+            "/",
+            "GetResource",
+            "/VoltAPI/",
+            "//GetResource",
+            "/a/b/c",
+        ] {
+            assert!(check_path(bad).unwrap_err().is_schema(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Wire helpers: chunks as bytes, both ways.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use base64::Engine as _;
+use futures_util::{Stream, StreamExt as _};
+use serde_json::{json, Value};
+
+use super::{Call, CallEvent, VoltClient};
+use crate::{Error, ErrorKind, Result};
+
+const SUBSCRIBE: &str = "/tdx.volt_api.volt.v1.WireAPI/SubscribeWire";
+const PUBLISH: &str = "/tdx.volt_api.volt.v1.WireAPI/PublishWire";
+
+impl VoltClient {
+    /// Subscribes to a wire: a [`Stream`] of each chunk published from now on, as bytes.
+    ///
+    /// ```no_run
+    /// use futures_util::StreamExt as _;
+    ///
+    /// # async fn demo(client: tdx_volt::VoltClient) -> tdx_volt::Result<()> {
+    /// let mut chunks = client.subscribe_wire_chunks("my-wire-id").await?;
+    /// while let Some(chunk) = chunks.next().await {
+    ///     println!("{} bytes", chunk?.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_wire_chunks(&self, wire_id: &str) -> Result<WireChunks> {
+        let call = self
+            .streaming(SUBSCRIBE, Some(json!({ "wire_id": wire_id })))
+            .await?;
+        Ok(WireChunks { call })
+    }
+
+    /// Starts publishing to a wire; send chunks with [`WirePublisher::send`] and end with
+    /// [`WirePublisher::finish`].
+    pub async fn publish_wire_chunks(&self, wire_id: &str) -> Result<WirePublisher> {
+        let call = self
+            .streaming(PUBLISH, Some(json!({ "wire_id": wire_id })))
+            .await?;
+        Ok(WirePublisher { call })
+    }
+}
+
+/// The chunks of a wire subscription, decoded. Made by
+/// [`VoltClient::subscribe_wire_chunks`]; dropping it ends the subscription.
+///
+/// Yields `Ok(bytes)` per chunk and `Err` for an error the Volt reports; the stream is over
+/// when the subscription ends.
+#[derive(Debug)]
+pub struct WireChunks {
+    call: Call,
+}
+
+impl WireChunks {
+    /// Asks the Volt to stop the subscription; the stream then ends.
+    pub async fn stop(&self) -> Result<()> {
+        self.call.send(json!({ "stop": true })).await
+    }
+
+    /// The underlying call.
+    pub fn call(&self) -> &Call {
+        &self.call
+    }
+}
+
+impl Stream for WireChunks {
+    type Item = Result<Vec<u8>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let event = match self.call.poll_next_unpin(cx) {
+                Poll::Ready(Some(event)) => event,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            };
+            match event {
+                CallEvent::Data(message) => match message.get("chunk") {
+                    Some(chunk) => return Poll::Ready(Some(decode_chunk(chunk))),
+                    // A response without a chunk (an empty status) carries nothing to yield.
+                    None => continue,
+                },
+                CallEvent::Error(e) => return Poll::Ready(Some(Err(e))),
+                CallEvent::End => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+fn decode_chunk(chunk: &Value) -> Result<Vec<u8>> {
+    let text = chunk
+        .as_str()
+        .ok_or_else(|| Error::new(ErrorKind::Protocol, "a wire chunk is not a base64 string"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| {
+            Error::new(ErrorKind::Protocol, "a wire chunk is not valid base64").with_source(e)
+        })
+}
+
+/// Publishes chunks to a wire. Made by [`VoltClient::publish_wire_chunks`]. Dropping it
+/// without [`finish`](WirePublisher::finish) cancels the publication.
+#[derive(Debug)]
+pub struct WirePublisher {
+    call: Call,
+}
+
+impl WirePublisher {
+    /// Publishes one chunk.
+    pub async fn send(&self, chunk: &[u8]) -> Result<()> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(chunk);
+        self.call.send(json!({ "chunk": encoded })).await
+    }
+
+    /// Ends the publication and waits for the Volt to confirm it, reporting any error.
+    pub async fn finish(mut self) -> Result<()> {
+        self.call.end().await?;
+        while let Some(event) = self.call.next().await {
+            match event {
+                CallEvent::Data(_) => {}
+                CallEvent::Error(e) => return Err(e),
+                CallEvent::End => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}

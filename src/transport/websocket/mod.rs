@@ -1,0 +1,256 @@
+//! The websocket gateway transport, protocol v1.
+//!
+//! One task ([`task`]) owns the socket and every call on it. Callers reach it through a
+//! bounded command queue; each call gets its events back through its own bounded queue, which
+//! the task fills without ever waiting (a caller that falls that far behind loses its call,
+//! not the connection). The work that can be done away from the socket (signing the identity
+//! token, serialising messages) happens on the caller's side.
+
+mod socket;
+mod task;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::client::call::{self, Delivery, Receivers};
+use crate::protocol::exchange::ClientKeyExchange;
+use crate::protocol::frame::ClientHello;
+use crate::protocol::token::{unix_now, Claims, IdentityToken};
+use crate::{Error, ErrorKind, PrivateKey, PublicKey, Result};
+
+pub(crate) use socket::Target;
+
+/// Commands queued to the connection task before callers wait for room.
+const COMMAND_QUEUE: usize = 1024;
+
+/// Everything the transport needs, fixed at connect time.
+pub(crate) struct Settings {
+    /// Where to connect, and how.
+    pub target: Target,
+    /// Signs each call's identity token.
+    pub key: Arc<PrivateKey>,
+    /// Verifies each call's key exchange.
+    pub volt_key: PublicKey,
+    /// `aud` of the tokens: the Volt id.
+    pub audience: String,
+    /// `sub` of the tokens: the session id, once there is one.
+    pub subject: Option<String>,
+    /// Meta of every call's opening frame (`d` when going through a relay).
+    pub meta: Map<String, Value>,
+    /// Ping after this long without traffic; the connection is dead after twice as long.
+    pub keepalive: Duration,
+    /// Largest frame sent.
+    pub max_outbound: usize,
+    /// Unread events a call may hold before it is failed as too slow.
+    pub call_buffer: usize,
+}
+
+/// A handle on the connection task; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    commands: mpsc::Sender<Command>,
+    drops: mpsc::UnboundedSender<u64>,
+    next_id: Arc<AtomicU64>,
+    settings: Arc<Settings>,
+}
+
+/// What callers ask of the connection task.
+pub(crate) enum Command {
+    /// Open a call (send its key exchange).
+    Open(Box<OpenCall>),
+    /// Send a message on a call (its request, if none was sent yet).
+    Send { id: u64, json: String },
+    /// End the client's side of a call.
+    End { id: u64 },
+}
+
+/// A call to open, prepared on the caller's side.
+pub(crate) struct OpenCall {
+    pub id: u64,
+    pub path: Arc<str>,
+    pub hello: ClientHello,
+    pub exchange: ClientKeyExchange,
+    /// The request, when given at open.
+    pub first: Option<String>,
+    /// End the client side right after the request (unary and server-streaming calls).
+    pub end_after_first: bool,
+    /// Give up if the key exchange has not completed by then.
+    pub exchange_timeout: Duration,
+    pub delivery: Delivery,
+    pub phase: watch::Sender<Phase>,
+}
+
+/// Where a call stands, as its handle sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for the Volt's half of the key exchange.
+    Opening,
+    /// Keyed: messages can be sent.
+    Open,
+    /// Over, one way or another.
+    Closed,
+}
+
+impl Connection {
+    /// Opens the websocket and starts the task that owns it.
+    pub(crate) async fn connect(settings: Settings) -> Result<Connection> {
+        let socket = socket::open(&settings.target).await?;
+        let settings = Arc::new(settings);
+        let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (drops, drops_rx) = mpsc::unbounded_channel();
+        tokio::spawn(task::run(settings.clone(), socket, commands_rx, drops_rx));
+        Ok(Connection {
+            commands,
+            drops,
+            next_id: Arc::new(AtomicU64::new(1)),
+            settings,
+        })
+    }
+
+    /// Opens a call to `path`: signs a fresh token with a fresh key-exchange key and queues
+    /// the opening frame. Returns once the task has the call; the key exchange completes in
+    /// the background.
+    pub(crate) async fn open(
+        &self,
+        path: Arc<str>,
+        first: Option<String>,
+        end_after_first: bool,
+        timeout: Duration,
+    ) -> Result<(CallHandle, Receivers)> {
+        if let Some(json) = &first {
+            self.check_size(json)?;
+        }
+        let settings = &self.settings;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let exchange = ClientKeyExchange::new();
+        let claims = Claims::new(settings.audience.clone(), unix_now())
+            .with_subject(settings.subject.clone())
+            .with_key(exchange.token_claim());
+        let token = IdentityToken::sign(&settings.key, &claims)?;
+        let hello = ClientHello {
+            call_id: id,
+            meta: settings.meta.clone(),
+            signature: token.signature().to_vec(),
+            claims: token.claims_json().to_vec(),
+        };
+        let (delivery, receivers) = call::channels(settings.call_buffer);
+        let (phase, phase_rx) = watch::channel(Phase::Opening);
+        let open = OpenCall {
+            id,
+            path,
+            hello,
+            exchange,
+            first,
+            end_after_first,
+            exchange_timeout: timeout,
+            delivery,
+            phase,
+        };
+        self.commands
+            .send(Command::Open(Box::new(open)))
+            .await
+            .map_err(|_| connection_gone())?;
+        let handle = CallHandle {
+            id,
+            commands: self.commands.clone(),
+            drops: self.drops.clone(),
+            phase: phase_rx,
+            timeout,
+            max_outbound: settings.max_outbound,
+            ended: AtomicBool::new(end_after_first),
+        };
+        Ok((handle, receivers))
+    }
+
+    fn check_size(&self, json: &str) -> Result<()> {
+        check_size(json, self.settings.max_outbound)
+    }
+}
+
+fn check_size(json: &str, max: usize) -> Result<()> {
+    if json.len() > max {
+        return Err(Error::new(
+            ErrorKind::Limit,
+            format!(
+                "a message of {} bytes is over the {max}-byte frame limit",
+                json.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn connection_gone() -> Error {
+    Error::new(ErrorKind::Closed, "the connection task has stopped")
+}
+
+/// The caller's side of one call: `send`, `end`, and cancel on drop.
+pub(crate) struct CallHandle {
+    id: u64,
+    commands: mpsc::Sender<Command>,
+    drops: mpsc::UnboundedSender<u64>,
+    phase: watch::Receiver<Phase>,
+    timeout: Duration,
+    max_outbound: usize,
+    ended: AtomicBool,
+}
+
+impl CallHandle {
+    pub(crate) async fn send(&self, json: String) -> Result<()> {
+        if self.ended.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "the client side of this call has ended",
+            ));
+        }
+        check_size(&json, self.max_outbound)?;
+        self.wait_open().await?;
+        self.commands
+            .send(Command::Send { id: self.id, json })
+            .await
+            .map_err(|_| connection_gone())
+    }
+
+    pub(crate) async fn end(&self) -> Result<()> {
+        if self.ended.swap(true, Ordering::AcqRel) || *self.phase.borrow() == Phase::Closed {
+            return Ok(());
+        }
+        self.commands
+            .send(Command::End { id: self.id })
+            .await
+            .map_err(|_| connection_gone())
+    }
+
+    /// Tells the task the caller has gone. The drop queue is unbounded, but holds at most one
+    /// entry per live call, and calls are bounded by the client's call limit.
+    pub(crate) fn cancel(&self) {
+        let _ = self.drops.send(self.id);
+    }
+
+    async fn wait_open(&self) -> Result<()> {
+        let mut phase = self.phase.clone();
+        let waited = tokio::time::timeout(self.timeout, async {
+            phase
+                .wait_for(|p| *p != Phase::Opening)
+                .await
+                .map(|p| *p)
+                .unwrap_or(Phase::Closed)
+        })
+        .await;
+        match waited {
+            Ok(Phase::Open) => Ok(()),
+            Ok(_) => Err(Error::new(ErrorKind::Closed, "the call has ended")),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the Volt did not complete the key exchange within {:?}",
+                    self.timeout
+                ),
+            )),
+        }
+    }
+}
