@@ -22,3 +22,6 @@ cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== quickstart example"
+cargo run --locked --quiet --example quickstart

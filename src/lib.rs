@@ -1,10 +1,26 @@
 //! # tdx-volt
 //!
 //! A Rust SDK for [tdx Volt](https://docs.tdxvolt.com): load the client configuration a Volt
-//! issues, authenticate with identity tokens, and speak the Volt protocols.
+//! issues, connect, and call any method of the Volt API from async Rust.
 //!
-//! This release provides the protocol core, shared by every transport and by the local
-//! emulator:
+//! ```no_run
+//! use serde_json::json;
+//! use tdx_volt::VoltClient;
+//!
+//! # async fn demo() -> tdx_volt::Result<()> {
+//! let client = VoltClient::from_file("client.config.json").await?;
+//! let volt = client.get_resource(json!({"resource_id": client.volt_id()})).await?;
+//! let rows = client
+//!     .sql_execute_json(json!({"database_id": "...", "statement": "SELECT 1 AS one"}))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - [`VoltClient`] (feature `client`, on by default): every RPC as a method; unary ones
+//!   return proto3 JSON, streaming ones a [`Call`]. See [`client`].
+//! - [`Error`]: one error type with an [`ErrorKind`], predicates and the Volt [`Status`].
+//!
+//! The protocol core below it is sans-IO and usable alone (`default-features = false`):
 //!
 //! - [`ClientConfig`]: the configuration JSON (unknown fields preserved, secrets redacted);
 //! - [`PrivateKey`] / [`PublicKey`]: Ed25519 and RSA keys, encrypted PKCS#8 included;
