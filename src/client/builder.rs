@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::{Shared, TransportHandle, VoltClient};
+use crate::protocol::config::Relay;
 use crate::protocol::frame::MAX_FRAME_LEN;
 use crate::transport::tls::{self, Trust};
 use crate::transport::websocket::{self, Target};
@@ -175,9 +176,10 @@ impl VoltClientBuilder {
         self
     }
 
-    /// Ping interval of an idle connection; [`DEFAULT_KEEPALIVE`] by default (at least 1 s).
+    /// Ping interval of an idle connection; [`DEFAULT_KEEPALIVE`] by default (kept between
+    /// 1 s and 1 day).
     pub fn keepalive(mut self, interval: Duration) -> Self {
-        self.keepalive = interval.max(Duration::from_secs(1));
+        self.keepalive = interval.clamp(Duration::from_secs(1), Duration::from_secs(86_400));
         self
     }
 
@@ -234,16 +236,27 @@ impl VoltClientBuilder {
             )),
         }
         let url = config.websocket_url()?;
+        // The URL comes from the relay exactly when the relay names a gateway address.
+        let via_relay = matches!(
+            &config.volt().relay,
+            Some(Relay::Url(_))
+                | Some(Relay::Detailed {
+                    http_address: Some(_),
+                    ..
+                })
+        );
         let tls = if url.starts_with("wss:") {
             let trust = Trust {
                 public_roots: self.public_roots,
+                via_relay,
             };
             Some(tls::client_config(&config, trust, &[b"http/1.1"])?)
         } else {
             None
         };
         let mut meta = Map::new();
-        if config.is_relayed() {
+        if via_relay {
+            // The relay routes the call to its target Volt.
             meta.insert("d".into(), Value::from(vec![config.volt().id.clone()]));
         }
         let settings = websocket::Settings {

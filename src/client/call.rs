@@ -3,6 +3,7 @@
 //! [`CallEvent`]s, in arrival order.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -51,7 +52,8 @@ pub enum CallEvent {
 pub struct Call {
     path: Arc<str>,
     io: CallIo,
-    events: mpsc::Receiver<CallEvent>,
+    events: mpsc::Receiver<(CallEvent, usize)>,
+    unread_bytes: Arc<AtomicUsize>,
     outcome: oneshot::Receiver<Result<()>>,
     finished: bool,
     _permit: OwnedSemaphorePermit,
@@ -82,6 +84,7 @@ impl Call {
             path,
             io,
             events: receivers.events,
+            unread_bytes: receivers.unread_bytes,
             outcome: receivers.outcome,
             finished: false,
             _permit: permit,
@@ -134,7 +137,10 @@ impl Stream for Call {
             return Poll::Ready(None);
         }
         match self.events.poll_recv(cx) {
-            Poll::Ready(Some(event)) => Poll::Ready(Some(event)),
+            Poll::Ready(Some((event, bytes))) => {
+                self.unread_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                Poll::Ready(Some(event))
+            }
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 // Every event is delivered; the outcome was settled before the sender went.
@@ -155,17 +161,21 @@ impl Stream for Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        if !self.finished {
-            match &self.io {
-                CallIo::Websocket(h) => h.cancel(),
-            }
+        // Also for a finished call: the transport keeps a little state until the handle goes.
+        match &self.io {
+            CallIo::Websocket(h) => h.cancel(),
         }
     }
 }
 
+/// Bytes of responses a call may hold unread (besides the one that arrives when it holds
+/// none): 64 MiB.
+pub(crate) const MAX_UNREAD_BYTES: usize = 64 * 1024 * 1024;
+
 /// The receiving ends a [`Call`] reads.
 pub(crate) struct Receivers {
-    events: mpsc::Receiver<CallEvent>,
+    events: mpsc::Receiver<(CallEvent, usize)>,
+    unread_bytes: Arc<AtomicUsize>,
     outcome: oneshot::Receiver<Result<()>>,
 }
 
@@ -173,7 +183,8 @@ pub(crate) struct Receivers {
 /// offered without ever waiting; the end (or the error that ends the call) is settled once.
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    events: mpsc::Sender<CallEvent>,
+    events: mpsc::Sender<(CallEvent, usize)>,
+    unread_bytes: Arc<AtomicUsize>,
     outcome: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -182,36 +193,57 @@ pub(crate) struct Delivery {
 pub(crate) enum Offer {
     /// Queued for the caller.
     Queued,
-    /// The caller has `capacity` events unread: it is too slow for this call.
+    /// The caller has too many events, or too many bytes, unread: it is too slow for this call.
     Full,
     /// The caller dropped the call.
     Gone,
 }
 
-/// A call's channel pair, with room for `capacity` unread events.
+/// A call's channel pair, with room for `capacity` unread events (and at most
+/// [`MAX_UNREAD_BYTES`]).
 pub(crate) fn channels(capacity: usize) -> (Delivery, Receivers) {
     let (events_tx, events_rx) = mpsc::channel(capacity.max(1));
     let (outcome_tx, outcome_rx) = oneshot::channel();
+    let unread_bytes = Arc::new(AtomicUsize::new(0));
     (
         Delivery {
             events: events_tx,
+            unread_bytes: unread_bytes.clone(),
             outcome: Some(outcome_tx),
         },
         Receivers {
             events: events_rx,
+            unread_bytes,
             outcome: outcome_rx,
         },
     )
 }
 
 impl Delivery {
-    /// Offers a data message or an in-call error, never waiting.
-    pub(crate) fn offer(&self, event: CallEvent) -> Offer {
-        match self.events.try_send(event) {
-            Ok(()) => Offer::Queued,
+    /// Offers a data message or an in-call error of `bytes` bytes, never waiting.
+    pub(crate) fn offer(&self, event: CallEvent, bytes: usize) -> Offer {
+        let unread = self.unread_bytes.load(Ordering::Acquire);
+        if unread > 0 && unread.saturating_add(bytes) > MAX_UNREAD_BYTES {
+            return if self.events.is_closed() {
+                Offer::Gone
+            } else {
+                Offer::Full
+            };
+        }
+        // Counted before it is queued, so the reader never subtracts what was not added.
+        self.unread_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let refused = match self.events.try_send((event, bytes)) {
+            Ok(()) => return Offer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
-        }
+        };
+        self.unread_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        refused
+    }
+
+    /// Whether the caller has dropped the call.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.events.is_closed()
     }
 
     /// Settles how the call ended. The caller sees it after every event already queued.

@@ -15,6 +15,8 @@ use crate::{ClientConfig, Error, ErrorKind, Result};
 pub(crate) struct Trust {
     /// Also trust the public web PKI (Mozilla's roots, from `webpki-roots`).
     pub public_roots: bool,
+    /// The connection goes to the configuration's relay, not to the Volt itself.
+    pub via_relay: bool,
 }
 
 /// A rustls client configuration for the Volt (or its relay) named in `config`.
@@ -32,15 +34,18 @@ pub(crate) fn client_config(
         sources.push(("credential.ca", pem.as_str()));
     }
     let mut public = trust.public_roots;
-    if let Some(Relay::Detailed { ca_pem, cloud, .. }) = &config.volt().relay {
-        if let Some(pem) = ca_pem {
-            sources.push(("volt.relay.ca_pem", pem.as_str()));
+    if trust.via_relay {
+        match &config.volt().relay {
+            Some(Relay::Detailed { ca_pem, cloud, .. }) => {
+                if let Some(pem) = ca_pem {
+                    sources.push(("volt.relay.ca_pem", pem.as_str()));
+                }
+                public |= cloud.unwrap_or(false);
+            }
+            // A relay given only by its URL is a public service with a public certificate.
+            Some(Relay::Url(_)) => public = true,
+            None => {}
         }
-        public |= cloud.unwrap_or(false);
-    }
-    if matches!(config.volt().relay, Some(Relay::Url(_))) {
-        // A relay given only by its URL is a public service with a public certificate.
-        public = true;
     }
     for (field, pem) in sources {
         add_pem(&mut roots, field, pem)?;

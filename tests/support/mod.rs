@@ -138,3 +138,5 @@ pub async fn subscribed(client: &VoltClient, wire_id: &str) -> WireChunks {
     .await;
     chunks
 }
+
+pub mod scripted;

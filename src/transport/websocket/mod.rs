@@ -7,6 +7,7 @@
 //! token, serialising messages) happens on the caller's side.
 
 mod socket;
+mod table;
 mod task;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::client::call::{self, Delivery, Receivers};
 use crate::protocol::exchange::ClientKeyExchange;
-use crate::protocol::frame::ClientHello;
+use crate::protocol::frame::{ClientHello, IV_LEN};
 use crate::protocol::token::{unix_now, Claims, IdentityToken};
 use crate::{Error, ErrorKind, PrivateKey, PublicKey, Result};
 
@@ -53,9 +54,18 @@ pub(crate) struct Settings {
 #[derive(Clone)]
 pub(crate) struct Connection {
     commands: mpsc::Sender<Command>,
-    drops: mpsc::UnboundedSender<u64>,
+    drops: mpsc::UnboundedSender<Dropped>,
     next_id: Arc<AtomicU64>,
     settings: Arc<Settings>,
+}
+
+/// A call's handle has gone, after `commands` commands (its Open included) were queued for
+/// it. Drop notices travel apart from commands, so the task applies one only once that many
+/// commands of the call have arrived.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dropped {
+    pub id: u64,
+    pub commands: u64,
 }
 
 /// What callers ask of the connection task.
@@ -121,10 +131,10 @@ impl Connection {
         end_after_first: bool,
         timeout: Duration,
     ) -> Result<(CallHandle, Receivers)> {
-        if let Some(json) = &first {
-            self.check_size(json)?;
-        }
         let settings = &self.settings;
+        if let Some(json) = &first {
+            check_size(&path, json, settings)?;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let exchange = ClientKeyExchange::new();
         let claims = Claims::new(settings.audience.clone(), unix_now())
@@ -137,6 +147,7 @@ impl Connection {
             signature: token.signature().to_vec(),
             claims: token.claims_json().to_vec(),
         };
+        let open_path = path.clone();
         let (delivery, receivers) = call::channels(settings.call_buffer);
         let (phase, phase_rx) = watch::channel(Phase::Opening);
         let open = OpenCall {
@@ -156,32 +167,61 @@ impl Connection {
             .map_err(|_| connection_gone())?;
         let handle = CallHandle {
             id,
+            path: open_path,
             commands: self.commands.clone(),
             drops: self.drops.clone(),
             phase: phase_rx,
             timeout,
-            max_outbound: settings.max_outbound,
+            settings: self.settings.clone(),
             ended: AtomicBool::new(end_after_first),
+            queued: AtomicU64::new(1),
         };
         Ok((handle, receivers))
     }
-
-    fn check_size(&self, json: &str) -> Result<()> {
-        check_size(json, self.settings.max_outbound)
-    }
 }
 
-fn check_size(json: &str, max: usize) -> Result<()> {
-    if json.len() > max {
+/// Fails early, with a [`Limit`](ErrorKind::Limit) error, a message whose frame would be over
+/// the limit.
+fn check_size(path: &str, json: &str, settings: &Settings) -> Result<()> {
+    let meta_len = if settings.meta.is_empty() {
+        0
+    } else {
+        Value::Object(settings.meta.clone()).to_string().len()
+    };
+    let len = frame_len(path, json, meta_len);
+    if len > settings.max_outbound {
         return Err(Error::new(
             ErrorKind::Limit,
             format!(
-                "a message of {} bytes is over the {max}-byte frame limit",
-                json.len()
+                "a message of {} bytes needs a frame of {len} bytes, over the {}-byte limit",
+                json.len(),
+                settings.max_outbound
             ),
         ));
     }
     Ok(())
+}
+
+/// The length of the frame carrying `json` as the invoke of `path` (a payload frame for the
+/// same message is shorter): header, meta, IV and the padded ciphertext of the body, in which
+/// `json` is a JSON string.
+fn frame_len(path: &str, json: &str, meta_len: usize) -> usize {
+    const WRAPPER: &str = r#"{"method_invoke":{"method_name":"","json_request":""}}"#;
+    let body = WRAPPER.len() + escaped_len(path) + escaped_len(json);
+    let ciphertext = (body / IV_LEN + 1) * IV_LEN;
+    // version, type, call id | meta length, meta | IV length, IV | ciphertext
+    10 + 2 + meta_len + 1 + IV_LEN + ciphertext
+}
+
+/// The length of `text` once escaped inside a JSON string, as serde_json escapes it.
+fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 fn connection_gone() -> Error {
@@ -191,12 +231,15 @@ fn connection_gone() -> Error {
 /// The caller's side of one call: `send`, `end`, and cancel on drop.
 pub(crate) struct CallHandle {
     id: u64,
+    path: Arc<str>,
     commands: mpsc::Sender<Command>,
-    drops: mpsc::UnboundedSender<u64>,
+    drops: mpsc::UnboundedSender<Dropped>,
     phase: watch::Receiver<Phase>,
     timeout: Duration,
-    max_outbound: usize,
+    settings: Arc<Settings>,
     ended: AtomicBool,
+    /// Commands queued for this call so far, its Open included.
+    queued: AtomicU64,
 }
 
 impl CallHandle {
@@ -207,28 +250,34 @@ impl CallHandle {
                 "the client side of this call has ended",
             ));
         }
-        check_size(&json, self.max_outbound)?;
+        check_size(&self.path, &json, &self.settings)?;
         self.wait_open().await?;
+        self.queue(Command::Send { id: self.id, json }).await
+    }
+
+    async fn queue(&self, command: Command) -> Result<()> {
         self.commands
-            .send(Command::Send { id: self.id, json })
+            .send(command)
             .await
-            .map_err(|_| connection_gone())
+            .map_err(|_| connection_gone())?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     pub(crate) async fn end(&self) -> Result<()> {
         if self.ended.swap(true, Ordering::AcqRel) || *self.phase.borrow() == Phase::Closed {
             return Ok(());
         }
-        self.commands
-            .send(Command::End { id: self.id })
-            .await
-            .map_err(|_| connection_gone())
+        self.queue(Command::End { id: self.id }).await
     }
 
     /// Tells the task the caller has gone. The drop queue is unbounded, but holds at most one
-    /// entry per live call, and calls are bounded by the client's call limit.
+    /// notice per call handle, and handles are bounded by the client's call limit.
     pub(crate) fn cancel(&self) {
-        let _ = self.drops.send(self.id);
+        let _ = self.drops.send(Dropped {
+            id: self.id,
+            commands: self.queued.load(Ordering::Acquire),
+        });
     }
 
     async fn wait_open(&self) -> Result<()> {
@@ -251,6 +300,48 @@ impl CallHandle {
                     self.timeout
                 ),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::body::Body;
+    use crate::protocol::exchange::CallKey;
+    use crate::protocol::frame::FrameType;
+
+    #[test]
+    fn frame_length_is_computed_exactly() {
+        let key = CallKey::from_bytes([7u8; 32]);
+        let path = "/tdx.volt_api.volt.v1.FileAPI/UploadFile";
+        let samples = [
+            String::new(),
+            "{}".to_owned(),
+            r#"{"chunk":"aGVsbG8="}"#.to_owned(),
+            "quote \" back \\ slash \n\r\t \u{1} \u{8} \u{c} \u{1f} é 😀".to_owned(),
+            "x".repeat(4095),
+        ];
+        for json in samples {
+            for meta in [Map::new(), {
+                let mut m = Map::new();
+                m.insert("d".into(), Value::from(vec!["did:volt:abc"]));
+                m
+            }] {
+                let meta_len = if meta.is_empty() {
+                    0
+                } else {
+                    Value::Object(meta.clone()).to_string().len()
+                };
+                let body = Body::Invoke {
+                    method_name: path.to_owned(),
+                    service_id: None,
+                    json_request: json.clone(),
+                };
+                let frame = key.seal(FrameType::Invoke, 1, meta, &body.to_json());
+                let encoded = frame.encode().expect("encodes");
+                assert_eq!(frame_len(path, &json, meta_len), encoded.len(), "{json:?}");
+            }
         }
     }
 }

@@ -1,0 +1,585 @@
+//! The call table of one connection task: what each command and each frame does to a call.
+//!
+//! Every call's entry lives from its Open until its handle's drop notice has been applied, so
+//! that notice always finds it. A finished call keeps a small tombstone until then. A drop
+//! notice that overtakes the call's own commands (they travel on different queues) waits in
+//! the entry, or in `early_drops` if the Open itself is still queued, until they have arrived.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Command, Dropped, OpenCall, Phase, Settings};
+use crate::client::call::{CallEvent, Delivery, Offer};
+use crate::protocol::body::Body;
+use crate::protocol::exchange::{CallKey, ClientKeyExchange};
+use crate::protocol::frame::{self, FrameType, SealedFrame, ServerFrame, ServerHello};
+use crate::{Error, ErrorKind, Result, Status};
+
+/// What ended a connection, re-made as an error for each call that was live on it.
+#[derive(Debug, Clone)]
+pub(super) struct Lost {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Lost {
+    pub fn closed(message: impl Into<String>) -> Lost {
+        Lost {
+            kind: ErrorKind::Closed,
+            message: message.into(),
+        }
+    }
+
+    fn error(&self) -> Error {
+        Error::new(self.kind, self.message.clone())
+    }
+}
+
+impl From<&Error> for Lost {
+    fn from(e: &Error) -> Lost {
+        Lost {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One call, from its Open to its handle's drop notice.
+struct Entry {
+    /// Commands of the call that have arrived, its Open included.
+    arrived: u64,
+    /// The handle has gone after this many commands; applied once they have all arrived.
+    dropped_after: Option<u64>,
+    /// `None` once the call is over.
+    live: Option<Live>,
+}
+
+/// A call that is not over.
+struct Live {
+    path: Arc<str>,
+    stage: Stage,
+    /// The request to send once keyed, when given at open.
+    first: Option<String>,
+    invoked: bool,
+    /// End was asked for before the call was keyed.
+    end_pending: bool,
+    client_ended: bool,
+    /// The handle went before the key exchange completed: end the call as soon as it is keyed.
+    abandoned: bool,
+    deadline: Instant,
+    delivery: Delivery,
+    phase: watch::Sender<Phase>,
+}
+
+enum Stage {
+    Exchanging(ClientKeyExchange),
+    Keyed(CallKey),
+    /// Only while the Volt's half of the key exchange is being checked.
+    Checking,
+}
+
+/// Whether ending the client side of a never-invoked call sends an empty request first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Invoke {
+    /// `Call::end` on a call opened without a request: the empty request, then the end (as the
+    /// official client does).
+    Empty,
+    /// A cancelled or failed call: only the end, so nothing is invoked.
+    Never,
+}
+
+pub(super) struct Table {
+    settings: Arc<Settings>,
+    calls: HashMap<u64, Entry>,
+    /// Drop notices whose call's Open has not arrived yet.
+    early_drops: HashMap<u64, u64>,
+    /// Frames to write.
+    pub outbox: VecDeque<Message>,
+    /// Set when the outbox holds frames or the sink has unflushed ones.
+    pub unflushed: bool,
+    /// While set, Opens fail at once with this (the socket is down and reconnecting failed).
+    pub refusal: Option<Lost>,
+}
+
+impl Table {
+    pub fn new(settings: Arc<Settings>) -> Table {
+        Table {
+            settings,
+            calls: HashMap::new(),
+            early_drops: HashMap::new(),
+            outbox: VecDeque::new(),
+            unflushed: false,
+            refusal: None,
+        }
+    }
+
+    fn push(&mut self, message: Message) {
+        self.outbox.push_back(message);
+        self.unflushed = true;
+    }
+
+    pub fn keepalive(&self) -> std::time::Duration {
+        self.settings.keepalive
+    }
+
+    pub fn ping(&mut self) {
+        self.push(Message::Ping(Vec::new().into()));
+    }
+
+    /// Whether the handle of an Open is already gone (it will not be sent at all).
+    pub fn dropped_before_open(&self, open: &OpenCall) -> bool {
+        self.early_drops
+            .get(&open.id)
+            .is_some_and(|after| *after <= 1)
+    }
+
+    // ---- commands from callers -------------------------------------------------------------
+
+    pub fn on_command(&mut self, command: Command) {
+        let id = match &command {
+            Command::Open(open) => open.id,
+            Command::Send { id, .. } | Command::End { id } => *id,
+        };
+        match command {
+            Command::Open(open) => self.open(*open),
+            Command::Send { id, json } => {
+                self.arrived(id);
+                self.send(id, json);
+            }
+            Command::End { id } => {
+                self.arrived(id);
+                self.end(id, Invoke::Empty);
+            }
+        }
+        self.apply_drop(id);
+    }
+
+    fn arrived(&mut self, id: u64) {
+        if let Some(entry) = self.calls.get_mut(&id) {
+            entry.arrived += 1;
+        }
+    }
+
+    fn open(&mut self, open: OpenCall) {
+        let OpenCall {
+            id,
+            path,
+            hello,
+            exchange,
+            first,
+            end_after_first,
+            exchange_timeout,
+            delivery,
+            phase,
+        } = open;
+        let dropped_after = self.early_drops.remove(&id);
+        let mut entry = Entry {
+            arrived: 1,
+            dropped_after,
+            live: None,
+        };
+        if dropped_after.is_some_and(|after| after <= 1) || delivery.is_gone() {
+            // The caller has gone already: nothing is sent.
+            if dropped_after.is_none() {
+                self.calls.insert(id, entry);
+            }
+            return;
+        }
+        let refused = match (&self.refusal, hello.encode()) {
+            (Some(lost), _) => Some(lost.error()),
+            (None, Err(e)) => Some(Error::from(e)),
+            (None, Ok(frame)) => {
+                self.push(Message::Binary(frame.into()));
+                None
+            }
+        };
+        match refused {
+            Some(e) => {
+                let _ = phase.send(Phase::Closed);
+                delivery.finish(Err(e));
+            }
+            None => {
+                let now = Instant::now();
+                entry.live = Some(Live {
+                    path,
+                    stage: Stage::Exchanging(exchange),
+                    first,
+                    invoked: false,
+                    end_pending: end_after_first,
+                    client_ended: false,
+                    abandoned: false,
+                    deadline: now
+                        .checked_add(exchange_timeout)
+                        .unwrap_or_else(|| far_future(now)),
+                    delivery,
+                    phase,
+                });
+            }
+        }
+        self.calls.insert(id, entry);
+    }
+
+    fn live(&mut self, id: u64) -> Option<&mut Live> {
+        self.calls.get_mut(&id).and_then(|e| e.live.as_mut())
+    }
+
+    fn send(&mut self, id: u64, json: String) {
+        // A call that is over ignores it: its caller learns why from the call's events.
+        let Some(call) = self.live(id) else {
+            return;
+        };
+        if call.client_ended || !matches!(call.stage, Stage::Keyed(_)) {
+            return;
+        }
+        let body = if call.invoked {
+            Body::Payload { json_payload: json }
+        } else {
+            call.invoked = true;
+            invoke(&call.path, json)
+        };
+        if let Err(e) = self.seal_and_push(id, &body, Map::new()) {
+            self.finish(id, Err(e));
+        }
+    }
+
+    fn end(&mut self, id: u64, invoke: Invoke) {
+        let Some(call) = self.live(id) else {
+            return;
+        };
+        if !matches!(call.stage, Stage::Keyed(_)) {
+            call.end_pending = true;
+            return;
+        }
+        if let Err(e) = self.end_client_side(id, invoke) {
+            self.finish(id, Err(e));
+        }
+    }
+
+    /// Sends the client end of a keyed call (after an empty request, if asked and none was
+    /// sent).
+    fn end_client_side(&mut self, id: u64, invoke_first: Invoke) -> Result<()> {
+        let Some(call) = self.live(id) else {
+            return Ok(());
+        };
+        if call.client_ended || !matches!(call.stage, Stage::Keyed(_)) {
+            return Ok(());
+        }
+        call.client_ended = true;
+        if !call.invoked && invoke_first == Invoke::Empty {
+            call.invoked = true;
+            let body = invoke(&call.path, "{}".to_owned());
+            self.seal_and_push(id, &body, Map::new())?;
+        }
+        let mut meta = Map::new();
+        meta.insert("client_end".into(), Value::Bool(true));
+        self.seal_and_push(id, &Body::end(), meta)
+    }
+
+    /// A handle went: applied at once if all its commands have arrived, else when they have.
+    pub fn on_drop(&mut self, dropped: Dropped) {
+        match self.calls.get_mut(&dropped.id) {
+            Some(entry) => {
+                entry.dropped_after = Some(dropped.commands);
+                self.apply_drop(dropped.id);
+            }
+            None => {
+                self.early_drops.insert(dropped.id, dropped.commands);
+            }
+        }
+    }
+
+    fn apply_drop(&mut self, id: u64) {
+        let Some(entry) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if entry
+            .dropped_after
+            .is_none_or(|after| entry.arrived < after)
+        {
+            return;
+        }
+        let keyed = match &mut entry.live {
+            None => false,
+            Some(call) => match call.stage {
+                Stage::Keyed(_) => true,
+                _ => {
+                    // Keep it until the key exchange completes, then end it on the wire.
+                    call.abandoned = true;
+                    entry.dropped_after = None;
+                    return;
+                }
+            },
+        };
+        if keyed {
+            let _ = self.end_client_side(id, Invoke::Never);
+        }
+        self.remove(id);
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(Entry {
+            live: Some(call), ..
+        }) = self.calls.remove(&id)
+        {
+            let _ = call.phase.send(Phase::Closed);
+        }
+    }
+
+    fn seal_and_push(&mut self, id: u64, body: &Body, meta: Map<String, Value>) -> Result<()> {
+        let Some(Live {
+            stage: Stage::Keyed(key),
+            ..
+        }) = self.calls.get(&id).and_then(|e| e.live.as_ref())
+        else {
+            return Err(Error::new(ErrorKind::Protocol, "the call is not keyed"));
+        };
+        let bytes = key
+            .seal(body.frame_type(), id, meta, &body.to_json())
+            .encode()?;
+        if bytes.len() > self.settings.max_outbound {
+            return Err(Error::new(
+                ErrorKind::Limit,
+                format!(
+                    "a frame of {} bytes is over the {}-byte limit",
+                    bytes.len(),
+                    self.settings.max_outbound
+                ),
+            ));
+        }
+        self.push(Message::Binary(bytes.into()));
+        Ok(())
+    }
+
+    // ---- frames from the Volt --------------------------------------------------------------
+
+    pub fn on_frame(&mut self, bytes: &[u8]) {
+        let frame = match frame::decode_server_frame(bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // Only the call the frame names is harmed; a frame naming none is dropped.
+                match frame::peek_call_id(bytes) {
+                    Some(id) => self.finish(id, Err(Error::from(e))),
+                    None => tracing::debug!(error = %e, "dropping an unreadable frame"),
+                }
+                return;
+            }
+        };
+        match frame {
+            ServerFrame::Hello(hello) => self.on_hello(hello),
+            ServerFrame::Sealed(sealed) => self.on_sealed(sealed),
+        }
+    }
+
+    fn on_hello(&mut self, hello: ServerHello) {
+        let id = hello.call_id;
+        let volt_key = &self.settings.volt_key;
+        let Some(call) = self.calls.get_mut(&id).and_then(|e| e.live.as_mut()) else {
+            return;
+        };
+        let keyed = match std::mem::replace(&mut call.stage, Stage::Checking) {
+            Stage::Exchanging(exchange) => exchange.complete(&hello, volt_key),
+            other => {
+                call.stage = other;
+                Err(Error::new(
+                    ErrorKind::Protocol,
+                    "a second key exchange for one call",
+                ))
+            }
+        };
+        match keyed {
+            Ok(key) => call.stage = Stage::Keyed(key),
+            Err(e) => {
+                self.finish(id, Err(e));
+                return;
+            }
+        }
+        if call.abandoned {
+            // Its handle went during the key exchange: end it, and forget it.
+            let _ = self.end_client_side(id, Invoke::Never);
+            self.calls.remove(&id);
+            return;
+        }
+        if call.delivery.is_gone() {
+            // Its handle is going; the drop notice will remove the tombstone.
+            let _ = self.end_client_side(id, Invoke::Never);
+            self.finish_by_volt(id, Ok(()));
+            return;
+        }
+        let _ = call.phase.send(Phase::Open);
+        let first = call.first.take();
+        let end_pending = call.end_pending;
+        if let Some(json) = first {
+            self.send(id, json);
+        }
+        if end_pending {
+            self.end(id, Invoke::Empty);
+        }
+    }
+
+    fn on_sealed(&mut self, sealed: SealedFrame) {
+        let id = sealed.call_id;
+        let Some(call) = self.calls.get(&id).and_then(|e| e.live.as_ref()) else {
+            return;
+        };
+        if let Some(text) = sealed.meta_error() {
+            let status = Status {
+                code: 0,
+                message: text,
+                description: String::new(),
+            };
+            self.finish(id, Err(Error::from_status(status)));
+            return;
+        }
+        let Stage::Keyed(key) = &call.stage else {
+            let e = Error::new(ErrorKind::Protocol, "a message before the key exchange");
+            self.finish(id, Err(e));
+            return;
+        };
+        if sealed.frame_type != FrameType::Payload {
+            let e = Error::new(ErrorKind::Protocol, "the Volt sent an invoke frame");
+            self.finish(id, Err(e));
+            return;
+        }
+        let body = match key.open_body(&sealed) {
+            Ok(body) => body,
+            Err(e) => {
+                self.finish(id, Err(Error::from(e)));
+                return;
+            }
+        };
+        match body {
+            Body::Payload { json_payload } => self.on_payload(id, &json_payload),
+            Body::End { error: None, .. } => self.finish_by_volt(id, Ok(())),
+            Body::End {
+                error: Some(message),
+                error_code,
+            } => {
+                let status = Status {
+                    code: error_code,
+                    message,
+                    description: String::new(),
+                };
+                self.finish_by_volt(id, Err(Error::from_status(status)));
+            }
+            Body::Invoke { .. } => {
+                let e = Error::new(ErrorKind::Protocol, "the Volt sent a method invocation");
+                self.finish(id, Err(e));
+            }
+        }
+    }
+
+    fn on_payload(&mut self, id: u64, json: &str) {
+        let Some(call) = self.calls.get(&id).and_then(|e| e.live.as_ref()) else {
+            return;
+        };
+        let event = match serde_json::from_str::<Value>(json) {
+            Ok(value) => match value.get("status").and_then(Status::from_json) {
+                Some(status) if status.is_error() => CallEvent::Error(Error::from_status(status)),
+                _ => CallEvent::Data(value),
+            },
+            Err(e) => {
+                let e =
+                    Error::new(ErrorKind::Protocol, "a response that is not JSON").with_source(e);
+                self.finish(id, Err(e));
+                return;
+            }
+        };
+        match call.delivery.offer(event, json.len()) {
+            Offer::Queued | Offer::Gone => {}
+            Offer::Full => {
+                let e = Error::new(
+                    ErrorKind::Limit,
+                    format!(
+                        "{}: the caller fell behind (over {} responses or {} MiB unread); \
+                         the call was ended",
+                        call.path,
+                        call.delivery.capacity(),
+                        crate::client::call::MAX_UNREAD_BYTES >> 20
+                    ),
+                );
+                self.finish(id, Err(e));
+            }
+        }
+    }
+
+    // ---- ending calls ----------------------------------------------------------------------
+
+    /// The call failed on our side: it is ended on the wire too (when keyed), so the Volt
+    /// stops sending, and its caller gets `outcome`.
+    fn finish(&mut self, id: u64, outcome: Result<()>) {
+        let _ = self.end_client_side(id, Invoke::Never);
+        self.finish_by_volt(id, outcome);
+    }
+
+    /// The call is over (the Volt ended it, or it cannot go on): its caller gets `outcome`.
+    fn finish_by_volt(&mut self, id: u64, outcome: Result<()>) {
+        let Some(entry) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(call) = entry.live.take() {
+            let abandoned = call.abandoned;
+            let _ = call.phase.send(Phase::Closed);
+            call.delivery.finish(outcome);
+            if abandoned {
+                // Its handle is gone: no drop notice will come for the tombstone.
+                self.calls.remove(&id);
+            }
+        }
+    }
+
+    /// Fails calls whose key exchange is overdue.
+    pub fn expire(&mut self, now: Instant) {
+        let overdue: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, e)| {
+                e.live
+                    .as_ref()
+                    .is_some_and(|c| matches!(c.stage, Stage::Exchanging(_)) && c.deadline <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            let e = Error::new(
+                ErrorKind::Timeout,
+                "the Volt did not answer the call's key exchange in time",
+            );
+            self.finish_by_volt(id, Err(e));
+        }
+    }
+
+    /// The socket is gone: every live call fails with `cause`.
+    pub fn fail_all(&mut self, cause: &Lost) {
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            self.finish_by_volt(id, Err(cause.error()));
+        }
+        self.outbox.clear();
+        self.unflushed = false;
+    }
+}
+
+fn invoke(path: &str, json_request: String) -> Body {
+    Body::Invoke {
+        method_name: path.to_owned(),
+        service_id: None,
+        json_request,
+    }
+}
+
+/// A deadline that never comes, for timeouts too large to add to an instant.
+pub(super) fn far_future(now: Instant) -> Instant {
+    const YEARS_30: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86_400);
+    now.checked_add(YEARS_30).unwrap_or(now)
+}
