@@ -161,6 +161,8 @@ impl Stream for Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
+        // Closed first, so the transport sees the caller gone as soon as the notice exists.
+        self.events.close();
         // Also for a finished call: the transport keeps a little state until the handle goes.
         match &self.io {
             CallIo::Websocket(h) => h.cancel(),

@@ -20,6 +20,9 @@ use crate::protocol::exchange::{CallKey, ClientKeyExchange};
 use crate::protocol::frame::{self, FrameType, SealedFrame, ServerFrame, ServerHello};
 use crate::{Error, ErrorKind, Result, Status};
 
+/// How long a call dropped during its key exchange waits for the Volt's half, to end it.
+const ABANDONED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What ended a connection, re-made as an error for each call that was live on it.
 #[derive(Debug, Clone)]
 pub(super) struct Lost {
@@ -139,9 +142,7 @@ impl Table {
 
     /// Whether the handle of an Open is already gone (it will not be sent at all).
     pub fn dropped_before_open(&self, open: &OpenCall) -> bool {
-        self.early_drops
-            .get(&open.id)
-            .is_some_and(|after| *after <= 1)
+        self.early_drops.contains_key(&open.id) || open.delivery.is_gone()
     }
 
     // ---- commands from callers -------------------------------------------------------------
@@ -314,8 +315,12 @@ impl Table {
             Some(call) => match call.stage {
                 Stage::Keyed(_) => true,
                 _ => {
-                    // Keep it until the key exchange completes, then end it on the wire.
+                    // Keep it until the key exchange completes, then end it on the wire; give
+                    // the Volt a short while only.
                     call.abandoned = true;
+                    let now = Instant::now();
+                    let grace = now.checked_add(ABANDONED_GRACE).unwrap_or(now);
+                    call.deadline = call.deadline.min(grace);
                     entry.dropped_after = None;
                     return;
                 }

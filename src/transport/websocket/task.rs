@@ -88,11 +88,18 @@ pub(super) async fn run(
                 // one tries again.
                 table.refusal = Some(Lost::from(&e));
                 table.on_command(Command::Open(open));
-                while let Ok(queued) = commands.try_recv() {
-                    table.on_command(queued);
+                // Only what is queued now: callers retrying must not keep the task here.
+                for _ in 0..commands.len() {
+                    match commands.try_recv() {
+                        Ok(queued) => table.on_command(queued),
+                        Err(_) => break,
+                    }
                 }
-                while let Ok(dropped) = drops.try_recv() {
-                    table.on_drop(dropped);
+                for _ in 0..drops.len() {
+                    match drops.try_recv() {
+                        Ok(dropped) => table.on_drop(dropped),
+                        Err(_) => break,
+                    }
                 }
                 table.refusal = None;
             }
