@@ -78,6 +78,16 @@ pub(crate) enum Command {
     End { id: u64 },
 }
 
+impl Command {
+    /// The call the command is for.
+    fn id(&self) -> u64 {
+        match self {
+            Command::Open(open) => open.id,
+            Command::Send { id, .. } | Command::End { id } => *id,
+        }
+    }
+}
+
 /// A call to open, prepared on the caller's side.
 pub(crate) struct OpenCall {
     pub id: u64,

@@ -132,10 +132,6 @@ impl Table {
         self.unflushed = true;
     }
 
-    pub fn keepalive(&self) -> std::time::Duration {
-        self.settings.keepalive
-    }
-
     pub fn ping(&mut self) {
         self.push(Message::Ping(Vec::new().into()));
     }
@@ -148,10 +144,7 @@ impl Table {
     // ---- commands from callers -------------------------------------------------------------
 
     pub fn on_command(&mut self, command: Command) {
-        let id = match &command {
-            Command::Open(open) => open.id,
-            Command::Send { id, .. } | Command::End { id } => *id,
-        };
+        let id = command.id();
         match command {
             Command::Open(open) => self.open(*open),
             Command::Send { id, json } => {
@@ -220,9 +213,7 @@ impl Table {
                     end_pending: end_after_first,
                     client_ended: false,
                     abandoned: false,
-                    deadline: now
-                        .checked_add(exchange_timeout)
-                        .unwrap_or_else(|| far_future(now)),
+                    deadline: deadline_after(now, exchange_timeout),
                     delivery,
                     phase,
                 });
@@ -319,8 +310,7 @@ impl Table {
                     // the Volt a short while only.
                     call.abandoned = true;
                     let now = Instant::now();
-                    let grace = now.checked_add(ABANDONED_GRACE).unwrap_or(now);
-                    call.deadline = call.deadline.min(grace);
+                    call.deadline = call.deadline.min(deadline_after(now, ABANDONED_GRACE));
                     entry.dropped_after = None;
                     return;
                 }
@@ -583,8 +573,10 @@ fn invoke(path: &str, json_request: String) -> Body {
     }
 }
 
-/// A deadline that never comes, for timeouts too large to add to an instant.
-pub(super) fn far_future(now: Instant) -> Instant {
+/// `now + timeout`, or a deadline that never comes for a timeout too large to add.
+fn deadline_after(now: Instant, timeout: std::time::Duration) -> Instant {
     const YEARS_30: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86_400);
-    now.checked_add(YEARS_30).unwrap_or(now)
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(YEARS_30))
+        .unwrap_or(now)
 }

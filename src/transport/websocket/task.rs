@@ -47,7 +47,15 @@ pub(super) async fn run(
     let mut drops_open = true;
     loop {
         if let Some(open) = socket.take() {
-            match serve(&mut table, open, &mut commands, &mut drops).await {
+            match serve(
+                &mut table,
+                open,
+                settings.keepalive,
+                &mut commands,
+                &mut drops,
+            )
+            .await
+            {
                 Exit::Done => return,
                 Exit::Lost(cause) => {
                     tracing::debug!(%cause, "volt websocket lost");
@@ -118,10 +126,10 @@ enum Exit {
 async fn serve(
     table: &mut Table,
     socket: Socket,
+    keepalive: Duration,
     commands: &mut mpsc::Receiver<Command>,
     drops: &mut mpsc::UnboundedReceiver<Dropped>,
 ) -> Exit {
-    let keepalive = table.keepalive();
     let (mut sink, mut source) = socket.split();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
