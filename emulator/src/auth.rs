@@ -1,6 +1,6 @@
 //! Who is calling: identity tokens checked against the sessions this Volt issued.
 
-use tdx_volt::protocol::token::{unix_now, Claims, IdentityToken, Validation};
+use tdx_volt::protocol::token::{Claims, IdentityToken, Validation};
 use tdx_volt::PublicKey;
 
 use crate::call::{Caller, Code, Failure};
@@ -57,7 +57,7 @@ pub fn verify_token_with_key(
 }
 
 fn validation(svc: &Services) -> Validation {
-    Validation::new(svc.identity().id(), unix_now())
+    Validation::new(svc.identity().id(), svc.now())
         .leeway(TOKEN_LEEWAY_SECS)
         .max_lifetime(TOKEN_MAX_LIFETIME_SECS)
 }

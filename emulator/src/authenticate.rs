@@ -105,7 +105,7 @@ fn authenticate(
             cert_der_b64: base64::engine::general_purpose::STANDARD.encode(&cert_der),
         })
         .map_err(|e| Failure::internal("saving the session", e))?;
-    let now = tdx_volt::protocol::token::unix_now();
+    let now = svc.now();
     Ok(pb::AuthenticateResponse {
         status: None,
         session_id,

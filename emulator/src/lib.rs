@@ -16,3 +16,4 @@ pub mod transport;
 
 pub use identity::VoltIdentity;
 pub use server::{issue_client_file, Emulator, EmulatorBuilder};
+pub use services::ConnectionCounts;

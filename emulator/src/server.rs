@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use crate::identity::VoltIdentity;
 use crate::issue::{issue_client, write_config, write_default_config, Endpoints};
-use crate::services::Services;
+use crate::services::{ConnectionCounts, Services};
 use crate::transport::{grpc, websocket};
 
 /// How long a TLS handshake may take before the connection is dropped.
@@ -26,6 +26,7 @@ pub struct EmulatorBuilder {
     ws_listen: SocketAddr,
     grpc_listen: SocketAddr,
     plain: bool,
+    clock_offset: i64,
 }
 
 impl EmulatorBuilder {
@@ -48,6 +49,13 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Runs the Volt's clock `secs` seconds ahead of the host's (behind, when negative) for
+    /// token checks, to test clients against clock skew and expired tokens. 0 by default.
+    pub fn clock_offset(mut self, secs: i64) -> Self {
+        self.clock_offset = secs;
+        self
+    }
+
     /// Loads (or creates) the identity and data in the directory, binds both listeners,
     /// writes `DIR/client.config.json` and starts serving.
     pub async fn start(self) -> Result<Emulator> {
@@ -60,7 +68,7 @@ impl EmulatorBuilder {
                 TlsAcceptor::from(crate::tls::grpc_config(&identity)?),
             ))
         };
-        let svc = Arc::new(Services::open(identity)?);
+        let svc = Arc::new(Services::open(identity)?.with_clock_offset(self.clock_offset));
         let ws_listener = bind(self.ws_listen).await?;
         let grpc_listener = bind(self.grpc_listen).await?;
         let ws_addr = local_addr(&ws_listener)?;
@@ -133,6 +141,7 @@ impl Emulator {
             ws_listen: local,
             grpc_listen: local,
             plain: false,
+            clock_offset: 0,
         }
     }
 
@@ -174,6 +183,11 @@ impl Emulator {
             "config": self.config_path.display().to_string(),
         })
         .to_string()
+    }
+
+    /// Connections accepted since start, by kind.
+    pub fn connections(&self) -> ConnectionCounts {
+        self.svc.connections().counts()
     }
 
     /// Issues another client configuration (fresh key and session); with a passphrase the
@@ -257,8 +271,14 @@ async fn serve_connection(
     debug!(%peer, ?kind, "connection");
     match tls {
         None => match kind {
-            Kind::Websocket => websocket::serve_stream(svc, stream).await,
-            Kind::Grpc => grpc::serve_stream(svc, stream, None).await,
+            Kind::Websocket => {
+                svc.connections().websocket_accepted();
+                websocket::serve_stream(svc, stream).await
+            }
+            Kind::Grpc => {
+                svc.connections().grpc_accepted(false);
+                grpc::serve_stream(svc, stream, None).await
+            }
         },
         Some(acceptor) => {
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
@@ -268,7 +288,10 @@ async fn serve_connection(
                 Err(_) => return debug!(%peer, "TLS handshake timed out"),
             };
             match kind {
-                Kind::Websocket => websocket::serve_stream(svc, stream).await,
+                Kind::Websocket => {
+                    svc.connections().websocket_accepted();
+                    websocket::serve_stream(svc, stream).await
+                }
                 Kind::Grpc => {
                     let cert = stream
                         .get_ref()
@@ -276,6 +299,7 @@ async fn serve_connection(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .map(|c| c.to_vec());
+                    svc.connections().grpc_accepted(cert.is_some());
                     grpc::serve_stream(svc, stream, cert).await
                 }
             }

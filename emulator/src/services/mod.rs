@@ -11,6 +11,7 @@ pub mod wires;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,6 +31,51 @@ pub struct Services {
     sqlite: sqlite::SqliteService,
     wires: wires::WireHub,
     files: files::FileStore,
+    clock_offset: i64,
+    connections: Connections,
+}
+
+/// Connections accepted since start, by kind (for tests and diagnostics).
+#[derive(Debug, Default)]
+pub struct Connections {
+    websocket: AtomicU64,
+    grpc: AtomicU64,
+    grpc_client_certificate: AtomicU64,
+}
+
+/// A snapshot of [`Connections`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// Websocket gateway connections (TLS completed, when TLS is on).
+    pub websocket: u64,
+    /// gRPC connections (TLS completed, when TLS is on).
+    pub grpc: u64,
+    /// Of the gRPC connections, those whose client presented a certificate (mutual TLS).
+    pub grpc_client_certificate: u64,
+}
+
+impl Connections {
+    /// Counts a websocket gateway connection.
+    pub fn websocket_accepted(&self) {
+        self.websocket.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a gRPC connection, and whether its client presented a certificate.
+    pub fn grpc_accepted(&self, client_certificate: bool) {
+        self.grpc.fetch_add(1, Ordering::Relaxed);
+        if client_certificate {
+            self.grpc_client_certificate.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> ConnectionCounts {
+        ConnectionCounts {
+            websocket: self.websocket.load(Ordering::Relaxed),
+            grpc: self.grpc.load(Ordering::Relaxed),
+            grpc_client_certificate: self.grpc_client_certificate.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Services {
@@ -45,7 +91,26 @@ impl Services {
             files: files::FileStore::open(&dir)?,
             resources,
             identity,
+            clock_offset: 0,
+            connections: Connections::default(),
         })
+    }
+
+    /// Runs this Volt's clock `secs` seconds ahead of the host's (behind, when negative), as
+    /// seen by token checks: for testing clients against clock skew and expired tokens.
+    pub fn with_clock_offset(mut self, secs: i64) -> Services {
+        self.clock_offset = secs;
+        self
+    }
+
+    /// This Volt's time, in Unix seconds.
+    pub fn now(&self) -> i64 {
+        tdx_volt::protocol::token::unix_now().saturating_add(self.clock_offset)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
     }
 
     /// The Volt's identity.

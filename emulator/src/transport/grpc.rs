@@ -32,6 +32,9 @@ use crate::services::Services;
 pub const TOKEN_METADATA: &str = "volt-token";
 /// The largest message decoded or encoded.
 pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+/// Streams one connection may have open at once (hyper's default is 200).
+pub const MAX_CONCURRENT_STREAMS: u32 = 10_000;
+
 const AUTHENTICATE: &str = "/tdx.volt_api.volt.v1.VoltAPI/Authenticate";
 
 /// Serves HTTP/2 gRPC on an established (TLS or plain) stream until it closes.
@@ -51,9 +54,13 @@ where
         let peer = peer.clone();
         async move { Ok::<_, Infallible>(handle(svc, peer, request).await) }
     });
-    let builder =
+    let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
             .http2_only();
+    // Long-lived calls (subscriptions) each hold a stream: allow as many as a client may open.
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     if let Err(e) = builder
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
         .await
