@@ -28,12 +28,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     prost_build::Config::new()
         .out_dir(&out_dir)
+        .enable_type_names()
         .compile_fds(descriptors)?;
     Ok(())
 }
 
 /// Generates one `VoltClient` method per RPC of the API, named as the official clients name
-/// them (the RPC name in snake_case; `SqliteDatabaseAPI/Execute` is `sql_execute`), plus the
+/// them (the RPC name in snake_case; `SqliteDatabaseAPI/Execute` is `sql_execute`, and
+/// `VoltAPI/Authenticate` is `authenticate_once`, beside the full flow), plus the
 /// table of those names for the completeness test.
 fn client_methods(set: &prost_types::FileDescriptorSet) -> String {
     let mut methods = String::new();
@@ -45,6 +47,8 @@ fn client_methods(set: &prost_types::FileDescriptorSet) -> String {
                 let path = format!("/{package}.{}/{}", service.name(), method.name());
                 let name = match (service.name(), method.name()) {
                     ("SqliteDatabaseAPI", "Execute") => "sql_execute".to_owned(),
+                    // `authenticate` is the whole flow (polling, saving the grant).
+                    ("VoltAPI", "Authenticate") => "authenticate_once".to_owned(),
                     (_, rpc) => snake_case(rpc),
                 };
                 let input = method.input_type().trim_start_matches('.');

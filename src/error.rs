@@ -41,6 +41,8 @@ pub enum ErrorKind {
     /// A bound was reached: a message over the frame limit, or a caller so far behind on a
     /// call's responses that the call was ended.
     Limit,
+    /// The Volt refused the client's request to authenticate (decision DENY).
+    Denied,
 }
 
 impl ErrorKind {
@@ -59,6 +61,7 @@ impl ErrorKind {
             ErrorKind::Status => "Volt status error",
             ErrorKind::Io => "I/O error",
             ErrorKind::Limit => "limit reached",
+            ErrorKind::Denied => "denied",
         }
     }
 }
@@ -268,6 +271,10 @@ impl Error {
     /// A size or backlog bound was reached.
     pub fn is_limit(&self) -> bool {
         self.kind() == ErrorKind::Limit
+    }
+    /// The Volt denied authentication.
+    pub fn is_denied(&self) -> bool {
+        self.kind() == ErrorKind::Denied
     }
 }
 

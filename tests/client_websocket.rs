@@ -339,6 +339,7 @@ async fn a_volt_key_that_does_not_match_is_refused() {
     config["volt"]["public_key"] = other.config()["volt"]["public_key"].clone();
     let client = VoltClient::builder()
         .config(config)
+        .transport(Transport::Websocket)
         .connect()
         .await
         .expect("TLS is fine");
@@ -366,6 +367,7 @@ async fn a_gateway_certificate_from_another_ca_is_refused() {
     config["volt"]["ca_pem"] = other.config()["volt"]["ca_pem"].clone();
     let err = VoltClient::builder()
         .config(config)
+        .transport(Transport::Websocket)
         .connect()
         .await
         .unwrap_err();
@@ -379,6 +381,7 @@ async fn a_gateway_certificate_from_another_ca_is_refused() {
         .remove("ca_pem");
     let err = VoltClient::builder()
         .config(config)
+        .transport(Transport::Websocket)
         .connect()
         .await
         .unwrap_err();
@@ -435,6 +438,7 @@ async fn a_slow_reader_loses_only_its_own_call() {
     let fast = volt.client().await;
     let slow = VoltClient::builder()
         .config_file(volt.config_path())
+        .transport(Transport::Websocket)
         .call_buffer(4)
         .connect()
         .await
@@ -497,6 +501,7 @@ async fn a_volt_that_never_answers_times_calls_out() {
     config["volt"]["http_address"] = json!(http_address);
     let client = VoltClient::builder()
         .config(config)
+        .transport(Transport::Websocket)
         .request_timeout(Duration::from_millis(300))
         .connect()
         .await
@@ -524,6 +529,7 @@ async fn call_slots_are_bounded_and_come_back_when_a_call_is_dropped() {
     let volt = TestVolt::start("slots").await;
     let client = VoltClient::builder()
         .config_file(volt.config_path())
+        .transport(Transport::Websocket)
         .max_calls(1)
         .connect()
         .await
@@ -557,17 +563,10 @@ async fn configuration_problems_are_typed_errors() {
         .unwrap_err();
     assert!(err.is_io() || err.is_config(), "{err:?}");
 
-    let volt = TestVolt::start("grpc").await;
-    let err = VoltClient::builder()
-        .config_file(volt.config_path())
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(err.is_config(), "{err:?}");
-
+    let volt = TestVolt::start("config").await;
     let builder = VoltClient::builder()
         .config_file(volt.config_path())
+        .transport(Transport::Websocket)
         .passphrase("secret-passphrase");
     assert!(!format!("{builder:?}").contains("secret-passphrase"));
 }

@@ -4,23 +4,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use std::sync::{Mutex, RwLock};
+
+use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::{Shared, TransportHandle, VoltClient};
-use crate::protocol::config::Relay;
+use super::{connect, Setup, Shared, VoltClient};
 use crate::protocol::frame::MAX_FRAME_LEN;
-use crate::transport::tls::{self, Trust};
-use crate::transport::websocket::{self, Target};
 use crate::{ClientConfig, Error, ErrorKind, Result};
 
-/// How long connecting (TCP, TLS and the websocket upgrade together) may take: 10 s.
+/// How long connecting may take: TCP and TLS together, then the websocket upgrade or the
+/// HTTP/2 handshake: 10 s each.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a unary call may take from start to response, and how long a streaming call may
-/// wait for its key exchange: 30 s.
+/// How long a unary call may take from start to response, and how long a streaming call on the
+/// websocket gateway may wait for its key exchange: 30 s.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// After this long without hearing from the Volt the client pings; after twice as long the
-/// connection is considered dead and its calls fail: 30 s.
+/// connection is considered dead and its calls fail (on gRPC: an HTTP/2 ping this often, and
+/// dead when one goes unanswered as long): 30 s.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 /// The largest message sent, in bytes: 16 MiB, the websocket gateway's own limit.
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
@@ -33,13 +34,14 @@ pub const DEFAULT_MAX_CALLS: usize = 10_000;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Transport {
-    /// The best available. In this release: the websocket gateway.
+    /// Native gRPC when the configuration has a gRPC address (`volt.address`) and names no
+    /// relay; the websocket gateway otherwise.
     #[default]
     Auto,
     /// The websocket gateway (`volt.http_address`, or the relay), protocol v1.
     Websocket,
-    /// Native gRPC (`volt.address`). Not available in this release: connecting fails with a
-    /// configuration error.
+    /// Native gRPC (`volt.address`) over one HTTP/2 connection, with mutual TLS when the
+    /// credential has a certificate. Calls through a relay are not supported on it.
     Grpc,
 }
 
@@ -215,74 +217,52 @@ impl VoltClientBuilder {
 
     /// Loads the configuration and key, and connects.
     pub async fn connect(self) -> Result<VoltClient> {
-        let config = match self.source {
+        let (config, path) = match self.source {
             None => {
                 return Err(Error::new(
                     ErrorKind::Config,
                     "no client configuration: use config_file, config_json or config",
                 ))
             }
-            Some(Source::File(path)) => ClientConfig::from_file(path)?,
-            Some(Source::Json(text)) => ClientConfig::from_json_str(&text)?,
-            Some(Source::Value(value)) => ClientConfig::from_value(value)?,
-            Some(Source::Config(config)) => *config,
+            Some(Source::File(path)) => (ClientConfig::from_file(&path)?, Some(path)),
+            Some(Source::Json(text)) => (ClientConfig::from_json_str(&text)?, None),
+            Some(Source::Value(value)) => (ClientConfig::from_value(value)?, None),
+            Some(Source::Config(config)) => (*config, None),
         };
         let key = Arc::new(config.private_key(self.passphrase.as_ref().map(|p| p.as_str()))?);
-        match self.transport {
-            Transport::Auto | Transport::Websocket => {}
-            Transport::Grpc => return Err(Error::new(
-                ErrorKind::Config,
-                "the gRPC transport is not available in this release; use the websocket gateway",
-            )),
-        }
-        let url = config.websocket_url()?;
-        // The URL comes from the relay exactly when the relay names a gateway address.
-        let via_relay = matches!(
-            &config.volt().relay,
-            Some(Relay::Url(_))
-                | Some(Relay::Detailed {
-                    http_address: Some(_),
-                    ..
-                })
-        );
-        let tls = if url.starts_with("wss:") {
-            let trust = Trust {
-                public_roots: self.public_roots,
-                via_relay,
-            };
-            Some(tls::client_config(&config, trust, &[b"http/1.1"])?)
-        } else {
-            None
-        };
-        let mut meta = Map::new();
-        if via_relay {
-            // The relay routes the call to its target Volt.
-            meta.insert("d".into(), Value::from(vec![config.volt().id.clone()]));
-        }
-        let settings = websocket::Settings {
-            target: Target {
-                url,
-                tls,
-                connect_timeout: self.connect_timeout,
-                max_inbound: MAX_FRAME_LEN,
-            },
-            key,
-            volt_key: config.volt_public_key()?,
-            audience: config.volt().id.clone(),
-            subject: config.credential().session_id.clone(),
-            meta,
+        let options = Options {
+            transport: self.transport,
+            connect_timeout: self.connect_timeout,
             keepalive: self.keepalive,
-            max_outbound: self.max_message_len,
+            max_message_len: self.max_message_len,
             call_buffer: self.call_buffer,
+            public_roots: self.public_roots,
         };
-        let connection = websocket::Connection::connect(settings).await?;
+        let transport = connect::open(&options, &config, &key).await?;
         Ok(VoltClient {
             shared: Arc::new(Shared {
-                transport: TransportHandle::Websocket(connection),
+                transport: RwLock::new(transport),
                 calls: Arc::new(tokio::sync::Semaphore::new(self.max_calls)),
                 volt_id: config.volt().id.clone(),
+                setup: Setup {
+                    options,
+                    key,
+                    config: Mutex::new(config),
+                    path,
+                },
             }),
             request_timeout: self.request_timeout,
         })
     }
+}
+
+/// The connection settings a client keeps, to connect again after it authenticates.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub transport: Transport,
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+    pub max_message_len: usize,
+    pub call_buffer: usize,
+    pub public_roots: bool,
 }

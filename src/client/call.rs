@@ -11,8 +11,8 @@ use futures_util::Stream;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
-use crate::transport::websocket;
-use crate::{Error, ErrorKind, Result};
+use crate::transport::{grpc, websocket};
+use crate::{Error, ErrorKind, Result, Status};
 
 /// What a call delivers.
 #[derive(Debug)]
@@ -62,6 +62,7 @@ pub struct Call {
 /// The transport's side of a call: how `send` and `end` reach the wire.
 pub(crate) enum CallIo {
     Websocket(websocket::CallHandle),
+    Grpc(grpc::CallHandle),
 }
 
 impl std::fmt::Debug for Call {
@@ -100,13 +101,12 @@ impl Call {
     /// request becomes its request. Waits while the connection's queue is full, and while
     /// the call's key exchange is under way (bounded by the request timeout).
     ///
-    /// Fails with [`ErrorKind::Closed`] once the call has ended or [`Call::end`] was called.
+    /// Fails with [`ErrorKind::Closed`] once the call has ended or [`Call::end`] was called,
+    /// and with [`ErrorKind::Limit`] for a message over the client's size limit.
     pub async fn send(&self, message: Value) -> Result<()> {
-        let json = serde_json::to_string(&message).map_err(|e| {
-            Error::new(ErrorKind::Schema, "the message does not serialize").with_source(e)
-        })?;
         match &self.io {
-            CallIo::Websocket(h) => h.send(json).await,
+            CallIo::Websocket(h) => h.send(to_json_text(&message)?).await,
+            CallIo::Grpc(h) => h.send(&message).await,
         }
     }
 
@@ -115,7 +115,17 @@ impl Call {
     pub async fn end(&self) -> Result<()> {
         match &self.io {
             CallIo::Websocket(h) => h.end().await,
+            CallIo::Grpc(h) => {
+                h.end();
+                Ok(())
+            }
         }
+    }
+
+    /// Whether the call's end carries its outcome after the last response (gRPC trailers),
+    /// so that a unary call should read it.
+    pub(crate) fn waits_for_trailers(&self) -> bool {
+        matches!(self.io, CallIo::Grpc(_))
     }
 
     /// The next response message: `Ok(Some(message))`, `Ok(None)` once the call has ended
@@ -166,8 +176,15 @@ impl Drop for Call {
         // Also for a finished call: the transport keeps a little state until the handle goes.
         match &self.io {
             CallIo::Websocket(h) => h.cancel(),
+            CallIo::Grpc(h) => h.cancel(),
         }
     }
+}
+
+/// A message as the JSON text the websocket gateway carries.
+pub(crate) fn to_json_text(message: &Value) -> Result<String> {
+    serde_json::to_string(message)
+        .map_err(|e| Error::new(ErrorKind::Schema, "the message does not serialize").with_source(e))
 }
 
 /// Bytes of responses a call may hold unread (besides the one that arrives when it holds
@@ -255,8 +272,30 @@ impl Delivery {
         }
     }
 
-    /// How many unread events fit.
-    pub(crate) fn capacity(&self) -> usize {
-        self.events.max_capacity()
+    /// Resolves once the caller has dropped the call.
+    pub(crate) async fn gone(&self) {
+        self.events.closed().await;
     }
+}
+
+/// The event for a response: an in-call error when its `status` has a message (the rule of
+/// every official client), else the response itself.
+pub(crate) fn response_event(response: Value) -> CallEvent {
+    match response.get("status").and_then(Status::from_json) {
+        Some(status) if status.is_error() => CallEvent::Error(Error::from_status(status)),
+        _ => CallEvent::Data(response),
+    }
+}
+
+/// The error that ends a call whose caller left too many responses unread.
+pub(crate) fn fell_behind(path: &str, delivery: &Delivery) -> Error {
+    Error::new(
+        ErrorKind::Limit,
+        format!(
+            "{path}: the caller fell behind (over {} responses or {} MiB unread); the call was \
+             ended",
+            delivery.events.max_capacity(),
+            MAX_UNREAD_BYTES >> 20
+        ),
+    )
 }

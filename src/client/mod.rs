@@ -6,29 +6,37 @@
 //! Any method path can also be called with [`VoltClient::unary`] and
 //! [`VoltClient::streaming`].
 
+mod authenticate;
 mod builder;
 pub(crate) mod call;
+mod config_file;
+mod connect;
 mod methods;
 mod sql;
+mod typed;
 mod wire;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+pub use authenticate::{Authenticated, Authentication, DEFAULT_AUTH_POLL, DEFAULT_AUTH_WAIT};
 pub use builder::{
     Transport, VoltClientBuilder, DEFAULT_CALL_BUFFER, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
     DEFAULT_MAX_CALLS, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use call::{Call, CallEvent};
+pub use typed::TypedCall;
 pub use wire::{WireChunks, WirePublisher};
 
 use crate::protocol::schema::methods as method_table;
-use crate::transport::websocket;
-use crate::{Error, ErrorKind, Result};
+use crate::transport::{grpc, websocket};
+use crate::{ClientConfig, Error, ErrorKind, PrivateKey, Result};
+use builder::Options;
 use call::CallIo;
 
 /// A connection to one Volt, shared by all clones.
@@ -54,14 +62,36 @@ pub struct VoltClient {
 }
 
 struct Shared {
-    transport: TransportHandle,
+    /// The connection; replaced when the client authenticates.
+    transport: RwLock<TransportHandle>,
     /// One permit per open call: bounds the connection's call table.
     calls: Arc<Semaphore>,
     volt_id: String,
+    setup: Setup,
 }
 
+/// What it takes to connect again: the settings, the key, and the configuration (with where
+/// it came from, to save what Authenticate grants).
+struct Setup {
+    options: Options,
+    key: Arc<PrivateKey>,
+    config: Mutex<ClientConfig>,
+    path: Option<PathBuf>,
+}
+
+#[derive(Clone)]
 enum TransportHandle {
     Websocket(websocket::Connection),
+    Grpc(grpc::Connection),
+}
+
+impl TransportHandle {
+    fn kind(&self) -> Transport {
+        match self {
+            TransportHandle::Websocket(_) => Transport::Websocket,
+            TransportHandle::Grpc(_) => Transport::Grpc,
+        }
+    }
 }
 
 impl std::fmt::Debug for VoltClient {
@@ -97,6 +127,29 @@ impl VoltClient {
         &self.shared.volt_id
     }
 
+    /// The transport in use: [`Transport::Websocket`] or [`Transport::Grpc`].
+    pub fn transport(&self) -> Transport {
+        self.connection().kind()
+    }
+
+    /// A copy of the configuration, with what [`authenticate`](Self::authenticate) granted.
+    pub fn config(&self) -> ClientConfig {
+        self.shared
+            .setup
+            .config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn connection(&self) -> TransportHandle {
+        self.shared
+            .transport
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The bound on each unary call (and on each call's key exchange) for this handle.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
@@ -115,19 +168,35 @@ impl VoltClient {
     ///
     /// A response whose `status` has a non-empty message is an error
     /// ([`ErrorKind::Status`]) carrying the Volt's code, message and description; so is a
-    /// call the Volt fails. The whole call is bounded by the request timeout.
+    /// call the Volt fails. The whole call is bounded by the request timeout. Over gRPC the
+    /// call also waits for its trailers, so a call the Volt fails after responding is an error.
     pub async fn unary(&self, path: &str, request: Value) -> Result<Value> {
         let timeout = self.request_timeout;
         let exchange = async {
             let mut call = self.open(path, Some(request), true).await?;
-            match call.next().await {
-                Some(CallEvent::Data(response)) => Ok(response),
-                Some(CallEvent::Error(e)) => Err(e),
-                Some(CallEvent::End) | None => Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("{path}: the call ended without a response"),
-                )),
+            let response = match call.next().await {
+                Some(CallEvent::Data(response)) => response,
+                Some(CallEvent::Error(e)) => return Err(e),
+                Some(CallEvent::End) | None => {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!("{path}: the call ended without a response"),
+                    ))
+                }
+            };
+            if call.waits_for_trailers() {
+                match call.next().await {
+                    Some(CallEvent::End) | None => {}
+                    Some(CallEvent::Error(e)) => return Err(e),
+                    Some(CallEvent::Data(_)) => {
+                        return Err(Error::new(
+                            ErrorKind::Protocol,
+                            format!("{path}: a unary call with more than one response"),
+                        ))
+                    }
+                }
             }
+            Ok(response)
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
@@ -156,13 +225,6 @@ impl VoltClient {
 
     async fn open(&self, path: &str, request: Option<Value>, end_after: bool) -> Result<Call> {
         check_path(path)?;
-        let first = request
-            .map(|r| {
-                serde_json::to_string(&r).map_err(|e| {
-                    Error::new(ErrorKind::Schema, "the request does not serialize").with_source(e)
-                })
-            })
-            .transpose()?;
         let timeout = self.request_timeout;
         let permit =
             match tokio::time::timeout(timeout, self.shared.calls.clone().acquire_owned()).await {
@@ -176,19 +238,20 @@ impl VoltClient {
                 }
             };
         let path: Arc<str> = Arc::from(path);
-        match &self.shared.transport {
+        let (io, receivers) = match self.connection() {
             TransportHandle::Websocket(connection) => {
+                let first = request.as_ref().map(call::to_json_text).transpose()?;
                 let (handle, receivers) = connection
                     .open(path.clone(), first, end_after, timeout)
                     .await?;
-                Ok(Call::new(
-                    path,
-                    CallIo::Websocket(handle),
-                    receivers,
-                    permit,
-                ))
+                (CallIo::Websocket(handle), receivers)
             }
-        }
+            TransportHandle::Grpc(connection) => {
+                let (handle, receivers) = connection.open(path.clone(), request, end_after)?;
+                (CallIo::Grpc(handle), receivers)
+            }
+        };
+        Ok(Call::new(path, io, receivers, permit))
     }
 }
 

@@ -1,14 +1,15 @@
 //! TLS client settings: trust the Volt's CA from the configuration (and the public web PKI
-//! only when asked, or when a cloud relay is in the way). Certificates are always verified.
+//! only when asked, or when a cloud relay is in the way), and present the client certificate
+//! for mutual TLS when asked to. Certificates are always verified.
 
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::RootCertStore;
 
 use crate::protocol::config::Relay;
-use crate::{ClientConfig, Error, ErrorKind, Result};
+use crate::{ClientConfig, Error, ErrorKind, PrivateKey, Result};
 
 /// Where trust comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,11 +20,14 @@ pub(crate) struct Trust {
     pub via_relay: bool,
 }
 
-/// A rustls client configuration for the Volt (or its relay) named in `config`.
+/// A rustls client configuration for the Volt (or its relay) named in `config`. With
+/// `client_key`, and a certificate in the credential (`credential.cert`), the client presents
+/// that certificate, proving it holds the key (mutual TLS).
 pub(crate) fn client_config(
     config: &ClientConfig,
     trust: Trust,
     alpn: &[&[u8]],
+    client_key: Option<&PrivateKey>,
 ) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = RootCertStore::empty();
     let mut sources = Vec::new();
@@ -61,21 +65,31 @@ pub(crate) fn client_config(
         ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(ErrorKind::Tls, "no usable TLS versions").with_source(e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match (client_key, &config.credential().cert) {
+        (Some(key), Some(cert_pem)) => {
+            let chain = certificates("credential.cert", cert_pem)?;
+            let der = key.to_pkcs8_der()?;
+            let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec()));
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    "credential.cert: not usable with the credential's key",
+                )
+                .with_source(e)
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
     tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(tls))
 }
 
 fn add_pem(roots: &mut RootCertStore, field: &'static str, pem: &str) -> Result<()> {
-    let mut found = 0usize;
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| {
-            Error::new(ErrorKind::Config, format!("{field}: not a PEM certificate")).with_source(e)
-        })?;
+    for cert in certificates(field, pem)? {
         roots.add(cert).map_err(|e| {
             Error::new(
                 ErrorKind::Config,
@@ -83,13 +97,22 @@ fn add_pem(roots: &mut RootCertStore, field: &'static str, pem: &str) -> Result<
             )
             .with_source(e)
         })?;
-        found += 1;
     }
-    if found == 0 {
+    Ok(())
+}
+
+/// The certificates of a PEM field: at least one, all well formed.
+fn certificates(field: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::new(ErrorKind::Config, format!("{field}: not a PEM certificate")).with_source(e)
+        })?;
+    if certs.is_empty() {
         return Err(Error::new(
             ErrorKind::Config,
             format!("{field}: holds no PEM certificate"),
         ));
     }
-    Ok(())
+    Ok(certs)
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use tdx_volt::client::WireChunks;
-use tdx_volt::VoltClient;
-use tdx_volt_emulator::Emulator;
+use tdx_volt::{Transport, VoltClient};
+use tdx_volt_emulator::{Emulator, EmulatorBuilder};
 
 /// How long a test waits for any one thing before failing.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -38,8 +38,16 @@ pub struct TestVolt {
 
 impl TestVolt {
     pub async fn start(tag: &str) -> TestVolt {
+        TestVolt::start_with(tag, |b| b).await
+    }
+
+    /// Starts an emulator with settings of the test's choosing.
+    pub async fn start_with(
+        tag: &str,
+        settings: impl FnOnce(EmulatorBuilder) -> EmulatorBuilder,
+    ) -> TestVolt {
         let dir = temp_dir(tag);
-        let emulator = Emulator::builder(&dir)
+        let emulator = settings(Emulator::builder(&dir))
             .start()
             .await
             .expect("emulator starts");
@@ -63,8 +71,17 @@ impl TestVolt {
         serde_json::from_str(&text).expect("config JSON")
     }
 
+    /// A client over the websocket gateway.
     pub async fn client(&self) -> VoltClient {
-        VoltClient::from_file(self.config_path())
+        self.client_over(Transport::Websocket).await
+    }
+
+    /// A client over `transport`.
+    pub async fn client_over(&self, transport: Transport) -> VoltClient {
+        VoltClient::builder()
+            .config_file(self.config_path())
+            .transport(transport)
+            .connect()
             .await
             .expect("client connects")
     }

@@ -4,13 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::transport::net;
 use crate::{Error, ErrorKind, Result};
 
 /// Any byte stream the websocket can run over (plain TCP or TLS).
@@ -78,34 +77,13 @@ async fn open_unbounded(target: &Target) -> Result<Socket> {
         .ok_or_else(|| Error::new(ErrorKind::Config, format!("{}: no host", target.url)))?;
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
 
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| {
-            Error::new(ErrorKind::Connect, format!("connecting to {host}:{port}")).with_source(e)
-        })?;
-    // Small frames (a key exchange, a client end) should not wait for Nagle.
-    let _ = tcp.set_nodelay(true);
-
+    let tcp = net::tcp(&host, port).await?;
     let io: Box<dyn Io> = if secure {
         let tls = target
             .tls
             .clone()
             .ok_or_else(|| Error::new(ErrorKind::Config, "wss needs TLS settings (volt.ca_pem)"))?;
-        let name = ServerName::try_from(host.clone()).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("{host}: not a valid TLS server name"),
-            )
-            .with_source(e)
-        })?;
-        let stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| {
-                Error::new(ErrorKind::Tls, format!("TLS handshake with {host}:{port}"))
-                    .with_source(e)
-            })?;
-        Box::new(stream)
+        Box::new(net::tls(tls, &host, port, tcp).await?)
     } else {
         Box::new(tcp)
     };

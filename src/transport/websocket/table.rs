@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Command, Dropped, OpenCall, Phase, Settings};
-use crate::client::call::{CallEvent, Delivery, Offer};
+use crate::client::call::{fell_behind, response_event, Delivery, Offer};
 use crate::protocol::body::Body;
 use crate::protocol::exchange::{CallKey, ClientKeyExchange};
 use crate::protocol::frame::{self, FrameType, SealedFrame, ServerFrame, ServerHello};
@@ -479,10 +479,7 @@ impl Table {
             return;
         };
         let event = match serde_json::from_str::<Value>(json) {
-            Ok(value) => match value.get("status").and_then(Status::from_json) {
-                Some(status) if status.is_error() => CallEvent::Error(Error::from_status(status)),
-                _ => CallEvent::Data(value),
-            },
+            Ok(value) => response_event(value),
             Err(e) => {
                 let e =
                     Error::new(ErrorKind::Protocol, "a response that is not JSON").with_source(e);
@@ -493,16 +490,7 @@ impl Table {
         match call.delivery.offer(event, json.len()) {
             Offer::Queued | Offer::Gone => {}
             Offer::Full => {
-                let e = Error::new(
-                    ErrorKind::Limit,
-                    format!(
-                        "{}: the caller fell behind (over {} responses or {} MiB unread); \
-                         the call was ended",
-                        call.path,
-                        call.delivery.capacity(),
-                        crate::client::call::MAX_UNREAD_BYTES >> 20
-                    ),
-                );
+                let e = fell_behind(&call.path, &call.delivery);
                 self.finish(id, Err(e));
             }
         }

@@ -1,0 +1,129 @@
+//! Opening a client's connection: which transport the configuration and the settings call
+//! for, and the settings each transport gets.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::builder::Options;
+use super::TransportHandle;
+use crate::client::Transport;
+use crate::protocol::config::Relay;
+use crate::protocol::frame::MAX_FRAME_LEN;
+use crate::transport::grpc;
+use crate::transport::tls::{self, Trust};
+use crate::transport::websocket::{self, Target};
+use crate::{ClientConfig, Error, ErrorKind, PrivateKey, Result};
+
+/// The transport `wanted` comes to with this configuration: [`Transport::Auto`] is gRPC when
+/// there is a gRPC address and no relay.
+pub(crate) fn resolve(wanted: Transport, config: &ClientConfig) -> Transport {
+    match wanted {
+        Transport::Auto if config.volt().address.is_some() && config.volt().relay.is_none() => {
+            Transport::Grpc
+        }
+        Transport::Auto => Transport::Websocket,
+        other => other,
+    }
+}
+
+/// Connects with `config` as `options` ask.
+pub(crate) async fn open(
+    options: &Options,
+    config: &ClientConfig,
+    key: &Arc<PrivateKey>,
+) -> Result<TransportHandle> {
+    match resolve(options.transport, config) {
+        Transport::Grpc => grpc(options, config, key).await,
+        _ => websocket(options, config, key).await,
+    }
+}
+
+async fn grpc(
+    options: &Options,
+    config: &ClientConfig,
+    key: &Arc<PrivateKey>,
+) -> Result<TransportHandle> {
+    if config.volt().relay.is_some() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "volt.relay: calls through a relay are not supported over gRPC; use the websocket \
+             gateway (Transport::Websocket or Auto)",
+        ));
+    }
+    let address = config.volt().address.clone().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            "volt.address: missing, so there is no gRPC endpoint (use the websocket gateway)",
+        )
+    })?;
+    let trust = Trust {
+        public_roots: options.public_roots,
+        via_relay: false,
+    };
+    let settings = grpc::Settings {
+        address,
+        tls: tls::client_config(config, trust, &[b"h2"], Some(key))?,
+        connect_timeout: options.connect_timeout,
+        keepalive: options.keepalive,
+        key: key.clone(),
+        audience: config.volt().id.clone(),
+        subject: config.credential().session_id.clone(),
+        max_outbound: options.max_message_len,
+        max_inbound: MAX_FRAME_LEN,
+        call_buffer: options.call_buffer,
+    };
+    Ok(TransportHandle::Grpc(
+        grpc::Connection::connect(settings).await?,
+    ))
+}
+
+async fn websocket(
+    options: &Options,
+    config: &ClientConfig,
+    key: &Arc<PrivateKey>,
+) -> Result<TransportHandle> {
+    let url = config.websocket_url()?;
+    // The URL comes from the relay exactly when the relay names a gateway address.
+    let via_relay = matches!(
+        &config.volt().relay,
+        Some(Relay::Url(_))
+            | Some(Relay::Detailed {
+                http_address: Some(_),
+                ..
+            })
+    );
+    let tls = if url.starts_with("wss:") {
+        let trust = Trust {
+            public_roots: options.public_roots,
+            via_relay,
+        };
+        Some(tls::client_config(config, trust, &[b"http/1.1"], None)?)
+    } else {
+        None
+    };
+    let mut meta = Map::new();
+    if via_relay {
+        // The relay routes the call to its target Volt.
+        meta.insert("d".into(), Value::from(vec![config.volt().id.clone()]));
+    }
+    let settings = websocket::Settings {
+        target: Target {
+            url,
+            tls,
+            connect_timeout: options.connect_timeout,
+            max_inbound: MAX_FRAME_LEN,
+        },
+        key: key.clone(),
+        volt_key: config.volt_public_key()?,
+        audience: config.volt().id.clone(),
+        subject: config.credential().session_id.clone(),
+        meta,
+        keepalive: options.keepalive,
+        max_outbound: options.max_message_len,
+        call_buffer: options.call_buffer,
+    };
+    Ok(TransportHandle::Websocket(
+        websocket::Connection::connect(settings).await?,
+    ))
+}

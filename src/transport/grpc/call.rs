@@ -1,0 +1,228 @@
+//! One gRPC call: the caller's handle (`send`, `end`, cancel on drop) and the task that reads
+//! the Volt's responses into the call's events.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::uri::PathAndQuery;
+use prost_reflect::MessageDescriptor;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use super::codec::Encoded;
+use super::Settings;
+use crate::client::call::{fell_behind, response_event, Delivery, Offer};
+use crate::protocol::schema;
+use crate::{Error, ErrorKind, Result, Status};
+
+/// The caller's side of one call.
+pub(crate) struct CallHandle {
+    path: Arc<str>,
+    input: MessageDescriptor,
+    settings: Arc<Settings>,
+    /// The request queue; `None` once the client side has ended.
+    requests: Mutex<Option<mpsc::Sender<Bytes>>>,
+    task: AbortHandle,
+}
+
+impl CallHandle {
+    pub(super) fn new(
+        path: Arc<str>,
+        input: MessageDescriptor,
+        settings: Arc<Settings>,
+        requests: Option<mpsc::Sender<Bytes>>,
+        task: AbortHandle,
+    ) -> CallHandle {
+        CallHandle {
+            path,
+            input,
+            settings,
+            requests: Mutex::new(requests),
+            task,
+        }
+    }
+
+    /// Encodes and queues a request; waits while the call's queue is full.
+    pub(crate) async fn send(&self, message: &Value) -> Result<()> {
+        let ended = || Error::new(ErrorKind::Closed, "the client side of this call has ended");
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(ended)?;
+        let bytes = schema::json_to_protobuf(&self.input, message)?;
+        if bytes.len() > self.settings.max_outbound {
+            return Err(Error::new(
+                ErrorKind::Limit,
+                format!(
+                    "{}: a message of {} bytes is over the {}-byte limit",
+                    self.path,
+                    bytes.len(),
+                    self.settings.max_outbound
+                ),
+            ));
+        }
+        requests
+            .send(Bytes::from(bytes))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Closed, "the call has ended"))
+    }
+
+    /// Ends the client side: the request stream finishes once what is queued has gone out.
+    pub(crate) fn end(&self) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    /// The caller has gone: stop the call's task, which resets the HTTP/2 stream.
+    pub(crate) fn cancel(&self) {
+        self.task.abort();
+    }
+}
+
+/// The request body of a call: what its handle queues, until the handle ends it.
+pub(super) fn request_stream(
+    mut queue: mpsc::Receiver<Bytes>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| queue.poll_recv(cx))
+}
+
+/// Runs one call to its end and settles its outcome.
+pub(super) async fn run<S>(
+    grpc: tonic::client::Grpc<Channel>,
+    request: tonic::Request<S>,
+    rpc: PathAndQuery,
+    path: Arc<str>,
+    output: MessageDescriptor,
+    delivery: Delivery,
+) where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let outcome = tokio::select! {
+        // A caller that has gone needs nothing more; returning drops the call's streams,
+        // which resets it on the wire.
+        () = delivery.gone() => return,
+        outcome = read(grpc, request, rpc, &path, &output, &delivery) => outcome,
+    };
+    delivery.finish(outcome);
+}
+
+async fn read<S>(
+    mut grpc: tonic::client::Grpc<Channel>,
+    request: tonic::Request<S>,
+    rpc: PathAndQuery,
+    path: &str,
+    output: &MessageDescriptor,
+    delivery: &Delivery,
+) -> Result<()>
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    grpc.ready().await.map_err(|e| transport_error(path, &e))?;
+    let mut responses = grpc
+        .streaming(request, rpc, Encoded)
+        .await
+        .map_err(|s| status_error(path, s))?
+        .into_inner();
+    while let Some(bytes) = responses
+        .message()
+        .await
+        .map_err(|s| status_error(path, s))?
+    {
+        let value = schema::protobuf_to_json(output, &bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("{path}: a response that does not decode"),
+            )
+            .with_source(e)
+        })?;
+        match delivery.offer(response_event(value), bytes.len()) {
+            Offer::Queued => {}
+            Offer::Gone => return Ok(()),
+            Offer::Full => return Err(fell_behind(path, delivery)),
+        }
+    }
+    Ok(())
+}
+
+/// The error of a call that failed with `status`: the cause's own kind when the connection
+/// failed on our side (connect, TLS, timeout), a closed connection for other local transport
+/// failures, and otherwise the Volt's status, code and message kept.
+pub(super) fn status_error(path: &str, status: tonic::Status) -> Error {
+    if let Some(cause) = std::error::Error::source(&status) {
+        if let Some(ours) = find_ours(cause) {
+            return Error::new(ours.kind(), format!("{path}: {}", chain_text(ours)));
+        }
+        if matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+        ) {
+            return Error::new(
+                ErrorKind::Closed,
+                format!("{path}: the connection failed: {}", status.message()),
+            )
+            .with_source(status);
+        }
+    }
+    if status.code() == Code::DeadlineExceeded {
+        return Error::new(
+            ErrorKind::Timeout,
+            format!("{path}: deadline exceeded: {}", status.message()),
+        );
+    }
+    Error::from_status(Status {
+        code: status.code() as i32,
+        message: if status.message().is_empty() {
+            status.code().description().to_owned()
+        } else {
+            status.message().to_owned()
+        },
+        description: String::new(),
+    })
+}
+
+/// The error of a connection that could not be made: the cause's own kind when it is one of
+/// ours (connect, TLS, timeout, config), else a connect error.
+pub(super) fn transport_error(
+    address: &str,
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+) -> Error {
+    match find_ours(error) {
+        Some(ours) => Error::new(ours.kind(), chain_text(ours)),
+        None => Error::new(
+            ErrorKind::Connect,
+            format!("connecting to {address}: {}", chain_text(error)),
+        ),
+    }
+}
+
+/// An error and its causes as one line, for an error whose causes cannot be moved.
+fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
+/// The first error of this crate in a chain of causes.
+fn find_ours<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(ours) = e.downcast_ref::<Error>() {
+            return Some(ours);
+        }
+        next = e.source();
+    }
+    None
+}

@@ -1,0 +1,255 @@
+//! The native gRPC transport (tonic over HTTP/2).
+//!
+//! One HTTP/2 connection carries every call; tonic's channel owns it (and reconnects when a
+//! call finds it gone). Each call is a bidirectional stream run by its own small task, which
+//! turns the Volt's protobuf responses into proto3 JSON with the method's descriptors, so a
+//! response reads the same as on the websocket gateway. Requests are encoded on the caller's
+//! side; every call carries a freshly signed identity token as `volt-token` metadata.
+
+mod call;
+mod codec;
+mod connector;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::client::call::{self as client_call, Receivers};
+use crate::protocol::schema::{self, Method};
+use crate::protocol::token::{unix_now, Claims, IdentityToken};
+use crate::{Error, ErrorKind, PrivateKey, Result};
+
+pub(crate) use call::CallHandle;
+use connector::Connector;
+
+/// The metadata key carrying the identity token.
+const TOKEN_METADATA: &str = "volt-token";
+
+/// Requests a call may have queued for the wire before [`CallHandle::send`] waits.
+const REQUEST_QUEUE: usize = 16;
+
+/// Everything the transport needs, fixed at connect time.
+pub(crate) struct Settings {
+    /// `volt.address`: `host:port` of the gRPC endpoint.
+    pub address: String,
+    /// TLS trusting the Volt CA, with the client certificate when there is one.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Bound on TCP connect + TLS handshake (and each reconnect).
+    pub connect_timeout: Duration,
+    /// HTTP/2 ping interval; a ping unanswered for as long fails the connection.
+    pub keepalive: Duration,
+    /// Signs each call's identity token.
+    pub key: Arc<PrivateKey>,
+    /// `aud` of the tokens: the Volt id.
+    pub audience: String,
+    /// `sub` of the tokens: the session id, once there is one.
+    pub subject: Option<String>,
+    /// Largest message sent.
+    pub max_outbound: usize,
+    /// Largest message accepted.
+    pub max_inbound: usize,
+    /// Unread responses a call may hold before it is failed as too slow.
+    pub call_buffer: usize,
+}
+
+/// A handle on the connection; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    channel: Channel,
+    settings: Arc<Settings>,
+}
+
+impl Connection {
+    /// Opens the HTTP/2 connection (TCP and TLS within the connect timeout).
+    pub(crate) async fn connect(settings: Settings) -> Result<Connection> {
+        let (host, port) = host_port(&settings.address)?;
+        let uri = |scheme: &str| {
+            http::Uri::try_from(format!("{scheme}://{}", settings.address)).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("volt.address: {:?} is not host:port", settings.address),
+                )
+                .with_source(e)
+            })
+        };
+        // TLS is the connector's: tonic is given an `http` URI so that it never tries TLS of
+        // its own (it would with its TLS features on), while requests say `https`.
+        let endpoint = Endpoint::from(uri("http")?)
+            .origin(uri("https")?)
+            .connect_timeout(settings.connect_timeout)
+            .http2_keep_alive_interval(settings.keepalive)
+            .keep_alive_timeout(settings.keepalive)
+            .keep_alive_while_idle(true);
+        let connector =
+            Connector::connect(&host, port, settings.tls.clone(), settings.connect_timeout).await?;
+        // The HTTP/2 handshake over the connection just made.
+        let channel = match tokio::time::timeout(
+            settings.connect_timeout,
+            endpoint.connect_with_connector(connector),
+        )
+        .await
+        {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => return Err(call::transport_error(&settings.address, &e)),
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the HTTP/2 handshake with {} took longer than {:?}",
+                        settings.address, settings.connect_timeout
+                    ),
+                ))
+            }
+        };
+        Ok(Connection {
+            channel,
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// Opens a call to `path`: encodes the request (if given), signs the token and starts
+    /// the call's task. Returns at once; the call's events arrive through the receivers.
+    pub(crate) fn open(
+        &self,
+        path: Arc<str>,
+        first: Option<Value>,
+        end_after_first: bool,
+    ) -> Result<(CallHandle, Receivers)> {
+        let settings = &self.settings;
+        let method = schema::methods().get(&path).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Schema,
+                format!("{path}: not a method of the Volt API, so it cannot be encoded for gRPC"),
+            )
+        })?;
+        let rpc = PathAndQuery::try_from(&*path).map_err(|e| {
+            Error::new(ErrorKind::Schema, format!("{path}: not a method path")).with_source(e)
+        })?;
+        let first = first
+            .map(|request| encode(method, &request, settings.max_outbound))
+            .transpose()?;
+        let token = self.token()?;
+
+        let (requests, queue) = mpsc::channel::<Bytes>(REQUEST_QUEUE);
+        if let Some(message) = first {
+            // A fresh queue always has room for the first message.
+            let _ = requests.try_send(message);
+        }
+        let requests = (!end_after_first).then_some(requests);
+        let mut request = tonic::Request::new(call::request_stream(queue));
+        request.metadata_mut().insert(TOKEN_METADATA, token);
+
+        let grpc = tonic::client::Grpc::new(self.channel.clone())
+            .max_decoding_message_size(settings.max_inbound)
+            .max_encoding_message_size(settings.max_outbound);
+        let (delivery, receivers) = client_call::channels(settings.call_buffer);
+        let task = tokio::spawn(call::run(
+            grpc,
+            request,
+            rpc,
+            path.clone(),
+            method.output().clone(),
+            delivery,
+        ));
+        let handle = CallHandle::new(
+            path,
+            method.input().clone(),
+            settings.clone(),
+            requests,
+            task.abort_handle(),
+        );
+        Ok((handle, receivers))
+    }
+
+    /// A fresh identity token for one call, as ASCII metadata.
+    fn token(&self) -> Result<MetadataValue<tonic::metadata::Ascii>> {
+        let settings = &self.settings;
+        let claims = Claims::new(settings.audience.clone(), unix_now())
+            .with_subject(settings.subject.clone());
+        let jwt = IdentityToken::sign(&settings.key, &claims)?.to_jwt();
+        MetadataValue::try_from(jwt).map_err(|e| {
+            Error::new(ErrorKind::Token, "the identity token is not valid metadata").with_source(e)
+        })
+    }
+}
+
+/// Encodes a request (proto3 JSON) as the method's input message, within the size limit.
+fn encode(method: &Method, request: &Value, max: usize) -> Result<Bytes> {
+    let bytes = schema::json_to_protobuf(method.input(), request)?;
+    if bytes.len() > max {
+        return Err(Error::new(
+            ErrorKind::Limit,
+            format!(
+                "a message of {} bytes is over the {max}-byte limit",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Splits `volt.address` (`host:port`, `[v6]:port`, or a host alone for port 443).
+fn host_port(address: &str) -> Result<(String, u16)> {
+    let bad = || {
+        Error::new(
+            ErrorKind::Config,
+            format!("volt.address: {address:?} is not host:port"),
+        )
+    };
+    let authority: http::uri::Authority = address.parse().map_err(|_| bad())?;
+    // A port that is there must be a number.
+    let has_port = authority.as_str().len() > authority.host().len();
+    if has_port && authority.port_u16().is_none() {
+        return Err(bad());
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    if host.is_empty() || authority.as_str().contains('@') {
+        return Err(bad());
+    }
+    Ok((host, authority.port_u16().unwrap_or(443)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_split() {
+        assert_eq!(
+            host_port("127.0.0.1:8443").unwrap(),
+            ("127.0.0.1".into(), 8443)
+        );
+        assert_eq!(
+            host_port("volt.example:50051").unwrap(),
+            ("volt.example".into(), 50051)
+        );
+        assert_eq!(host_port("[::1]:9").unwrap(), ("::1".into(), 9));
+        assert_eq!(
+            host_port("volt.example").unwrap(),
+            ("volt.example".into(), 443)
+        );
+        for bad in [
+            "",
+            "https://volt.example:1",
+            "user@host:1",
+            "host:port",
+            "a b:1",
+        ] {
+            assert!(
+                host_port(bad).is_err_and(|e| e.is_config()),
+                "{bad}: {:?}",
+                host_port(bad)
+            );
+        }
+    }
+}
