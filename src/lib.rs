@@ -17,7 +17,9 @@
 //! ```
 //!
 //! - [`VoltClient`] (feature `client`, on by default): every RPC as a method; unary ones
-//!   return proto3 JSON, streaming ones a [`Call`]. See [`client`].
+//!   return proto3 JSON, streaming ones a [`Call`]; over native gRPC or the websocket gateway
+//!   ([`Transport`]), with the same values either way; Authenticate and mutual TLS. See
+//!   [`client`].
 //! - [`Error`]: one error type with an [`ErrorKind`], predicates and the Volt [`Status`].
 //!
 //! The protocol core below it is sans-IO and usable alone (`default-features = false`):

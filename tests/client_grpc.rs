@@ -15,6 +15,7 @@ use tdx_volt::client::{Authentication, CallEvent};
 use tdx_volt::proto::volt as pb;
 use tdx_volt::protocol::schema;
 use tdx_volt::{Error, Transport, VoltClient};
+use tdx_volt_emulator::AuthenticatePolicy;
 
 const VOLT_API: &str = "/tdx.volt_api.volt.v1.VoltAPI";
 const FILE_API: &str = "/tdx.volt_api.volt.v1.FileAPI";
@@ -585,6 +586,67 @@ async fn every_kind_of_authentication() {
         client.config().credential().identity_did.as_deref(),
         Some(own)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_decisions_are_polled_within_the_wait_and_deny_is_an_error() {
+    let quick = || {
+        Authentication::session_only()
+            .poll_interval(Duration::from_millis(10))
+            .max_wait(Duration::from_secs(20))
+    };
+    async fn sessionless_client(volt: &TestVolt) -> (VoltClient, std::path::PathBuf) {
+        let path = sessionless_config(volt, "pending.json");
+        let client = VoltClient::builder()
+            .config_file(&path)
+            .transport(Transport::Grpc)
+            .connect()
+            .await
+            .expect("connects");
+        (client, path)
+    }
+
+    // Two PENDING answers, then PERMIT.
+    let volt = TestVolt::start_with("pending", |b| {
+        b.authenticate_policy(AuthenticatePolicy::PendingThenPermit(2))
+    })
+    .await;
+    let (client, _) = sessionless_client(&volt).await;
+    let granted = within("Authenticate", client.authenticate(quick()))
+        .await
+        .expect("granted after polling");
+    assert!(!granted.session_id().is_empty());
+    client
+        .get_resource(json!({"resource_id": client.volt_id()}))
+        .await
+        .expect("works");
+
+    // Never decided: the wait runs out, and nothing is saved.
+    let volt = TestVolt::start_with("undecided", |b| {
+        b.authenticate_policy(AuthenticatePolicy::PendingThenPermit(u32::MAX))
+    })
+    .await;
+    let (client, path) = sessionless_client(&volt).await;
+    let before = std::fs::read_to_string(&path).expect("read");
+    let err = within(
+        "Authenticate",
+        client.authenticate(quick().max_wait(Duration::from_millis(100))),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(client.config().credential().session_id.is_none());
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), before);
+
+    // DENY.
+    let volt =
+        TestVolt::start_with("deny", |b| b.authenticate_policy(AuthenticatePolicy::Deny)).await;
+    let (client, path) = sessionless_client(&volt).await;
+    let before = std::fs::read_to_string(&path).expect("read");
+    let err = client.authenticate(quick()).await.unwrap_err();
+    assert!(err.is_denied(), "{err:?}");
+    assert!(client.config().credential().session_id.is_none());
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

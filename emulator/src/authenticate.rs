@@ -1,7 +1,8 @@
 //! VoltAPI/Authenticate: how a client without a session (or wanting a certificate) gets one.
 //!
-//! The emulator grants every request (decision PERMIT): it is a development Volt with no
-//! administrator to ask. What it issues is bound to the client's key — tokens for the new
+//! The emulator grants every request (decision PERMIT) unless started with another
+//! [`AuthenticatePolicy`] (deny everything, or answer PENDING a number of times first): it is
+//! a development Volt with no administrator to ask. What it issues is bound to the client's key — tokens for the new
 //! session must be signed by that key, and the certificate is only usable with it — so
 //! granting does not let anyone act as someone else.
 //!
@@ -27,7 +28,7 @@ use crate::call::{Failure, Inbound, Outbound};
 use crate::clients::Session;
 use crate::issue::create_home_folder;
 use crate::services::resources::new_id;
-use crate::services::{unary, Services};
+use crate::services::{unary, AuthenticatePolicy, Services};
 
 /// Answers one Authenticate call.
 pub async fn handle(
@@ -73,6 +74,20 @@ fn authenticate(
     let key_pem = key
         .to_spki_pem()
         .map_err(|e| Failure::internal("client public key", e))?;
+    let undecided = |decision: PolicyDecision| pb::AuthenticateResponse {
+        decision: decision as i32,
+        request_time: svc.now(),
+        ..Default::default()
+    };
+    match svc.authenticate_policy() {
+        AuthenticatePolicy::Deny => return Ok(undecided(PolicyDecision::Deny)),
+        AuthenticatePolicy::PendingThenPermit(n)
+            if svc.count_authenticate_request(&key_pem) <= n =>
+        {
+            return Ok(undecided(PolicyDecision::Pending))
+        }
+        _ => {}
+    }
     let client_name = if request.client_name.is_empty() {
         "client".to_owned()
     } else {

@@ -16,4 +16,4 @@ pub mod transport;
 
 pub use identity::VoltIdentity;
 pub use server::{issue_client_file, Emulator, EmulatorBuilder};
-pub use services::ConnectionCounts;
+pub use services::{AuthenticatePolicy, ConnectionCounts};

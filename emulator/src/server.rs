@@ -12,13 +12,13 @@ use tracing::{debug, info};
 
 use crate::identity::VoltIdentity;
 use crate::issue::{issue_client, write_config, write_default_config, Endpoints};
-use crate::services::{ConnectionCounts, Services};
+use crate::services::{AuthenticatePolicy, ConnectionCounts, Services};
 use crate::transport::{grpc, websocket};
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Settings for [`Emulator::start`].
+/// Settings for an [`Emulator`]; [`EmulatorBuilder::start`] starts it.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct EmulatorBuilder {
@@ -27,6 +27,7 @@ pub struct EmulatorBuilder {
     grpc_listen: SocketAddr,
     plain: bool,
     clock_offset: i64,
+    authenticate_policy: AuthenticatePolicy,
 }
 
 impl EmulatorBuilder {
@@ -56,6 +57,12 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How Authenticate requests are decided; [`AuthenticatePolicy::Permit`] by default.
+    pub fn authenticate_policy(mut self, policy: AuthenticatePolicy) -> Self {
+        self.authenticate_policy = policy;
+        self
+    }
+
     /// Loads (or creates) the identity and data in the directory, binds both listeners,
     /// writes `DIR/client.config.json` and starts serving.
     pub async fn start(self) -> Result<Emulator> {
@@ -68,7 +75,11 @@ impl EmulatorBuilder {
                 TlsAcceptor::from(crate::tls::grpc_config(&identity)?),
             ))
         };
-        let svc = Arc::new(Services::open(identity)?.with_clock_offset(self.clock_offset));
+        let svc = Arc::new(
+            Services::open(identity)?
+                .with_clock_offset(self.clock_offset)
+                .with_authenticate_policy(self.authenticate_policy),
+        );
         let ws_listener = bind(self.ws_listen).await?;
         let grpc_listener = bind(self.grpc_listen).await?;
         let ws_addr = local_addr(&ws_listener)?;
@@ -142,6 +153,7 @@ impl Emulator {
             grpc_listen: local,
             plain: false,
             clock_offset: 0,
+            authenticate_policy: AuthenticatePolicy::Permit,
         }
     }
 

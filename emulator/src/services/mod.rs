@@ -9,10 +9,11 @@ mod test_support;
 pub mod volt_api;
 pub mod wires;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use prost::Message;
@@ -33,6 +34,23 @@ pub struct Services {
     files: files::FileStore,
     clock_offset: i64,
     connections: Connections,
+    authenticate_policy: AuthenticatePolicy,
+    /// Authenticate requests seen per client key, for [`AuthenticatePolicy::PendingThenPermit`].
+    authenticate_requests: Mutex<HashMap<String, u32>>,
+}
+
+/// How the emulator decides Authenticate requests (it has no administrator to ask).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthenticatePolicy {
+    /// Every request is granted at once (the default).
+    #[default]
+    Permit,
+    /// Every request is refused (decision DENY).
+    Deny,
+    /// The first `n` requests for each client key are answered PENDING and later ones are
+    /// granted: an administrator who takes a while to approve.
+    PendingThenPermit(u32),
 }
 
 /// Connections accepted since start, by kind (for tests and diagnostics).
@@ -93,7 +111,32 @@ impl Services {
             identity,
             clock_offset: 0,
             connections: Connections::default(),
+            authenticate_policy: AuthenticatePolicy::default(),
+            authenticate_requests: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Decides Authenticate requests by `policy`.
+    pub fn with_authenticate_policy(mut self, policy: AuthenticatePolicy) -> Services {
+        self.authenticate_policy = policy;
+        self
+    }
+
+    /// The policy for Authenticate requests.
+    pub fn authenticate_policy(&self) -> AuthenticatePolicy {
+        self.authenticate_policy
+    }
+
+    /// Counts an Authenticate request for the client key `key_pem`; returns how many there
+    /// have been, this one included.
+    pub fn count_authenticate_request(&self, key_pem: &str) -> u32 {
+        let mut seen = self
+            .authenticate_requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = seen.entry(key_pem.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
     }
 
     /// Runs this Volt's clock `secs` seconds ahead of the host's (behind, when negative), as

@@ -1,12 +1,13 @@
-//! Unary call latency and throughput over the websocket gateway, against volt-emulator
-//! in-process on loopback (client and server share the machine's cores).
+//! Unary call latency and throughput over each transport (the websocket gateway and native
+//! gRPC), against volt-emulator in-process on loopback (client and server share the machine's
+//! cores).
 //!
-//! `cargo bench --bench websocket_calls [-- CALLS]`
+//! `cargo bench --bench unary_calls [-- CALLS]`
 
 use std::time::Instant;
 
 use serde_json::json;
-use tdx_volt::VoltClient;
+use tdx_volt::{Transport, VoltClient};
 use tdx_volt_emulator::Emulator;
 
 #[tokio::main]
@@ -17,7 +18,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(5000);
     let dir = std::env::temp_dir().join(format!("tdx-volt-bench-{}", std::process::id()));
     let emulator = Emulator::builder(&dir).start().await?;
-    let client = VoltClient::from_file(emulator.config_path()).await?;
+    for transport in [Transport::Websocket, Transport::Grpc] {
+        let client = VoltClient::builder()
+            .config_file(emulator.config_path())
+            .transport(transport)
+            .connect()
+            .await?;
+        println!("== {transport:?}");
+        run(&client, calls).await?;
+    }
+    emulator.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn run(client: &VoltClient, calls: usize) -> Result<(), Box<dyn std::error::Error>> {
     let request = json!({"resource_id": client.volt_id()});
 
     // Warm up the connection and the emulator.
@@ -68,7 +83,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    emulator.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
