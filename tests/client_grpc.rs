@@ -531,8 +531,23 @@ async fn every_kind_of_authentication() {
         .authenticate(Authentication::volt_did())
         .await
         .expect("PERMIT");
+    let first = granted.identity_did().expect("a DID").to_owned();
+    // Asked again, the Volt makes another DID, which replaces the first everywhere.
+    let granted = client
+        .authenticate(Authentication::volt_did())
+        .await
+        .expect("PERMIT");
     let did = granted.identity_did().expect("a DID").to_owned();
     assert!(did.starts_with("did:volt:"), "{did}");
+    assert_ne!(did, first);
+    assert_eq!(granted.response()["identity_did"], json!(did));
+    assert_eq!(
+        client.config().credential().identity_did.as_deref(),
+        Some(did.as_str())
+    );
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    assert_eq!(saved["credential"]["identity_did"], json!(did));
     let again = client
         .authenticate(Authentication::did(&did))
         .await
@@ -549,6 +564,17 @@ async fn every_kind_of_authentication() {
         .get_resource(json!({"resource_id": client.volt_id()}))
         .await
         .expect("works");
+
+    // A session-only grant names no DID and keeps the credential's.
+    let session = client
+        .authenticate(Authentication::session_only())
+        .await
+        .expect("PERMIT");
+    assert!(session.identity_did().is_none());
+    assert_eq!(
+        client.config().credential().identity_did.as_deref(),
+        Some(did.as_str())
+    );
 
     // A DID of the client's own making, over the websocket gateway this time.
     let config: Value = serde_json::from_str(
@@ -586,6 +612,53 @@ async fn every_kind_of_authentication() {
         client.config().credential().identity_did.as_deref(),
         Some(own)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_authentications_leave_one_consistent_grant() {
+    let volt = TestVolt::start("authrace").await;
+    let path = sessionless_config(&volt, "race.json");
+    let client = VoltClient::builder()
+        .config_file(&path)
+        .transport(Transport::Grpc)
+        .connect()
+        .await
+        .expect("connects");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let client = client.clone();
+        tasks.spawn(async move { client.authenticate(Authentication::session_only()).await });
+    }
+    while let Some(done) = within("authentications", tasks.join_next()).await {
+        done.expect("task").expect("PERMIT");
+    }
+    // The session in memory, in the file, and the one the Volt sees on calls are the same.
+    let in_memory = client
+        .config()
+        .credential()
+        .session_id
+        .clone()
+        .expect("session");
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    assert_eq!(saved["credential"]["session_id"], json!(in_memory));
+    let seen = client
+        .can_access_resource(json!({"resource_id": client.volt_id(), "access": "read"}))
+        .await
+        .expect("CanAccessResource");
+    assert_eq!(seen["session_id"], json!(in_memory));
+
+    // A certificate for another key is refused before connecting.
+    let mut config = saved.clone();
+    config["credential"]["key"] =
+        volt.emulator().issue_client("other", None).expect("issue")["credential"]["key"].clone();
+    let err = VoltClient::builder()
+        .config(config)
+        .transport(Transport::Grpc)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.is_config(), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -776,11 +849,19 @@ async fn dropping_a_call_frees_its_slot_and_bounds_hold() {
         .await
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(volt.emulator().wire_subscribers(&wire_id), 1);
     drop(held);
     client
         .get_resource(json!({"resource_id": client.volt_id()}))
         .await
         .expect("the slot came back");
+    // The dropped call was reset on the wire: the Volt let go of the subscription.
+    within("the subscription to go", async {
+        while volt.emulator().wire_subscribers(&wire_id) != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 
     // Over the size limit: refused before sending, and the connection carries on.
     let err = client
@@ -813,6 +894,27 @@ async fn auto_picks_grpc_when_there_is_an_address() {
         .await
         .expect("connects");
     assert_eq!(client.transport(), Transport::Grpc);
+
+    // A gRPC endpoint that cannot be reached gives way to the gateway.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let mut config = volt.config();
+    config["volt"]["address"] = json!(closed.to_string());
+    let client = VoltClient::builder()
+        .config(config.clone())
+        .connect()
+        .await
+        .expect("connects");
+    assert_eq!(client.transport(), Transport::Websocket);
+    let err = VoltClient::builder()
+        .config(config)
+        .transport(Transport::Grpc)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
 
     let mut config = volt.config();
     config["volt"]

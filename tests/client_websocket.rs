@@ -394,10 +394,16 @@ async fn stopping_the_volt_fails_every_live_call_and_the_next_call_reconnects() 
     let client = volt.client().await;
     let wire_id = new_wire(&client, "w").await;
     let mut first = subscribed(&client, &wire_id).await;
-    let mut second = client
-        .sql_execute(None)
+    // A second live call, keyed (a send waits for the key exchange) and waiting for blocks.
+    let saved = client
+        .save_resource(json!({"resource": {"name": "f", "kind": ["file"]}, "create": true}))
         .await
-        .expect("a call waiting to be used");
+        .expect("SaveResource");
+    let mut second = client.upload_file(None).await.expect("UploadFile");
+    second
+        .send(json!({"start": {"resource_id": saved["resource"]["id"]}}))
+        .await
+        .expect("keyed and sent");
     let address = volt.emulator().http_address().to_owned();
 
     volt.stop().await;

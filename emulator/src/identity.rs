@@ -181,6 +181,12 @@ impl VoltIdentity {
             .distinguished_name
             .push(rcgen::DnType::CommonName, common_name);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        // A random serial: every certificate is distinct, even for one key in one second, so
+        // a certificate names one session.
+        let mut serial = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
+        serial[0] &= 0x7f;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let ca = ca_params()?;
         let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
         let cert = params

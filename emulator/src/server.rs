@@ -202,6 +202,11 @@ impl Emulator {
         self.svc.connections().counts()
     }
 
+    /// How many subscribers the wire `wire_id` has right now.
+    pub fn wire_subscribers(&self, wire_id: &str) -> usize {
+        self.svc.wires().subscriber_count(wire_id)
+    }
+
     /// Issues another client configuration (fresh key and session); with a passphrase the
     /// key is encrypted. Returns the configuration JSON.
     pub fn issue_client(&self, name: &str, passphrase: Option<&str>) -> Result<serde_json::Value> {

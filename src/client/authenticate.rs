@@ -179,7 +179,8 @@ impl Authenticated {
         &self.session_id
     }
 
-    /// The identity DID, when the session has one.
+    /// The identity DID the Volt granted (or the client made, with
+    /// [`Authentication::own_did`]); `None` for a session-only grant.
     pub fn identity_did(&self) -> Option<&str> {
         self.identity_did.as_deref()
     }
@@ -206,7 +207,8 @@ impl VoltClient {
     /// them into that file (atomically, owner-only permissions, other fields untouched); and
     /// the client reconnects with them, so later calls (from every clone) run in the new
     /// session, over mutual TLS on gRPC. Calls already open finish on the old connection.
-    /// DENY is a [`Denied`](ErrorKind::Denied) error.
+    /// DENY is a [`Denied`](ErrorKind::Denied) error. Nothing is kept unless the new
+    /// connection is made; concurrent calls keep their grants one after the other.
     pub async fn authenticate(&self, authentication: Authentication) -> Result<Authenticated> {
         let (request, own_did) = self.authenticate_request(&authentication)?;
         let started = Instant::now();
@@ -318,14 +320,13 @@ impl VoltClient {
             identity_did: text("identity_did").or(own_did),
         };
         let setup = &self.shared.setup;
-        let updated = {
-            let mut config = setup
-                .config
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            grant.apply(config.credential_mut());
-            config.clone()
-        };
+        // One grant is kept at a time, so that the configuration, its file and the connection
+        // always come from the same grant. (An async lock, held only by this rare operation.)
+        let _one_at_a_time = setup.granting.lock().await;
+        let mut updated = self.config();
+        grant.apply(updated.credential_mut());
+        // Connect first: a grant that cannot be used is not kept.
+        let transport = connect::open(&setup.options, &updated, &setup.key).await?;
         if let Some(path) = setup.path.clone() {
             let saved = grant.clone();
             tokio::task::spawn_blocking(move || config_file::save_grant(&path, &saved))
@@ -334,7 +335,10 @@ impl VoltClient {
                     Error::new(ErrorKind::Io, "saving the configuration failed").with_source(e)
                 })??;
         }
-        let transport = connect::open(&setup.options, &updated, &setup.key).await?;
+        *setup
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = updated;
         *self
             .shared
             .transport
@@ -342,7 +346,7 @@ impl VoltClient {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = transport;
         Ok(Authenticated {
             session_id,
-            identity_did: updated.credential().identity_did.clone(),
+            identity_did: grant.identity_did,
             certificate: grant.cert.is_some(),
             response,
         })
@@ -418,8 +422,9 @@ impl config_file::Grant {
         if let Some(ca) = &self.ca {
             credential.ca = Some(ca.clone());
         }
-        if credential.identity_did.is_none() {
-            credential.identity_did = self.identity_did.clone();
+        // A session-only grant names no DID and leaves the credential's as it was.
+        if let Some(did) = &self.identity_did {
+            credential.identity_did = Some(did.clone());
         }
     }
 }

@@ -35,7 +35,9 @@ pub const DEFAULT_MAX_CALLS: usize = 10_000;
 #[non_exhaustive]
 pub enum Transport {
     /// Native gRPC when the configuration has a gRPC address (`volt.address`) and names no
-    /// relay; the websocket gateway otherwise.
+    /// relay; the websocket gateway otherwise, and also when the gRPC endpoint cannot be
+    /// reached (refused, unreachable, or silent for the connect timeout) but the gateway can.
+    /// [`VoltClient::transport`] tells which was chosen.
     #[default]
     Auto,
     /// The websocket gateway (`volt.http_address`, or the relay), protocol v1.
@@ -170,7 +172,7 @@ impl VoltClientBuilder {
         self
     }
 
-    /// Bound on each unary call and on each call's key exchange;
+    /// Bound on each unary call and on each call's key exchange (websocket gateway);
     /// [`DEFAULT_REQUEST_TIMEOUT`] by default. [`VoltClient::with_request_timeout`] changes it
     /// for one handle.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
@@ -224,7 +226,12 @@ impl VoltClientBuilder {
                     "no client configuration: use config_file, config_json or config",
                 ))
             }
-            Some(Source::File(path)) => (ClientConfig::from_file(&path)?, Some(path)),
+            Some(Source::File(path)) => {
+                let config = ClientConfig::from_file(&path)?;
+                // Saved later to the file itself (not a symlink to it), wherever the working
+                // directory is by then.
+                (config, Some(std::fs::canonicalize(&path).unwrap_or(path)))
+            }
             Some(Source::Json(text)) => (ClientConfig::from_json_str(&text)?, None),
             Some(Source::Value(value)) => (ClientConfig::from_value(value)?, None),
             Some(Source::Config(config)) => (*config, None),
@@ -249,6 +256,7 @@ impl VoltClientBuilder {
                     key,
                     config: Mutex::new(config),
                     path,
+                    granting: tokio::sync::Mutex::new(()),
                 },
             }),
             request_timeout: self.request_timeout,

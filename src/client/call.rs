@@ -98,8 +98,9 @@ impl Call {
     }
 
     /// Sends a request message (proto3 JSON). The first message of a call opened without a
-    /// request becomes its request. Waits while the connection's queue is full, and while
-    /// the call's key exchange is under way (bounded by the request timeout).
+    /// request becomes its request. Waits while the connection's (or, on gRPC, the call's)
+    /// queue is full, and on the websocket gateway while the call's key exchange is under way
+    /// (bounded by the request timeout).
     ///
     /// Fails with [`ErrorKind::Closed`] once the call has ended or [`Call::end`] was called,
     /// and with [`ErrorKind::Limit`] for a message over the client's size limit.

@@ -1,8 +1,8 @@
 //! Saving what Authenticate granted into the configuration file the client was loaded from:
 //! only the credential's session id, certificate, CA chain and identity DID change; every
 //! other field, known to this crate or not, stays as it is in the file. The file is replaced
-//! atomically (a temporary file in the same directory, synced, then renamed over it) and
-//! readable by its owner only.
+//! atomically (a temporary file in the same directory, synced, then renamed over it) and, on
+//! Unix, readable by its owner only.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -58,11 +58,7 @@ fn update(root: &mut Value, grant: &Grant) -> Result<()> {
     if let Some(ca) = &grant.ca {
         credential.insert("ca".into(), ca.clone().into());
     }
-    let has_did = credential
-        .get("identity_did")
-        .and_then(Value::as_str)
-        .is_some_and(|d| !d.is_empty());
-    if let (false, Some(did)) = (has_did, &grant.identity_did) {
+    if let Some(did) = &grant.identity_did {
         credential.insert("identity_did".into(), did.clone().into());
     }
     Ok(())
@@ -150,8 +146,19 @@ mod tests {
         credential.insert("session_id".into(), "s-1".into());
         credential.insert("cert".into(), "CERT".into());
         credential.insert("ca".into(), "CHAIN".into());
-        // An identity DID already held is not replaced.
+        credential.insert("identity_did".into(), "did:volt:new".into());
         assert_eq!(saved, expected);
+
+        // A session-only grant leaves the DID as it was.
+        let session_only = Grant {
+            identity_did: None,
+            session_id: "s-2".into(),
+            ..grant()
+        };
+        save_grant(&path, &session_only).unwrap();
+        let saved: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(saved["credential"]["identity_did"], "did:volt:new");
+        assert_eq!(saved["credential"]["session_id"], "s-2");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

@@ -27,14 +27,24 @@ pub(crate) fn resolve(wanted: Transport, config: &ClientConfig) -> Transport {
     }
 }
 
-/// Connects with `config` as `options` ask.
+/// Connects with `config` as `options` ask. With [`Transport::Auto`], a gRPC endpoint that
+/// cannot be reached (refused, unreachable, or silent past the connect timeout) gives way to
+/// the websocket gateway when the configuration has one; a TLS or configuration failure does
+/// not (it would fail the same way, or hides something to fix).
 pub(crate) async fn open(
     options: &Options,
     config: &ClientConfig,
     key: &Arc<PrivateKey>,
 ) -> Result<TransportHandle> {
-    match resolve(options.transport, config) {
-        Transport::Grpc => grpc(options, config, key).await,
+    match (options.transport, resolve(options.transport, config)) {
+        (Transport::Auto, Transport::Grpc) => match grpc(options, config, key).await {
+            Err(e) if (e.is_connect() || e.is_timeout()) && config.websocket_url().is_ok() => {
+                tracing::debug!("gRPC unreachable ({e}); using the websocket gateway");
+                websocket(options, config, key).await.map_err(|_| e)
+            }
+            other => other,
+        },
+        (_, Transport::Grpc) => grpc(options, config, key).await,
         _ => websocket(options, config, key).await,
     }
 }

@@ -42,8 +42,9 @@ use call::CallIo;
 /// A connection to one Volt, shared by all clones.
 ///
 /// Cheap to clone (`Arc` inside); `Send + Sync`; every method takes `&self`, so one client
-/// serves any number of tasks. One task owns the connection; calls are multiplexed on it. If
-/// the connection is lost, its live calls fail with the cause and the next call reconnects.
+/// serves any number of tasks. Every call is multiplexed on one connection (owned by one task
+/// on the websocket gateway, by tonic's channel on gRPC). If the connection is lost, its live
+/// calls fail with the cause and the next call reconnects.
 ///
 /// ```no_run
 /// use serde_json::json;
@@ -77,6 +78,8 @@ struct Setup {
     key: Arc<PrivateKey>,
     config: Mutex<ClientConfig>,
     path: Option<PathBuf>,
+    /// Held while a grant from Authenticate is being kept.
+    granting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -150,7 +153,8 @@ impl VoltClient {
             .clone()
     }
 
-    /// The bound on each unary call (and on each call's key exchange) for this handle.
+    /// The bound on each unary call (and, on the websocket gateway, on each call's key
+    /// exchange) for this handle.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
@@ -212,9 +216,9 @@ impl VoltClient {
     /// server-streaming method the client side ends after the request, as in the official
     /// clients.
     ///
-    /// Returns once the call is queued; its key exchange completes in the background within
-    /// the request timeout. Waits (within the request timeout) while the client has its
-    /// maximum of calls open.
+    /// Returns once the call is queued; on the websocket gateway its key exchange completes in
+    /// the background within the request timeout (gRPC has none). Waits (within the request
+    /// timeout) while the client has its maximum of calls open.
     pub async fn streaming(&self, path: &str, request: Option<Value>) -> Result<Call> {
         let ends_after_request = request.is_some()
             && method_table()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::RootCertStore;
 
 use crate::protocol::config::Relay;
@@ -71,21 +72,33 @@ pub(crate) fn client_config(
         .with_root_certificates(roots);
     let mut tls = match (client_key, &config.credential().cert) {
         (Some(key), Some(cert_pem)) => {
-            let chain = certificates("credential.cert", cert_pem)?;
-            let der = key.to_pkcs8_der()?;
-            let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec()));
-            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    "credential.cert: not usable with the credential's key",
-                )
-                .with_source(e)
-            })?
+            let certified = certified_key(cert_pem, key)?;
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
         }
         _ => builder.with_no_client_auth(),
     };
     tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(tls))
+}
+
+/// The credential's certificate with a signer for the client key. The key's DER is read from
+/// our zeroizing buffer in place (rustls's own DER holder would not wipe a copy).
+fn certified_key(cert_pem: &str, key: &PrivateKey) -> Result<CertifiedKey> {
+    let chain = certificates("credential.cert", cert_pem)?;
+    let der = key.to_pkcs8_der()?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&PrivateKeyDer::Pkcs8(
+        PrivatePkcs8KeyDer::from(der.as_slice()),
+    ))
+    .map_err(|e| Error::new(ErrorKind::Key, "the client key cannot sign for TLS").with_source(e))?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            "credential.cert: its key is not the credential's key",
+        )
+        .with_source(e)
+    })?;
+    Ok(certified)
 }
 
 fn add_pem(roots: &mut RootCertStore, field: &'static str, pem: &str) -> Result<()> {

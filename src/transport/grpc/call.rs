@@ -152,13 +152,24 @@ where
     Ok(())
 }
 
-/// The error of a call that failed with `status`: the cause's own kind when the connection
-/// failed on our side (connect, TLS, timeout), a closed connection for other local transport
-/// failures, and otherwise the Volt's status, code and message kept.
+/// The error of a call that failed with `status`:
+/// - the connection failed on our side (connect, TLS, timeout): that failure's own kind;
+/// - an HTTP/2 ping went unanswered: [`Timeout`](ErrorKind::Timeout);
+/// - the connection broke or was reset: [`Closed`](ErrorKind::Closed);
+/// - tonic refused what came (a response over the size limit, a malformed stream, no gRPC
+///   status): [`Limit`](ErrorKind::Limit) or [`Protocol`](ErrorKind::Protocol);
+/// - otherwise the Volt's status, code and message kept.
 pub(super) fn status_error(path: &str, status: tonic::Status) -> Error {
     if let Some(cause) = std::error::Error::source(&status) {
         if let Some(ours) = find_ours(cause) {
             return Error::new(ours.kind(), format!("{path}: {}", chain_text(ours)));
+        }
+        if find::<hyper::Error>(cause).is_some_and(hyper::Error::is_timeout) {
+            return Error::new(
+                ErrorKind::Timeout,
+                format!("{path}: the Volt stopped answering pings"),
+            )
+            .with_source(status);
         }
         if matches!(
             status.code(),
@@ -171,11 +182,8 @@ pub(super) fn status_error(path: &str, status: tonic::Status) -> Error {
             .with_source(status);
         }
     }
-    if status.code() == Code::DeadlineExceeded {
-        return Error::new(
-            ErrorKind::Timeout,
-            format!("{path}: deadline exceeded: {}", status.message()),
-        );
+    if let Some(kind) = local_failure(&status) {
+        return Error::new(kind, format!("{path}: {}", status.message())).with_source(status);
     }
     Error::from_status(Status {
         code: status.code() as i32,
@@ -186,6 +194,31 @@ pub(super) fn status_error(path: &str, status: tonic::Status) -> Error {
         },
         description: String::new(),
     })
+}
+
+/// The kind of a status tonic made itself (it carries no cause), recognised by the fixed
+/// messages tonic gives them.
+fn local_failure(status: &tonic::Status) -> Option<ErrorKind> {
+    let message = status.message();
+    match status.code() {
+        Code::OutOfRange | Code::ResourceExhausted
+            if message.starts_with("Error, decoded message length too large")
+                || message.starts_with("Error decompressing: size limit") =>
+        {
+            Some(ErrorKind::Limit)
+        }
+        Code::Internal if message.starts_with("Unexpected EOF decoding stream") => {
+            Some(ErrorKind::Closed)
+        }
+        Code::Internal | Code::Unknown | Code::Unimplemented | Code::Unavailable
+            if message.starts_with("protocol error:")
+                || message.starts_with("grpc-status header missing")
+                || message.starts_with("Error decompressing") =>
+        {
+            Some(ErrorKind::Protocol)
+        }
+        _ => None,
+    }
 }
 
 /// The error of a connection that could not be made: the cause's own kind when it is one of
@@ -217,12 +250,76 @@ fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// The first error of this crate in a chain of causes.
 fn find_ours<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+    find::<Error>(error)
+}
+
+/// The first error of type `E` in a chain of causes.
+fn find<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
     let mut next = Some(error);
     while let Some(e) = next {
-        if let Some(ours) = e.downcast_ref::<Error>() {
-            return Some(ours);
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
         }
         next = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        let kind = |status: tonic::Status| status_error("/p.S/M", status).kind();
+        assert_eq!(
+            kind(tonic::Status::out_of_range(
+                "Error, decoded message length too large: found 70000000 bytes, the limit is: \
+                 67108864 bytes"
+            )),
+            ErrorKind::Limit
+        );
+        assert_eq!(
+            kind(tonic::Status::internal("Unexpected EOF decoding stream.")),
+            ErrorKind::Closed
+        );
+        assert_eq!(
+            kind(tonic::Status::unknown(
+                "protocol error: missing grpc-status trailer, stream was terminated"
+            )),
+            ErrorKind::Protocol
+        );
+        assert_eq!(
+            kind(tonic::Status::unavailable(
+                "grpc-status header missing, mapped from HTTP status code 502"
+            )),
+            ErrorKind::Protocol
+        );
+
+        // What the Volt says is kept as its status, even with a code tonic also uses.
+        let volt = status_error(
+            "/p.S/M",
+            tonic::Status::unauthenticated("token has expired"),
+        );
+        assert!(volt.is_status());
+        let status = volt.status().expect("status");
+        assert_eq!(
+            (status.code, status.message.as_str()),
+            (16, "token has expired")
+        );
+        let bare = status_error("/p.S/M", tonic::Status::new(Code::Internal, ""));
+        assert_eq!(
+            bare.status().map(|s| s.message.as_str()),
+            Some("Internal error")
+        );
+        let deadline = status_error("/p.S/M", tonic::Status::deadline_exceeded("slow"));
+        assert_eq!(deadline.status().map(|s| s.code), Some(4));
+
+        // A failure of ours inside a status keeps its kind.
+        let ours = Error::new(ErrorKind::Tls, "TLS handshake with h:1");
+        let wrapped = tonic::Status::from_error(Box::new(ours));
+        assert_eq!(kind(wrapped), ErrorKind::Tls);
+    }
 }

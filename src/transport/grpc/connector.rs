@@ -26,11 +26,13 @@ pub(crate) struct Connector {
     host: Arc<str>,
     port: u16,
     tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
     first: Arc<Mutex<Option<Stream>>>,
 }
 
 impl Connector {
-    /// Connects once, within `timeout`, and keeps the stream for tonic's first use.
+    /// Connects once, within `timeout` (as every later reconnection), and keeps the stream for
+    /// tonic's first use.
     pub(crate) async fn connect(
         host: &str,
         port: u16,
@@ -41,27 +43,33 @@ impl Connector {
             host: Arc::from(host),
             port,
             tls,
+            timeout,
             first: Arc::new(Mutex::new(None)),
         };
-        let stream = match tokio::time::timeout(timeout, connector.open()).await {
-            Ok(stream) => stream?,
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("connecting to {host}:{port} took longer than {timeout:?}"),
-                ))
-            }
-        };
+        let stream = connector.open().await?;
         *connector.lock() = Some(stream);
         Ok(connector)
     }
 
+    /// TCP then TLS, within the connect timeout.
     fn open(&self) -> impl Future<Output = Result<Stream>> + Send + 'static {
         let this = self.clone();
         async move {
-            let tcp = net::tcp(&this.host, this.port).await?;
-            let tls = net::tls(this.tls, &this.host, this.port, tcp).await?;
-            Ok(TokioIo::new(tls))
+            let stages = async {
+                let tcp = net::tcp(&this.host, this.port).await?;
+                let tls = net::tls(this.tls.clone(), &this.host, this.port, tcp).await?;
+                Ok(TokioIo::new(tls))
+            };
+            match tokio::time::timeout(this.timeout, stages).await {
+                Ok(stream) => stream,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "connecting to {}:{} took longer than {:?}",
+                        this.host, this.port, this.timeout
+                    ),
+                )),
+            }
         }
     }
 

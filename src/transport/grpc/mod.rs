@@ -40,9 +40,10 @@ pub(crate) struct Settings {
     pub address: String,
     /// TLS trusting the Volt CA, with the client certificate when there is one.
     pub tls: Arc<rustls::ClientConfig>,
-    /// Bound on TCP connect + TLS handshake (and each reconnect).
+    /// Bound on TCP connect + TLS handshake (each reconnect too), and on the HTTP/2 handshake.
     pub connect_timeout: Duration,
-    /// HTTP/2 ping interval; a ping unanswered for as long fails the connection.
+    /// HTTP/2 ping interval while calls are open; a ping unanswered for as long fails the
+    /// connection.
     pub keepalive: Duration,
     /// Signs each call's identity token.
     pub key: Arc<PrivateKey>,
@@ -82,10 +83,11 @@ impl Connection {
         // its own (it would with its TLS features on), while requests say `https`.
         let endpoint = Endpoint::from(uri("http")?)
             .origin(uri("https")?)
-            .connect_timeout(settings.connect_timeout)
             .http2_keep_alive_interval(settings.keepalive)
             .keep_alive_timeout(settings.keepalive)
-            .keep_alive_while_idle(true);
+            // Pings only while calls are open: servers may refuse pings on an idle connection
+            // (a dead idle connection is found by the next call's pings).
+            .keep_alive_while_idle(false);
         let connector =
             Connector::connect(&host, port, settings.tls.clone(), settings.connect_timeout).await?;
         // The HTTP/2 handshake over the connection just made.
@@ -173,9 +175,12 @@ impl Connection {
         let claims = Claims::new(settings.audience.clone(), unix_now())
             .with_subject(settings.subject.clone());
         let jwt = IdentityToken::sign(&settings.key, &claims)?.to_jwt();
-        MetadataValue::try_from(jwt).map_err(|e| {
+        let mut value = MetadataValue::try_from(jwt).map_err(|e| {
             Error::new(ErrorKind::Token, "the identity token is not valid metadata").with_source(e)
-        })
+        })?;
+        // A credential: never indexed by HPACK, never shown by Debug.
+        value.set_sensitive(true);
+        Ok(value)
     }
 }
 
