@@ -4,13 +4,15 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
-use support::{new_wire, publish, subscribed, within, TestVolt};
+use support::{
+    assert_foreign_ca_refused, concurrent_calls, connect, hold_the_only_slot, new_resources,
+    new_wire, publish, subscribed, within, TestVolt,
+};
 use tdx_volt::client::{Authentication, CallEvent};
 use tdx_volt::proto::volt as pb;
 use tdx_volt::protocol::schema;
@@ -358,45 +360,8 @@ async fn typed_calls() {
 async fn a_thousand_concurrent_calls_on_one_connection() {
     let volt = TestVolt::start("grpcmany").await;
     let client = volt.client_over(Transport::Grpc).await;
-    let mut ids = Vec::new();
-    for i in 0..10 {
-        let saved = client
-            .save_resource(
-                json!({"resource": {"name": format!("r{i}"), "kind": ["note"]},
-                                  "create": true}),
-            )
-            .await
-            .expect("SaveResource");
-        ids.push(saved["resource"]["id"].as_str().expect("id").to_owned());
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..1000usize {
-        let client = client.clone();
-        let id = ids[i % ids.len()].clone();
-        tasks.spawn(async move {
-            if i % 2 == 0 {
-                let got = client
-                    .get_resource(json!({"resource_id": id}))
-                    .await
-                    .expect("GetResource");
-                assert_eq!(got["resource"]["id"], json!(id), "call {i}");
-            } else {
-                let missing = format!("missing-{i}");
-                let err = client
-                    .get_resource(json!({"resource_id": missing}))
-                    .await
-                    .expect_err("unknown resource");
-                let status = err.status().expect("status");
-                assert!(status.message.ends_with(&missing), "call {i}: {status:?}");
-            }
-            i
-        });
-    }
-    let mut done = HashSet::new();
-    while let Some(finished) = within("the calls", tasks.join_next()).await {
-        done.insert(finished.expect("call task"));
-    }
-    assert_eq!(done.len(), 1000);
+    let ids = new_resources(&client, 10).await;
+    concurrent_calls(&client, &ids, 1000).await;
     let connections = volt.emulator().connections();
     assert_eq!(connections.grpc, 1, "{connections:?}");
     assert_eq!(connections.websocket, 0, "{connections:?}");
@@ -415,16 +380,22 @@ fn sessionless_config(volt: &TestVolt, name: &str) -> std::path::PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authenticate_then_calls_over_mutual_tls() {
-    let volt = TestVolt::start("auth").await;
-    let path = sessionless_config(&volt, "new-client.json");
+/// A gRPC client with [`sessionless_config`].
+async fn sessionless_client(volt: &TestVolt, name: &str) -> (VoltClient, std::path::PathBuf) {
+    let path = sessionless_config(volt, name);
     let client = VoltClient::builder()
         .config_file(&path)
         .transport(Transport::Grpc)
         .connect()
         .await
         .expect("connects without a session");
+    (client, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticate_then_calls_over_mutual_tls() {
+    let volt = TestVolt::start("auth").await;
+    let (client, path) = sessionless_client(&volt, "new-client.json").await;
 
     // Without a session the Volt only takes Authenticate.
     let err = client
@@ -487,10 +458,7 @@ async fn authenticate_then_calls_over_mutual_tls() {
     // caller: tokens for another audience are not even looked at.
     let mut config = saved.clone();
     config["volt"]["id"] = json!("did:volt:someone-else");
-    let by_certificate = VoltClient::builder()
-        .config(config.clone())
-        .transport(Transport::Grpc)
-        .connect()
+    let by_certificate = connect(config.clone(), Transport::Grpc)
         .await
         .expect("connects");
     by_certificate
@@ -502,12 +470,7 @@ async fn authenticate_then_calls_over_mutual_tls() {
         .as_object_mut()
         .expect("credential")
         .remove("cert");
-    let by_token = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .expect("connects");
+    let by_token = connect(config, Transport::Grpc).await.expect("connects");
     let err = by_token
         .get_resource(json!({"resource_id": volt.emulator().volt_id()}))
         .await
@@ -520,13 +483,7 @@ async fn every_kind_of_authentication() {
     let volt = TestVolt::start("authkinds").await;
 
     // A DID made by the Volt, then the same DID presented again.
-    let path = sessionless_config(&volt, "volt-did.json");
-    let client = VoltClient::builder()
-        .config_file(&path)
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .expect("connects");
+    let (client, path) = sessionless_client(&volt, "volt-did.json").await;
     let granted = client
         .authenticate(Authentication::volt_did())
         .await
@@ -581,10 +538,7 @@ async fn every_kind_of_authentication() {
         &std::fs::read_to_string(sessionless_config(&volt, "own.json")).expect("read"),
     )
     .expect("json");
-    let client = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Websocket)
-        .connect()
+    let client = connect(config, Transport::Websocket)
         .await
         .expect("connects");
     let granted = client
@@ -617,13 +571,7 @@ async fn every_kind_of_authentication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_authentications_leave_one_consistent_grant() {
     let volt = TestVolt::start("authrace").await;
-    let path = sessionless_config(&volt, "race.json");
-    let client = VoltClient::builder()
-        .config_file(&path)
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .expect("connects");
+    let (client, path) = sessionless_client(&volt, "race.json").await;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..4 {
         let client = client.clone();
@@ -652,12 +600,7 @@ async fn concurrent_authentications_leave_one_consistent_grant() {
     let mut config = saved.clone();
     config["credential"]["key"] =
         volt.emulator().issue_client("other", None).expect("issue")["credential"]["key"].clone();
-    let err = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .unwrap_err();
+    let err = connect(config, Transport::Grpc).await.unwrap_err();
     assert!(err.is_config(), "{err:?}");
 }
 
@@ -668,23 +611,13 @@ async fn pending_decisions_are_polled_within_the_wait_and_deny_is_an_error() {
             .poll_interval(Duration::from_millis(10))
             .max_wait(Duration::from_secs(20))
     };
-    async fn sessionless_client(volt: &TestVolt) -> (VoltClient, std::path::PathBuf) {
-        let path = sessionless_config(volt, "pending.json");
-        let client = VoltClient::builder()
-            .config_file(&path)
-            .transport(Transport::Grpc)
-            .connect()
-            .await
-            .expect("connects");
-        (client, path)
-    }
 
     // Two PENDING answers, then PERMIT.
     let volt = TestVolt::start_with("pending", |b| {
         b.authenticate_policy(AuthenticatePolicy::PendingThenPermit(2))
     })
     .await;
-    let (client, _) = sessionless_client(&volt).await;
+    let (client, _) = sessionless_client(&volt, "pending.json").await;
     let granted = within("Authenticate", client.authenticate(quick()))
         .await
         .expect("granted after polling");
@@ -699,7 +632,7 @@ async fn pending_decisions_are_polled_within_the_wait_and_deny_is_an_error() {
         b.authenticate_policy(AuthenticatePolicy::PendingThenPermit(u32::MAX))
     })
     .await;
-    let (client, path) = sessionless_client(&volt).await;
+    let (client, path) = sessionless_client(&volt, "pending.json").await;
     let before = std::fs::read_to_string(&path).expect("read");
     let err = within(
         "Authenticate",
@@ -714,7 +647,7 @@ async fn pending_decisions_are_polled_within_the_wait_and_deny_is_an_error() {
     // DENY.
     let volt =
         TestVolt::start_with("deny", |b| b.authenticate_policy(AuthenticatePolicy::Deny)).await;
-    let (client, path) = sessionless_client(&volt).await;
+    let (client, path) = sessionless_client(&volt, "pending.json").await;
     let before = std::fs::read_to_string(&path).expect("read");
     let err = client.authenticate(quick()).await.unwrap_err();
     assert!(err.is_denied(), "{err:?}");
@@ -724,30 +657,7 @@ async fn pending_decisions_are_polled_within_the_wait_and_deny_is_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_refused() {
-    let volt = TestVolt::start("grpcca").await;
-    let other = TestVolt::start("grpcotherca").await;
-    let mut config = volt.config();
-    config["volt"]["ca_pem"] = other.config()["volt"]["ca_pem"].clone();
-    let err = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(err.is_tls(), "{err:?}");
-
-    let mut config = volt.config();
-    config["volt"]
-        .as_object_mut()
-        .expect("volt")
-        .remove("ca_pem");
-    let err = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(err.is_config(), "{err:?}");
+    assert_foreign_ca_refused(Transport::Grpc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,12 +665,7 @@ async fn tokens_for_another_audience_or_expired_are_refused() {
     let volt = TestVolt::start("grpcaud").await;
     let mut config = volt.config();
     config["volt"]["id"] = json!("did:volt:another-volt");
-    let client = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .expect("connects");
+    let client = connect(config, Transport::Grpc).await.expect("connects");
     for _ in 0..2 {
         // Refused each time, on a connection that stays up.
         let err = client
@@ -839,16 +744,8 @@ async fn dropping_a_call_frees_its_slot_and_bounds_hold() {
         .await
         .expect("connect");
     let wire_id = new_wire(&client, "quiet").await;
-    let held = client
-        .subscribe_wire(json!({"wire_id": wire_id}))
-        .await
-        .expect("first call");
-    let quick = client.with_request_timeout(Duration::from_millis(200));
-    let err = quick
-        .get_resource(json!({"resource_id": client.volt_id()}))
-        .await
-        .unwrap_err();
-    assert!(err.is_timeout(), "{err:?}");
+    // With one call slot, a second call waits for the first; dropping the first frees it.
+    let held = hold_the_only_slot(&client, &wire_id).await;
     assert_eq!(volt.emulator().wire_subscribers(&wire_id), 1);
     drop(held);
     client
@@ -908,12 +805,7 @@ async fn auto_picks_grpc_when_there_is_an_address() {
         .await
         .expect("connects");
     assert_eq!(client.transport(), Transport::Websocket);
-    let err = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .unwrap_err();
+    let err = connect(config, Transport::Grpc).await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
 
     let mut config = volt.config();
@@ -927,11 +819,6 @@ async fn auto_picks_grpc_when_there_is_an_address() {
         .await
         .expect("connects");
     assert_eq!(client.transport(), Transport::Websocket);
-    let err = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Grpc)
-        .connect()
-        .await
-        .unwrap_err();
+    let err = connect(config, Transport::Grpc).await.unwrap_err();
     assert!(err.is_config(), "{err:?}");
 }

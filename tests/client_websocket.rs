@@ -2,12 +2,14 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
-use support::{new_wire, publish, subscribed, within, TestVolt};
+use support::{
+    assert_foreign_ca_refused, concurrent_calls, connect, hold_the_only_slot, new_resources,
+    new_wire, publish, subscribed, within, TestVolt,
+};
 use tdx_volt::client::CallEvent;
 use tdx_volt::{ErrorKind, Transport, VoltClient};
 
@@ -286,49 +288,10 @@ async fn upload_file_streams_blocks() {
 async fn a_thousand_concurrent_calls_on_one_connection() {
     let volt = TestVolt::start("many").await;
     let client = volt.client().await;
-    let mut resources = Vec::new();
-    for i in 0..20 {
-        let name = format!("resource {i}");
-        let saved = client
-            .save_resource(json!({"resource": {"name": name, "kind": ["note"]}, "create": true}))
-            .await
-            .expect("SaveResource");
-        resources.push((
-            saved["resource"]["id"].as_str().expect("id").to_owned(),
-            name,
-        ));
-    }
-
-    // Half the calls read one of the resources, half ask for one that does not exist; every
-    // answer must be the one for its own request.
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..1000usize {
-        let client = client.clone();
-        let (id, name) = resources[i % resources.len()].clone();
-        tasks.spawn(async move {
-            if i % 2 == 0 {
-                let got = client
-                    .get_resource(json!({"resource_id": id}))
-                    .await
-                    .expect("GetResource");
-                assert_eq!(got["resource"]["name"], json!(name), "call {i}");
-            } else {
-                let missing = format!("missing-{i}");
-                let err = client
-                    .get_resource(json!({"resource_id": missing}))
-                    .await
-                    .expect_err("unknown resource");
-                let status = err.status().expect("status");
-                assert!(status.message.ends_with(&missing), "call {i}: {status:?}");
-            }
-            i
-        });
-    }
-    let mut done = HashSet::new();
-    while let Some(finished) = within("the calls", tasks.join_next()).await {
-        done.insert(finished.expect("call task"));
-    }
-    assert_eq!(done.len(), 1000);
+    let ids = new_resources(&client, 20).await;
+    concurrent_calls(&client, &ids, 1000).await;
+    let connections = volt.emulator().connections();
+    assert_eq!(connections.websocket, 1, "{connections:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,10 +300,7 @@ async fn a_volt_key_that_does_not_match_is_refused() {
     let other = TestVolt::start("otherkey").await;
     let mut config = volt.config();
     config["volt"]["public_key"] = other.config()["volt"]["public_key"].clone();
-    let client = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Websocket)
-        .connect()
+    let client = connect(config, Transport::Websocket)
         .await
         .expect("TLS is fine");
     let err = client
@@ -361,31 +321,7 @@ async fn a_volt_key_that_does_not_match_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_certificate_from_another_ca_is_refused() {
-    let volt = TestVolt::start("wrongca").await;
-    let other = TestVolt::start("otherca").await;
-    let mut config = volt.config();
-    config["volt"]["ca_pem"] = other.config()["volt"]["ca_pem"].clone();
-    let err = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Websocket)
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(err.is_tls(), "{err:?}");
-
-    // No CA at all is a configuration error, not a silent downgrade.
-    let mut config = volt.config();
-    config["volt"]
-        .as_object_mut()
-        .expect("volt")
-        .remove("ca_pem");
-    let err = VoltClient::builder()
-        .config(config)
-        .transport(Transport::Websocket)
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(err.is_config(), "{err:?}");
+    assert_foreign_ca_refused(Transport::Websocket).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,16 +479,7 @@ async fn call_slots_are_bounded_and_come_back_when_a_call_is_dropped() {
     let wire_id = new_wire(&client, "quiet").await;
 
     // With one call slot, a second call waits for the first; dropping the first frees it.
-    let held = client
-        .subscribe_wire(json!({"wire_id": wire_id}))
-        .await
-        .expect("first call");
-    let quick = client.with_request_timeout(Duration::from_millis(200));
-    let err = quick
-        .get_resource(json!({"resource_id": client.volt_id()}))
-        .await
-        .unwrap_err();
-    assert!(err.is_timeout(), "{err:?}");
+    let held = hold_the_only_slot(&client, &wire_id).await;
     drop(held);
     client
         .get_resource(json!({"resource_id": client.volt_id()}))

@@ -101,6 +101,100 @@ impl Drop for TestVolt {
     }
 }
 
+/// Connects with the configuration `config` over `transport`.
+pub async fn connect(config: Value, transport: Transport) -> tdx_volt::Result<VoltClient> {
+    VoltClient::builder()
+        .config(config)
+        .transport(transport)
+        .connect()
+        .await
+}
+
+/// A Volt certificate from another CA is a TLS error over `transport`, and a configuration
+/// without a CA a configuration error (never a connection that trusts anything).
+pub async fn assert_foreign_ca_refused(transport: Transport) {
+    let volt = TestVolt::start("ca").await;
+    let other = TestVolt::start("otherca").await;
+    let mut config = volt.config();
+    config["volt"]["ca_pem"] = other.config()["volt"]["ca_pem"].clone();
+    let err = connect(config, transport).await.unwrap_err();
+    assert!(err.is_tls(), "{err:?}");
+
+    let mut config = volt.config();
+    config["volt"]
+        .as_object_mut()
+        .expect("volt")
+        .remove("ca_pem");
+    let err = connect(config, transport).await.unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+}
+
+/// Makes `count` resources and returns their ids.
+pub async fn new_resources(client: &VoltClient, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let saved = client
+            .save_resource(
+                json!({"resource": {"name": format!("resource {i}"), "kind": ["note"]},
+                       "create": true}),
+            )
+            .await
+            .expect("SaveResource");
+        ids.push(saved["resource"]["id"].as_str().expect("id").to_owned());
+    }
+    ids
+}
+
+/// Makes `calls` calls at once on clones of `client`: half read one of the resources `ids`,
+/// half ask for one that does not exist; every answer must be the one for its own request.
+pub async fn concurrent_calls(client: &VoltClient, ids: &[String], calls: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..calls {
+        let client = client.clone();
+        let id = ids[i % ids.len()].clone();
+        tasks.spawn(async move {
+            if i % 2 == 0 {
+                let got = client
+                    .get_resource(json!({"resource_id": id}))
+                    .await
+                    .expect("GetResource");
+                assert_eq!(got["resource"]["id"], json!(id), "call {i}");
+            } else {
+                let missing = format!("missing-{i}");
+                let err = client
+                    .get_resource(json!({"resource_id": missing}))
+                    .await
+                    .expect_err("unknown resource");
+                let status = err.status().expect("status");
+                assert!(status.message.ends_with(&missing), "call {i}: {status:?}");
+            }
+            i
+        });
+    }
+    let mut done = std::collections::HashSet::new();
+    while let Some(finished) = within("the calls", tasks.join_next()).await {
+        done.insert(finished.expect("call task"));
+    }
+    assert_eq!(done.len(), calls);
+}
+
+/// Takes the only call slot of `client` (built with `max_calls(1)`) with a subscription to
+/// `wire_id`, checks that another call then times out waiting for a slot, and returns the
+/// subscription: dropping it must give the slot back.
+pub async fn hold_the_only_slot(client: &VoltClient, wire_id: &str) -> tdx_volt::Call {
+    let held = client
+        .subscribe_wire(json!({"wire_id": wire_id}))
+        .await
+        .expect("first call");
+    let quick = client.with_request_timeout(Duration::from_millis(200));
+    let err = quick
+        .get_resource(json!({"resource_id": client.volt_id()}))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    held
+}
+
 /// Makes a wire and returns its id.
 pub async fn new_wire(client: &VoltClient, name: &str) -> String {
     let saved = client
