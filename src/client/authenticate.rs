@@ -12,7 +12,6 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::{config_file, connect, VoltClient};
-use crate::protocol::config::Credential;
 use crate::{Error, ErrorKind, KeyAlgorithm, Result};
 
 /// How long to wait before asking again while the Volt's decision is pending: 10 s, as the
@@ -410,23 +409,6 @@ fn did_document(did: &str, public_key_pem: &str, algorithm: KeyAlgorithm) -> Res
     });
     serde_json::to_string_pretty(&document)
         .map_err(|e| Error::new(ErrorKind::Schema, "the DID document").with_source(e))
-}
-
-impl config_file::Grant {
-    /// Writes the grant into a credential.
-    fn apply(&self, credential: &mut Credential) {
-        credential.session_id = Some(self.session_id.clone());
-        if let Some(cert) = &self.cert {
-            credential.cert = Some(cert.clone());
-        }
-        if let Some(ca) = &self.ca {
-            credential.ca = Some(ca.clone());
-        }
-        // A session-only grant names no DID and leaves the credential's as it was.
-        if let Some(did) = &self.identity_did {
-            credential.identity_did = Some(did.clone());
-        }
-    }
 }
 
 #[cfg(test)]

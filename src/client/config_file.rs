@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 use zeroize::{Zeroize as _, Zeroizing};
 
+use crate::protocol::config::Credential;
 use crate::{Error, ErrorKind, Result};
 
 /// What a PERMIT grants.
@@ -19,6 +20,23 @@ pub(crate) struct Grant {
     pub cert: Option<String>,
     pub ca: Option<String>,
     pub identity_did: Option<String>,
+}
+
+impl Grant {
+    /// Writes the grant into a loaded credential (as [`save_grant`] does into the file).
+    pub(crate) fn apply(&self, credential: &mut Credential) {
+        credential.session_id = Some(self.session_id.clone());
+        if let Some(cert) = &self.cert {
+            credential.cert = Some(cert.clone());
+        }
+        if let Some(ca) = &self.ca {
+            credential.ca = Some(ca.clone());
+        }
+        // A session-only grant names no DID and leaves the credential's as it was.
+        if let Some(did) = &self.identity_did {
+            credential.identity_did = Some(did.clone());
+        }
+    }
 }
 
 /// Writes `grant` into the credential of the configuration file at `path`.

@@ -55,20 +55,9 @@ impl CallHandle {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .ok_or_else(ended)?;
-        let bytes = schema::json_to_protobuf(&self.input, message)?;
-        if bytes.len() > self.settings.max_outbound {
-            return Err(Error::new(
-                ErrorKind::Limit,
-                format!(
-                    "{}: a message of {} bytes is over the {}-byte limit",
-                    self.path,
-                    bytes.len(),
-                    self.settings.max_outbound
-                ),
-            ));
-        }
+        let bytes = super::encode(&self.path, &self.input, message, self.settings.max_outbound)?;
         requests
-            .send(Bytes::from(bytes))
+            .send(bytes)
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "the call has ended"))
     }
@@ -161,7 +150,7 @@ where
 /// - otherwise the Volt's status, code and message kept.
 pub(super) fn status_error(path: &str, status: tonic::Status) -> Error {
     if let Some(cause) = std::error::Error::source(&status) {
-        if let Some(ours) = find_ours(cause) {
+        if let Some(ours) = find::<Error>(cause) {
             return Error::new(ours.kind(), format!("{path}: {}", chain_text(ours)));
         }
         if find::<hyper::Error>(cause).is_some_and(hyper::Error::is_timeout) {
@@ -227,7 +216,7 @@ pub(super) fn transport_error(
     address: &str,
     error: &(dyn std::error::Error + Send + Sync + 'static),
 ) -> Error {
-    match find_ours(error) {
+    match find::<Error>(error) {
         Some(ours) => Error::new(ours.kind(), chain_text(ours)),
         None => Error::new(
             ErrorKind::Connect,
@@ -246,11 +235,6 @@ fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     text
-}
-
-/// The first error of this crate in a chain of causes.
-fn find_ours<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
-    find::<Error>(error)
 }
 
 /// The first error of type `E` in a chain of causes.

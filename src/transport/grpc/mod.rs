@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
+use prost_reflect::MessageDescriptor;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::client::call::{self as client_call, Receivers};
-use crate::protocol::schema::{self, Method};
+use crate::protocol::schema;
 use crate::protocol::token::{unix_now, Claims, IdentityToken};
 use crate::{Error, ErrorKind, PrivateKey, Result};
 
@@ -134,7 +135,7 @@ impl Connection {
             Error::new(ErrorKind::Schema, format!("{path}: not a method path")).with_source(e)
         })?;
         let first = first
-            .map(|request| encode(method, &request, settings.max_outbound))
+            .map(|request| encode(&path, method.input(), &request, settings.max_outbound))
             .transpose()?;
         let token = self.token()?;
 
@@ -185,13 +186,13 @@ impl Connection {
 }
 
 /// Encodes a request (proto3 JSON) as the method's input message, within the size limit.
-fn encode(method: &Method, request: &Value, max: usize) -> Result<Bytes> {
-    let bytes = schema::json_to_protobuf(method.input(), request)?;
+fn encode(path: &str, input: &MessageDescriptor, request: &Value, max: usize) -> Result<Bytes> {
+    let bytes = schema::json_to_protobuf(input, request)?;
     if bytes.len() > max {
         return Err(Error::new(
             ErrorKind::Limit,
             format!(
-                "a message of {} bytes is over the {max}-byte limit",
+                "{path}: a message of {} bytes is over the {max}-byte limit",
                 bytes.len()
             ),
         ));
