@@ -7,6 +7,7 @@ pub mod config;
 pub mod exchange;
 pub mod frame;
 pub mod keys;
+pub mod legacy;
 mod pbes2;
 mod pem;
 pub mod schema;
