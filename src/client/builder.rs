@@ -37,14 +37,23 @@ pub enum Transport {
     /// Native gRPC when the configuration has a gRPC address (`volt.address`) and names no
     /// relay; the websocket gateway otherwise, and also when the gRPC endpoint cannot be
     /// reached (refused, unreachable, or silent for the connect timeout) but the gateway can.
+    /// With an RSA credential key (an RSA-era configuration) it is the gateway in the older
+    /// protocol ([`LegacyWebsocket`](Self::LegacyWebsocket)) whenever there is a gateway.
     /// [`VoltClient::transport`] tells which was chosen.
     #[default]
     Auto,
-    /// The websocket gateway (`volt.http_address`, or the relay), protocol v1.
+    /// The websocket gateway (`volt.http_address`, or the relay): protocol v1, or the older
+    /// protocol when the credential key is RSA (see [`LegacyWebsocket`](Self::LegacyWebsocket)).
     Websocket,
     /// Native gRPC (`volt.address`) over one HTTP/2 connection, with mutual TLS when the
     /// credential has a certificate. Calls through a relay are not supported on it.
     Grpc,
+    /// The websocket gateway of an RSA-era Volt, in the older protocol its clients (the Python
+    /// `volt_client_web` 0.1.x) speak: JSON text frames, and each call's AES key sent
+    /// RSA-encrypted to the Volt in an RS256 identity token. Needs an RSA credential key and an
+    /// RSA Volt key. [`Auto`](Self::Auto) and [`Websocket`](Self::Websocket) choose it by
+    /// themselves when the credential key is RSA; the API, calls and errors are the same.
+    LegacyWebsocket,
 }
 
 enum Source {

@@ -13,15 +13,20 @@ use crate::protocol::frame::MAX_FRAME_LEN;
 use crate::transport::grpc;
 use crate::transport::tls::{self, Trust};
 use crate::transport::websocket::{self, Target};
-use crate::{ClientConfig, Error, ErrorKind, PrivateKey, Result};
+use crate::{ClientConfig, Error, ErrorKind, KeyAlgorithm, PrivateKey, Result};
 
-/// The transport `wanted` comes to with this configuration: [`Transport::Auto`] is gRPC when
-/// there is a gRPC address and no relay.
-pub(crate) fn resolve(wanted: Transport, config: &ClientConfig) -> Transport {
+/// The transport `wanted` comes to with this configuration and key. An RSA key belongs to an
+/// RSA-era Volt, whose gateway speaks the older protocol: [`Transport::Websocket`] is then
+/// [`Transport::LegacyWebsocket`], and so is [`Transport::Auto`] when there is a gateway.
+/// Otherwise [`Transport::Auto`] is gRPC when there is a gRPC address and no relay.
+pub(crate) fn resolve(wanted: Transport, config: &ClientConfig, key: &PrivateKey) -> Transport {
+    let rsa = key.algorithm() == KeyAlgorithm::Rsa;
     match wanted {
+        Transport::Auto if rsa && config.websocket_url().is_ok() => Transport::LegacyWebsocket,
         Transport::Auto if config.volt().address.is_some() && config.volt().relay.is_none() => {
             Transport::Grpc
         }
+        Transport::Auto | Transport::Websocket if rsa => Transport::LegacyWebsocket,
         Transport::Auto => Transport::Websocket,
         other => other,
     }
@@ -36,16 +41,17 @@ pub(crate) async fn open(
     config: &ClientConfig,
     key: &Arc<PrivateKey>,
 ) -> Result<TransportHandle> {
-    match (options.transport, resolve(options.transport, config)) {
+    match (options.transport, resolve(options.transport, config, key)) {
         (Transport::Auto, Transport::Grpc) => match grpc(options, config, key).await {
             Err(e) if (e.is_connect() || e.is_timeout()) && config.websocket_url().is_ok() => {
                 tracing::debug!("gRPC unreachable ({e}); using the websocket gateway");
-                websocket(options, config, key).await.map_err(|_| e)
+                websocket(options, config, key, false).await.map_err(|_| e)
             }
             other => other,
         },
         (_, Transport::Grpc) => grpc(options, config, key).await,
-        _ => websocket(options, config, key).await,
+        (_, Transport::LegacyWebsocket) => websocket(options, config, key, true).await,
+        _ => websocket(options, config, key, false).await,
     }
 }
 
@@ -92,8 +98,10 @@ async fn websocket(
     options: &Options,
     config: &ClientConfig,
     key: &Arc<PrivateKey>,
+    legacy: bool,
 ) -> Result<TransportHandle> {
     let url = config.websocket_url()?;
+    let volt_key = config.volt_public_key()?;
     // The URL comes from the relay exactly when the relay names a gateway address.
     let via_relay = matches!(
         &config.volt().relay,
@@ -113,11 +121,30 @@ async fn websocket(
         None
     };
     let mut meta = Map::new();
-    if via_relay {
-        // The relay routes the call to its target Volt.
-        meta.insert("d".into(), Value::from(vec![config.volt().id.clone()]));
-    }
+    let protocol = if legacy {
+        if key.algorithm() != KeyAlgorithm::Rsa || volt_key.algorithm() != KeyAlgorithm::Rsa {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the older websocket protocol (RSA era) needs an RSA credential key and an RSA \
+                 Volt key (volt.public_key or the volt.ca_pem certificate)",
+            ));
+        }
+        // The relay routes the call by the fingerprint of its target Volt.
+        let hops = if via_relay {
+            vec![config.volt_fingerprint()?]
+        } else {
+            Vec::new()
+        };
+        websocket::Protocol::Legacy { hops }
+    } else {
+        if via_relay {
+            // The relay routes the call to its target Volt.
+            meta.insert("d".into(), Value::from(vec![config.volt().id.clone()]));
+        }
+        websocket::Protocol::V1
+    };
     let settings = websocket::Settings {
+        protocol,
         target: Target {
             url,
             tls,
@@ -125,7 +152,7 @@ async fn websocket(
             max_inbound: MAX_FRAME_LEN,
         },
         key: key.clone(),
-        volt_key: config.volt_public_key()?,
+        volt_key,
         audience: config.volt().id.clone(),
         subject: config.credential().session_id.clone(),
         meta,

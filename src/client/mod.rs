@@ -91,6 +91,7 @@ enum TransportHandle {
 impl TransportHandle {
     fn kind(&self) -> Transport {
         match self {
+            TransportHandle::Websocket(c) if c.is_legacy() => Transport::LegacyWebsocket,
             TransportHandle::Websocket(_) => Transport::Websocket,
             TransportHandle::Grpc(_) => Transport::Grpc,
         }
@@ -130,7 +131,8 @@ impl VoltClient {
         &self.shared.volt_id
     }
 
-    /// The transport in use: [`Transport::Websocket`] or [`Transport::Grpc`].
+    /// The transport in use: [`Transport::Websocket`], [`Transport::LegacyWebsocket`] or
+    /// [`Transport::Grpc`].
     pub fn transport(&self) -> Transport {
         self.connection().kind()
     }

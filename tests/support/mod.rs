@@ -251,3 +251,4 @@ pub async fn subscribed(client: &VoltClient, wire_id: &str) -> WireChunks {
 }
 
 pub mod scripted;
+pub mod scripted_legacy;

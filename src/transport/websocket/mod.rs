@@ -1,4 +1,5 @@
-//! The websocket gateway transport, protocol v1.
+//! The websocket gateway transport: protocol v1 (binary frames, a key exchange per call), or
+//! the older protocol of RSA-era Volts (JSON text frames, the call key carried in the token).
 //!
 //! One task ([`task`]) owns the socket and every call on it. Callers reach it through a
 //! bounded command queue; each call gets its events back through its own bounded queue, which
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::client::call::{self, Delivery, Receivers};
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::frame::{ClientHello, IV_LEN};
+use crate::protocol::legacy::LegacyKey;
 use crate::protocol::token::{unix_now, Claims, IdentityToken};
 use crate::{Error, ErrorKind, PrivateKey, PublicKey, Result};
 
@@ -28,19 +30,32 @@ pub(crate) use socket::Target;
 /// Commands queued to the connection task before callers wait for room.
 const COMMAND_QUEUE: usize = 1024;
 
+/// Which generation of the gateway protocol a connection speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Protocol v1: binary frames, an X25519 key exchange per call.
+    V1,
+    /// The older protocol: JSON text frames, each call's AES key RSA-encrypted to the Volt in
+    /// the token. `hops` is the `target_fingerprint` of every call (the relay's Volt first;
+    /// empty when not relaying).
+    Legacy { hops: Vec<String> },
+}
+
 /// Everything the transport needs, fixed at connect time.
 pub(crate) struct Settings {
+    /// The protocol generation.
+    pub protocol: Protocol,
     /// Where to connect, and how.
     pub target: Target,
     /// Signs each call's identity token.
     pub key: Arc<PrivateKey>,
-    /// Verifies each call's key exchange.
+    /// Verifies each call's key exchange (v1); encrypts each call's key (older protocol).
     pub volt_key: PublicKey,
     /// `aud` of the tokens: the Volt id.
     pub audience: String,
     /// `sub` of the tokens: the session id, once there is one.
     pub subject: Option<String>,
-    /// Meta of every call's opening frame (`d` when going through a relay).
+    /// Meta of every call's opening frame (`d` when going through a relay; v1 only).
     pub meta: Map<String, Value>,
     /// Ping after this long without traffic; the connection is dead after twice as long.
     pub keepalive: Duration,
@@ -92,8 +107,7 @@ impl Command {
 pub(crate) struct OpenCall {
     pub id: u64,
     pub path: Arc<str>,
-    pub hello: ClientHello,
-    pub exchange: ClientKeyExchange,
+    pub opening: Opening,
     /// The request, when given at open.
     pub first: Option<String>,
     /// End the client side right after the request (unary and server-streaming calls).
@@ -102,6 +116,27 @@ pub(crate) struct OpenCall {
     pub exchange_timeout: Duration,
     pub delivery: Delivery,
     pub phase: watch::Sender<Phase>,
+}
+
+/// How a call gets its key.
+pub(crate) enum Opening {
+    /// Protocol v1: the opening frame, and our half of the key exchange it starts.
+    V1 {
+        hello: ClientHello,
+        exchange: ClientKeyExchange,
+    },
+    /// The older protocol: the call is keyed at once; the token goes in its first frame.
+    Legacy { token: String, key: LegacyKey },
+}
+
+impl Opening {
+    /// The length of the token the call's first payload frame carries (older protocol).
+    fn token_len(&self) -> usize {
+        match self {
+            Opening::V1 { .. } => 0,
+            Opening::Legacy { token, .. } => token.len(),
+        }
+    }
 }
 
 /// Where a call stands, as its handle sees it.
@@ -142,29 +177,23 @@ impl Connection {
         timeout: Duration,
     ) -> Result<(CallHandle, Receivers)> {
         let settings = &self.settings;
+        let mut opening = self.opening()?;
+        let token_len = opening.token_len();
         if let Some(json) = &first {
-            check_size(&path, json, settings)?;
+            check_size(&path, json, settings, token_len)?;
         }
+        // Only a call that is going to be opened takes an id.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let exchange = ClientKeyExchange::new();
-        let claims = Claims::new(settings.audience.clone(), unix_now())
-            .with_subject(settings.subject.clone())
-            .with_key(exchange.token_claim());
-        let token = IdentityToken::sign(&settings.key, &claims)?;
-        let hello = ClientHello {
-            call_id: id,
-            meta: settings.meta.clone(),
-            signature: token.signature().to_vec(),
-            claims: token.claims_json().to_vec(),
-        };
+        if let Opening::V1 { hello, .. } = &mut opening {
+            hello.call_id = id;
+        }
         let open_path = path.clone();
         let (delivery, receivers) = call::channels(settings.call_buffer);
         let (phase, phase_rx) = watch::channel(Phase::Opening);
         let open = OpenCall {
             id,
             path,
-            hello,
-            exchange,
+            opening,
             first,
             end_after_first,
             exchange_timeout: timeout,
@@ -183,6 +212,7 @@ impl Connection {
             phase: phase_rx,
             timeout,
             settings: self.settings.clone(),
+            token_len,
             ended: AtomicBool::new(end_after_first),
             queued: AtomicU64::new(1),
         };
@@ -190,11 +220,53 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Signs a fresh token for a call, with what the protocol needs to key the call (the v1
+    /// opening frame's call id is set once the call has one).
+    fn opening(&self) -> Result<Opening> {
+        let settings = &self.settings;
+        let claims = Claims::new(settings.audience.clone(), unix_now());
+        match settings.protocol {
+            Protocol::V1 => {
+                let exchange = ClientKeyExchange::new();
+                let claims = claims
+                    .with_subject(settings.subject.clone())
+                    .with_key(exchange.token_claim());
+                let token = IdentityToken::sign(&settings.key, &claims)?;
+                let hello = ClientHello {
+                    call_id: 0,
+                    meta: settings.meta.clone(),
+                    signature: token.signature().to_vec(),
+                    claims: token.claims_json().to_vec(),
+                };
+                Ok(Opening::V1 { hello, exchange })
+            }
+            Protocol::Legacy { .. } => {
+                // The claims the RSA-era clients send: no `sub`, the call key instead of `k`.
+                let key = LegacyKey::generate();
+                let mut claims = claims;
+                key.add_to_claims(&mut claims, &settings.volt_key)?;
+                let token = IdentityToken::sign(&settings.key, &claims)?.to_jwt();
+                Ok(Opening::Legacy { token, key })
+            }
+        }
+    }
+
+    /// Whether this connection speaks the older protocol.
+    pub(crate) fn is_legacy(&self) -> bool {
+        matches!(self.settings.protocol, Protocol::Legacy { .. })
+    }
+}
+
 /// Fails early, with a [`Limit`](ErrorKind::Limit) error, a message whose frame would be over
 /// the limit. Every message is sized as an invoke (a payload frame is a few bytes shorter);
-/// sealed frames carry no meta of ours.
-fn check_size(path: &str, json: &str, settings: &Settings) -> Result<()> {
-    let len = frame_len(path, json, 0);
+/// v1 sealed frames carry no meta of ours; an older-protocol frame is sized as a call's first
+/// (with its `token_len`-byte token, when it has one).
+fn check_size(path: &str, json: &str, settings: &Settings, token_len: usize) -> Result<()> {
+    let len = match &settings.protocol {
+        Protocol::V1 => frame_len(path, json, 0),
+        Protocol::Legacy { hops } => legacy_frame_len(path, json, token_len, hops),
+    };
     if len > settings.max_outbound {
         return Err(Error::new(
             ErrorKind::Limit,
@@ -217,6 +289,23 @@ fn frame_len(path: &str, json: &str, meta_len: usize) -> usize {
     let ciphertext = (body / IV_LEN + 1) * IV_LEN;
     // version, type, call id | meta length, meta | IV length, IV | ciphertext
     10 + 2 + meta_len + 1 + IV_LEN + ciphertext
+}
+
+/// At most the length of the older-protocol text frame carrying `json` as the invoke of
+/// `path`: a call's first frame, with its `token_len`-byte token and `hops`; it counts a
+/// twenty-digit id and a `client_end` too, so it is a few bytes over.
+fn legacy_frame_len(path: &str, json: &str, token_len: usize, hops: &[String]) -> usize {
+    const WRAPPER: &str = r#"{"method_invoke":{"method_name":"","json_request":""}}"#;
+    let body = WRAPPER.len() + escaped_len(path) + escaped_len(json);
+    let ciphertext = (body / IV_LEN + 1) * IV_LEN;
+    let payload = ciphertext.div_ceil(3) * 4;
+    let opening = if token_len == 0 {
+        0
+    } else {
+        let hops_len: usize = hops.iter().map(|h| escaped_len(h) + 3).sum();
+        r#","token":"","target_fingerprint":[]"#.len() + token_len + hops_len.saturating_sub(1)
+    };
+    r#"{"id":,"client_end":true,"json_payload":""}"#.len() + 20 + opening + payload
 }
 
 /// The length of `text` once escaped inside a JSON string, as serde_json escapes it.
@@ -243,6 +332,9 @@ pub(crate) struct CallHandle {
     phase: watch::Receiver<Phase>,
     timeout: Duration,
     settings: Arc<Settings>,
+    /// The length of the token an older-protocol call's first frame carries; messages are
+    /// sized as if they were that frame (0 for v1).
+    token_len: usize,
     ended: AtomicBool,
     /// Commands queued for this call so far, its Open included.
     queued: AtomicU64,
@@ -256,7 +348,7 @@ impl CallHandle {
                 "the client side of this call has ended",
             ));
         }
-        check_size(&self.path, &json, &self.settings)?;
+        check_size(&self.path, &json, &self.settings, self.token_len)?;
         self.wait_open().await?;
         self.queue(Command::Send { id: self.id, json }).await
     }
@@ -347,6 +439,36 @@ mod tests {
                 let frame = key.seal(FrameType::Invoke, 1, meta, &body.to_json());
                 let encoded = frame.encode().expect("encodes");
                 assert_eq!(frame_len(path, &json, meta_len), encoded.len(), "{json:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn legacy_frame_length_bounds_the_real_frame_closely() {
+        use crate::protocol::legacy::{ClientFrame, LegacyKey};
+        let key = LegacyKey::generate();
+        let path = "/tdx.volt_api.volt.v1.WireAPI/PublishWire";
+        let token = "h".repeat(700);
+        for hops in [
+            vec![],
+            vec!["5M1aCpnijWbmibq748AHnyG1qgpHMFmLi5UUeaGBGo8t".to_owned()],
+        ] {
+            for json in ["{}".to_owned(), "é\"\n".repeat(100), "x".repeat(5000)] {
+                let body = Body::Invoke {
+                    method_name: path.to_owned(),
+                    service_id: None,
+                    json_request: json.clone(),
+                };
+                let frame = ClientFrame {
+                    id: u64::MAX,
+                    token: Some(token.clone()),
+                    target_fingerprint: Some(hops.clone()),
+                    client_end: false,
+                    json_payload: key.seal(&body),
+                };
+                let real = frame.to_text().len();
+                let bound = legacy_frame_len(path, &json, token.len(), &hops);
+                assert!(bound >= real && bound <= real + 20, "{bound} vs {real}");
             }
         }
     }

@@ -13,11 +13,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Command, Dropped, OpenCall, Phase, Settings};
+use super::{Command, Dropped, OpenCall, Opening, Phase, Protocol, Settings};
 use crate::client::call::{fell_behind, response_event, Delivery, Offer};
 use crate::protocol::body::Body;
 use crate::protocol::exchange::{CallKey, ClientKeyExchange};
-use crate::protocol::frame::{self, FrameType, SealedFrame, ServerFrame, ServerHello};
+use crate::protocol::frame::{self, FrameError, FrameType, SealedFrame, ServerFrame, ServerHello};
+use crate::protocol::legacy::{self, LegacyKey};
 use crate::{Error, ErrorKind, Result, Status};
 
 /// How long a call dropped during its key exchange waits for the Volt's half, to end it.
@@ -78,6 +79,8 @@ struct Live {
     /// End was asked for before the call was keyed.
     end_pending: bool,
     client_ended: bool,
+    /// The Volt has sent something for this call.
+    answered: bool,
     /// The handle went before the key exchange completed: end the call as soon as it is keyed.
     abandoned: bool,
     deadline: Instant,
@@ -87,9 +90,20 @@ struct Live {
 
 enum Stage {
     Exchanging(ClientKeyExchange),
-    Keyed(CallKey),
+    Keyed(Sealer),
     /// Only while the Volt's half of the key exchange is being checked.
     Checking,
+}
+
+/// How a keyed call's bodies are sealed and framed.
+enum Sealer {
+    /// Protocol v1: binary frames, a fresh IV each.
+    V1(CallKey),
+    /// The older protocol: text frames under the call's key and IV; `token` goes in the first.
+    Legacy {
+        key: LegacyKey,
+        token: Option<String>,
+    },
 }
 
 /// Whether ending the client side of a never-invoked call sends an empty request first.
@@ -169,8 +183,7 @@ impl Table {
         let OpenCall {
             id,
             path,
-            hello,
-            exchange,
+            opening,
             first,
             end_after_first,
             exchange_timeout,
@@ -190,36 +203,54 @@ impl Table {
             }
             return;
         }
-        let refused = match (&self.refusal, hello.encode()) {
+        let (stage, frame) = match opening {
+            Opening::V1 { hello, exchange } => (
+                Stage::Exchanging(exchange),
+                Some(hello.encode().map_err(Error::from)),
+            ),
+            Opening::Legacy { token, key } => (
+                Stage::Keyed(Sealer::Legacy {
+                    key,
+                    token: Some(token),
+                }),
+                None,
+            ),
+        };
+        let refused = match (&self.refusal, frame) {
             (Some(lost), _) => Some(lost.error()),
-            (None, Err(e)) => Some(Error::from(e)),
-            (None, Ok(frame)) => {
+            (None, Some(Err(e))) => Some(e),
+            (None, Some(Ok(frame))) => {
                 self.push(Message::Binary(frame.into()));
                 None
             }
+            (None, None) => None,
         };
-        match refused {
-            Some(e) => {
-                let _ = phase.send(Phase::Closed);
-                delivery.finish(Err(e));
-            }
-            None => {
-                let now = Instant::now();
-                entry.live = Some(Live {
-                    path,
-                    stage: Stage::Exchanging(exchange),
-                    first,
-                    invoked: false,
-                    end_pending: end_after_first,
-                    client_ended: false,
-                    abandoned: false,
-                    deadline: deadline_after(now, exchange_timeout),
-                    delivery,
-                    phase,
-                });
-            }
+        if let Some(e) = refused {
+            let _ = phase.send(Phase::Closed);
+            delivery.finish(Err(e));
+            self.calls.insert(id, entry);
+            return;
         }
+        let now = Instant::now();
+        let keyed = matches!(stage, Stage::Keyed(_));
+        entry.live = Some(Live {
+            path,
+            stage,
+            first,
+            invoked: false,
+            end_pending: end_after_first,
+            client_ended: false,
+            answered: false,
+            abandoned: false,
+            deadline: deadline_after(now, exchange_timeout),
+            delivery,
+            phase,
+        });
         self.calls.insert(id, entry);
+        if keyed {
+            // The older protocol needs no exchange: the call is ready at once.
+            self.ready(id);
+        }
     }
 
     fn live(&mut self, id: u64) -> Option<&mut Live> {
@@ -268,6 +299,13 @@ impl Table {
             return Ok(());
         }
         call.client_ended = true;
+        if !call.invoked
+            && invoke_first == Invoke::Never
+            && matches!(call.stage, Stage::Keyed(Sealer::Legacy { .. }))
+        {
+            // The older protocol opens a call with its invoke: the Volt never heard of it.
+            return Ok(());
+        }
         if !call.invoked && invoke_first == Invoke::Empty {
             call.invoked = true;
             let body = invoke(&call.path, "{}".to_owned());
@@ -332,33 +370,59 @@ impl Table {
     }
 
     fn seal_and_push(&mut self, id: u64, body: &Body, meta: Map<String, Value>) -> Result<()> {
+        let settings = self.settings.clone();
         let Some(Live {
-            stage: Stage::Keyed(key),
+            stage: Stage::Keyed(sealer),
             ..
-        }) = self.calls.get(&id).and_then(|e| e.live.as_ref())
+        }) = self.calls.get_mut(&id).and_then(|e| e.live.as_mut())
         else {
             return Err(Error::new(ErrorKind::Protocol, "the call is not keyed"));
         };
-        let bytes = key
-            .seal(body.frame_type(), id, meta, &body.to_json())
-            .encode()?;
-        if bytes.len() > self.settings.max_outbound {
+        let message = match sealer {
+            Sealer::V1(key) => {
+                let bytes = key
+                    .seal(body.frame_type(), id, meta, &body.to_json())
+                    .encode()?;
+                Message::Binary(bytes.into())
+            }
+            Sealer::Legacy { key, token } => {
+                // The first frame carries the token and the route; the end says so at the top.
+                let token = token.take();
+                let hops = match &settings.protocol {
+                    Protocol::Legacy { hops } => hops.clone(),
+                    Protocol::V1 => Vec::new(),
+                };
+                let frame = legacy::ClientFrame {
+                    id,
+                    target_fingerprint: token.as_ref().map(|_| hops),
+                    token,
+                    client_end: meta.contains_key("client_end"),
+                    json_payload: key.seal(body),
+                };
+                Message::Text(frame.to_text().into())
+            }
+        };
+        if message.len() > settings.max_outbound {
             return Err(Error::new(
                 ErrorKind::Limit,
                 format!(
                     "a frame of {} bytes is over the {}-byte limit",
-                    bytes.len(),
-                    self.settings.max_outbound
+                    message.len(),
+                    settings.max_outbound
                 ),
             ));
         }
-        self.push(Message::Binary(bytes.into()));
+        self.push(message);
         Ok(())
     }
 
     // ---- frames from the Volt --------------------------------------------------------------
 
     pub fn on_frame(&mut self, bytes: &[u8]) {
+        if self.settings.protocol != Protocol::V1 {
+            tracing::debug!("ignoring a binary frame from the Volt (the older protocol has none)");
+            return;
+        }
         let frame = match frame::decode_server_frame(bytes) {
             Ok(frame) => frame,
             Err(e) => {
@@ -393,12 +457,20 @@ impl Table {
             }
         };
         match keyed {
-            Ok(key) => call.stage = Stage::Keyed(key),
+            Ok(key) => call.stage = Stage::Keyed(Sealer::V1(key)),
             Err(e) => {
                 self.finish(id, Err(e));
                 return;
             }
         }
+        self.ready(id);
+    }
+
+    /// A call has its key: what waited for it is sent, or it is ended if its caller has gone.
+    fn ready(&mut self, id: u64) {
+        let Some(call) = self.live(id) else {
+            return;
+        };
         if call.abandoned {
             // Its handle went during the key exchange: end it, and forget it.
             let _ = self.end_client_side(id, Invoke::Never);
@@ -424,19 +496,15 @@ impl Table {
 
     fn on_sealed(&mut self, sealed: SealedFrame) {
         let id = sealed.call_id;
-        let Some(call) = self.calls.get(&id).and_then(|e| e.live.as_ref()) else {
+        let Some(call) = self.calls.get_mut(&id).and_then(|e| e.live.as_mut()) else {
             return;
         };
+        call.answered = true;
         if let Some(text) = sealed.meta_error() {
-            let status = Status {
-                code: 0,
-                message: text,
-                description: String::new(),
-            };
-            self.finish(id, Err(Error::from_status(status)));
+            self.finish(id, Err(volt_refused(text)));
             return;
         }
-        let Stage::Keyed(key) = &call.stage else {
+        let Stage::Keyed(Sealer::V1(key)) = &call.stage else {
             let e = Error::new(ErrorKind::Protocol, "a message before the key exchange");
             self.finish(id, Err(e));
             return;
@@ -446,7 +514,73 @@ impl Table {
             self.finish(id, Err(e));
             return;
         }
-        let body = match key.open_body(&sealed) {
+        let opened = key.open_body(&sealed);
+        self.on_body(id, opened);
+    }
+
+    /// A text frame: the older protocol's only kind. One that names no call it can be told
+    /// to is dropped (logged); an error naming no call fails every call still waiting for its
+    /// first answer, since any of them may be the one refused.
+    pub fn on_text(&mut self, text: &str) {
+        if self.settings.protocol == Protocol::V1 {
+            tracing::debug!("ignoring a text frame from the Volt (protocol v1 has none)");
+            return;
+        }
+        let frame = match legacy::ServerFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                match e.call_id() {
+                    Some(id) => self.finish(id, Err(Error::from(e))),
+                    None => tracing::debug!(error = %e, "dropping an unreadable text frame"),
+                }
+                return;
+            }
+        };
+        match frame {
+            legacy::ServerFrame::Error {
+                invoke_id: Some(id),
+                error,
+            } => self.finish(id, Err(volt_refused(error))),
+            legacy::ServerFrame::Error {
+                invoke_id: None,
+                error,
+            } => {
+                let waiting: Vec<u64> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, e)| e.live.as_ref().is_some_and(|c| !c.answered))
+                    .map(|(id, _)| *id)
+                    .collect();
+                tracing::debug!(
+                    calls = waiting.len(),
+                    "the Volt sent an error naming no call"
+                );
+                for id in waiting {
+                    self.finish(id, Err(volt_refused(error.clone())));
+                }
+            }
+            legacy::ServerFrame::Payload {
+                invoke_id,
+                json_payload,
+            } => {
+                let Some(call) = self.live(invoke_id) else {
+                    return;
+                };
+                call.answered = true;
+                let Stage::Keyed(Sealer::Legacy { key, .. }) = &call.stage else {
+                    let e = Error::new(ErrorKind::Protocol, "a text frame on a protocol v1 call");
+                    self.finish(invoke_id, Err(e));
+                    return;
+                };
+                let opened = key.open(&json_payload);
+                self.on_body(invoke_id, opened);
+            }
+        }
+    }
+
+    /// A decrypted body (or the failure to decrypt one) for call `id`.
+    fn on_body(&mut self, id: u64, opened: std::result::Result<Body, FrameError>) {
+        let body = match opened {
             Ok(body) => body,
             Err(e) => {
                 self.finish(id, Err(Error::from(e)));
@@ -567,4 +701,13 @@ fn deadline_after(now: Instant, timeout: std::time::Duration) -> Instant {
     now.checked_add(timeout)
         .or_else(|| now.checked_add(YEARS_30))
         .unwrap_or(now)
+}
+
+/// An error the Volt reported for a call outside its bodies: a status with its message.
+fn volt_refused(message: String) -> Error {
+    Error::from_status(Status {
+        code: 0,
+        message,
+        description: String::new(),
+    })
 }

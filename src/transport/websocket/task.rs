@@ -198,14 +198,14 @@ async fn serve(
 fn on_message(table: &mut Table, message: Message) -> Result<(), Lost> {
     match message {
         Message::Binary(bytes) => table.on_frame(&bytes),
+        Message::Text(text) => table.on_text(&text),
         Message::Close(frame) => {
             let why = frame
                 .map(|f| format!(" (code {}, {:?})", u16::from(f.code), f.reason.as_str()))
                 .unwrap_or_default();
             return Err(Lost::closed(format!("the Volt closed the connection{why}")));
         }
-        // Pings are answered by the websocket layer; protocol v1 has no text frames.
-        Message::Text(_) => tracing::debug!("ignoring a text frame from the Volt"),
+        // Pings are answered by the websocket layer.
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
     }
     Ok(())
