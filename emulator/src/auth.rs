@@ -4,6 +4,7 @@ use tdx_volt::protocol::token::{Claims, IdentityToken, Validation};
 use tdx_volt::PublicKey;
 
 use crate::call::{Caller, Code, Failure};
+use crate::clients::Session;
 use crate::services::Services;
 
 /// Clock skew tolerated on `iat` / `exp`, in seconds.
@@ -30,6 +31,44 @@ pub fn verify_token(svc: &Services, token: &IdentityToken) -> Result<(Caller, Cl
         .clients()
         .by_session(&session_id)
         .ok_or_else(|| unauthenticated(format!("unknown session: {session_id}")))?;
+    verify_for_session(svc, token, session)
+}
+
+/// Checks a token of the older websocket protocol (RS256, header `kid`): against the session
+/// its `sub` names when it has one (as [`verify_token`]), else against the session whose client
+/// key has the fingerprint `kid` (the Python client sends no `sub`). Returns the caller and the
+/// claims.
+pub fn verify_legacy_token(
+    svc: &Services,
+    token: &IdentityToken,
+) -> Result<(Caller, Claims), Failure> {
+    let unverified = token
+        .claims_unverified()
+        .map_err(|e| unauthenticated(format!("bad identity token: {e}")))?;
+    if unverified.sub.as_deref().is_some_and(|s| !s.is_empty()) {
+        return verify_token(svc, token);
+    }
+    let header: serde_json::Value = serde_json::from_str(token.header())
+        .map_err(|_| unauthenticated("bad identity token: the JWT header is not JSON"))?;
+    let kid = header
+        .get("kid")
+        .and_then(serde_json::Value::as_str)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            unauthenticated("the identity token names no session (sub) and no key (kid)")
+        })?;
+    let session = svc
+        .clients()
+        .by_fingerprint(kid)
+        .ok_or_else(|| unauthenticated(format!("unknown client key (kid): {kid}")))?;
+    verify_for_session(svc, token, session)
+}
+
+fn verify_for_session(
+    svc: &Services,
+    token: &IdentityToken,
+    session: Session,
+) -> Result<(Caller, Claims), Failure> {
     let key = PublicKey::from_pem(&session.public_key_pem)
         .map_err(|e| Failure::abort(Code::Internal, format!("stored session key: {e}")))?;
     let claims = token

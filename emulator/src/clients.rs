@@ -96,6 +96,27 @@ impl ClientRegistry {
         find(&sessions)
     }
 
+    /// The first session whose client key has this fingerprint
+    /// ([`PublicKey::fingerprint`]): how the older websocket protocol names its caller (the
+    /// token header's `kid`) when the token has no `sub`.
+    pub fn by_fingerprint(&self, fingerprint: &str) -> Option<Session> {
+        let mut sessions = self.lock();
+        let find = |list: &[Session]| {
+            list.iter()
+                .find(|s| {
+                    PublicKey::from_pem(&s.public_key_pem)
+                        .and_then(|k| k.fingerprint())
+                        .is_ok_and(|f| f == fingerprint)
+                })
+                .cloned()
+        };
+        if let Some(found) = find(&sessions) {
+            return Some(found);
+        }
+        self.merge_from_disk(&mut sessions);
+        find(&sessions)
+    }
+
     /// The session whose issued certificate is exactly this DER.
     pub fn by_certificate(&self, der: &[u8]) -> Option<Session> {
         use base64::Engine as _;

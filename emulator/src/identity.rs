@@ -1,12 +1,13 @@
-//! The emulated Volt's identity: its id, its Ed25519 signing key, a CA certificate for that
-//! key, and a TLS server certificate for `127.0.0.1` and `localhost` signed by the CA.
+//! The emulated Volt's identity: its id, its signing key (Ed25519, or RSA-2048 for an
+//! RSA-era Volt, see [`Era`]), a CA certificate for that key, and a TLS server certificate for
+//! `127.0.0.1` and `localhost` signed by the CA.
 //!
 //! Everything is created on first start in the data directory and reused afterwards:
 //!
 //! | file | holds | mode |
 //! | --- | --- | --- |
 //! | `volt.json` | id and display name | default |
-//! | `volt-key.pem` | the Volt signing key (PKCS#8) | 0600 |
+//! | `volt-key.pem` | the Volt signing key (PKCS#8); its algorithm fixes the era | 0600 |
 //! | `ca.pem` | the CA certificate (its key is the Volt key) | default |
 //! | `tls-cert.pem` | the TLS server certificate | default |
 //! | `tls-key.pem` | the TLS server key (ECDSA P-256) | 0600 |
@@ -22,10 +23,52 @@ use crate::files::{read_optional, write_atomic, Access};
 
 const CA_COMMON_NAME: &str = "tdx-volt-emulator CA";
 
+/// The RSA key size of an RSA-era Volt and its clients.
+pub const LEGACY_RSA_BITS: usize = 2048;
+
+/// Which generation of Volt the emulator plays, fixed by its signing key when the data
+/// directory is first created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Era {
+    /// Ed25519 keys; the websocket gateway speaks protocol v1 (binary frames).
+    #[default]
+    Current,
+    /// RSA-2048 keys; the websocket gateway speaks the older JSON text protocol of the
+    /// Python client `volt_client_web` 0.1.x (`serve --legacy`).
+    Legacy,
+}
+
+impl Era {
+    /// The era of a Volt whose signing key is `key`.
+    pub fn of_key(key: &PrivateKey) -> Era {
+        match key.algorithm() {
+            tdx_volt::KeyAlgorithm::Rsa => Era::Legacy,
+            _ => Era::Current,
+        }
+    }
+
+    /// A fresh key of this era, for the Volt or one of its clients.
+    pub fn generate_key(self) -> Result<PrivateKey> {
+        match self {
+            Era::Current => Ok(PrivateKey::generate_ed25519()),
+            Era::Legacy => PrivateKey::generate_rsa(LEGACY_RSA_BITS),
+        }
+    }
+
+    /// How this era is chosen on the command line, for error messages.
+    fn describe(self) -> &'static str {
+        match self {
+            Era::Current => "an Ed25519 Volt (created without --legacy): start it without --legacy",
+            Era::Legacy => "an RSA-era Volt (created with --legacy): start it with --legacy",
+        }
+    }
+}
+
 /// The Volt's identity and certificates.
 pub struct VoltIdentity {
     id: String,
     display_name: String,
+    era: Era,
     signing_key: PrivateKey,
     ca_pem: String,
     tls_cert_pem: String,
@@ -38,6 +81,7 @@ impl std::fmt::Debug for VoltIdentity {
         f.debug_struct("VoltIdentity")
             .field("id", &self.id)
             .field("display_name", &self.display_name)
+            .field("era", &self.era)
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
@@ -48,8 +92,20 @@ fn cert_error(what: &str, e: rcgen::Error) -> Error {
 }
 
 impl VoltIdentity {
-    /// Loads the identity kept in `dir`, creating whatever is missing (and `dir` itself).
+    /// Loads the identity kept in `dir`, creating whatever is missing (and `dir` itself). The
+    /// era is the existing key's; a new Volt is of [`Era::Current`].
     pub fn load_or_create(dir: &Path) -> Result<VoltIdentity> {
+        VoltIdentity::open(dir, None)
+    }
+
+    /// Loads the identity kept in `dir` as a Volt of `era`, creating whatever is missing. A
+    /// directory holding a Volt of the other era is a [`ErrorKind::Config`] error saying
+    /// which flag starts it: the two are never mixed.
+    pub fn load_or_create_as(dir: &Path, era: Era) -> Result<VoltIdentity> {
+        VoltIdentity::open(dir, Some(era))
+    }
+
+    fn open(dir: &Path, want: Option<Era>) -> Result<VoltIdentity> {
         crate::files::create_dir(dir)?;
 
         let meta_path = dir.join("volt.json");
@@ -96,11 +152,22 @@ impl VoltIdentity {
                 .with_source(e)
             })?,
             None => {
-                let key = PrivateKey::generate_ed25519();
+                let key = want.unwrap_or_default().generate_key()?;
                 write_atomic(&key_path, key.to_pkcs8_pem()?.as_bytes(), Access::Private)?;
                 key
             }
         };
+        let era = Era::of_key(&signing_key);
+        if want.is_some_and(|w| w != era) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{} holds {}, or use another directory",
+                    dir.display(),
+                    era.describe()
+                ),
+            ));
+        }
         let key_pem = signing_key.to_pkcs8_pem()?;
         let ca_key = rcgen::KeyPair::from_pem(&key_pem)
             .map_err(|e| cert_error("loading the Volt key for the CA", e))?;
@@ -147,6 +214,7 @@ impl VoltIdentity {
         Ok(VoltIdentity {
             id,
             display_name,
+            era,
             signing_key,
             ca_pem,
             tls_cert_pem,
@@ -205,9 +273,21 @@ impl VoltIdentity {
         &self.display_name
     }
 
-    /// The Volt signing key (signs key exchanges, and is the CA key).
+    /// The Volt signing key (signs key exchanges, and is the CA key; an RSA-era Volt's
+    /// also opens the call keys clients send it).
     pub fn signing_key(&self) -> &PrivateKey {
         &self.signing_key
+    }
+
+    /// Which generation of Volt this is.
+    pub fn era(&self) -> Era {
+        self.era
+    }
+
+    /// The Volt's fingerprint: [`tdx_volt::PublicKey::fingerprint`] of its public key (how
+    /// RSA-era clients name it in `target_fingerprint`).
+    pub fn fingerprint(&self) -> Result<String> {
+        self.signing_key.public_key().fingerprint()
     }
 
     /// The CA certificate PEM (`DIR/ca.pem`).
@@ -324,6 +404,33 @@ mod tests {
             first.signing_key().public_key()
         );
         assert!(first.id().starts_with("did:volt:"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_legacy_volt_is_rsa_throughout_and_never_mixed_with_the_other_era() {
+        let dir = scratch("legacy");
+        let volt = VoltIdentity::load_or_create_as(&dir, Era::Legacy).unwrap();
+        assert_eq!(volt.era(), Era::Legacy);
+        let key = volt.signing_key().public_key();
+        assert!(key.as_rsa().is_some());
+        assert_eq!(PublicKey::from_certificate_pem(volt.ca_pem()).unwrap(), key);
+        assert_eq!(volt.fingerprint().unwrap(), key.fingerprint().unwrap());
+        // The directory's own era is what a plain load finds.
+        let again = VoltIdentity::load_or_create(&dir).unwrap();
+        assert_eq!(again.era(), Era::Legacy);
+        assert_eq!(again.signing_key().public_key(), key);
+        // Started as the other era: a configuration error naming the flag.
+        let err = VoltIdentity::load_or_create_as(&dir, Era::Current).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("with --legacy"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let dir = scratch("current");
+        VoltIdentity::load_or_create(&dir).unwrap();
+        let err = VoltIdentity::load_or_create_as(&dir, Era::Legacy).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("without --legacy"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use tdx_volt::proto::volt::Resource;
 use tdx_volt::protocol::keys::DEFAULT_PBKDF2_ITERATIONS;
-use tdx_volt::{Error, ErrorKind, PrivateKey, Result};
+use tdx_volt::{Error, ErrorKind, Result};
 
 use crate::clients::Session;
 use crate::files::{read_optional, write_atomic, Access};
+use crate::identity::Era;
 use crate::services::resources::{kind, new_id};
 use crate::services::Services;
 
@@ -73,9 +74,9 @@ impl Endpoints {
     }
 }
 
-/// Issues a new client: a fresh Ed25519 key, client id, session and home folder. With a
-/// passphrase the key is written encrypted (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC).
-/// Returns the configuration JSON.
+/// Issues a new client: a fresh key of the Volt's era (Ed25519, or RSA-2048 for an RSA-era
+/// Volt), client id, session and home folder. With a passphrase the key is written encrypted
+/// (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC). Returns the configuration JSON.
 ///
 /// `create_home`: make the client's home folder now. A separate process issuing a client for
 /// a running emulator must not write the resource tree (the server owns it); the server then
@@ -87,7 +88,7 @@ pub fn issue_client(
     passphrase: Option<&str>,
     create_home: bool,
 ) -> Result<Value> {
-    let key = PrivateKey::generate_ed25519();
+    let key = svc.identity().era().generate_key()?;
     let client_id = new_id();
     let session_id = new_id();
     let home_id = if create_home {
@@ -121,16 +122,24 @@ pub fn issue_client(
     }))
 }
 
+/// How to reach and trust the Volt; an RSA-era Volt's also carries its `fingerprint`, as the
+/// configurations such Volts issued did.
 fn volt_section(svc: &Services, endpoints: &Endpoints) -> Result<Value> {
     let identity = svc.identity();
-    Ok(json!({
+    let mut volt = json!({
         "id": identity.id(),
         "display_name": identity.display_name(),
         "address": endpoints.address,
         "http_address": endpoints.http_address,
         "public_key": identity.signing_key().public_key().to_spki_pem()?,
         "ca_pem": identity.ca_pem(),
-    }))
+    });
+    if identity.era() == Era::Legacy {
+        if let Some(obj) = volt.as_object_mut() {
+            obj.insert("fingerprint".into(), Value::from(identity.fingerprint()?));
+        }
+    }
+    Ok(volt)
 }
 
 /// Writes `DIR/client.config.json`: when it already holds a session this Volt knows, only the

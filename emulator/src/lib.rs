@@ -14,6 +14,6 @@ pub mod services;
 pub mod tls;
 pub mod transport;
 
-pub use identity::VoltIdentity;
+pub use identity::{Era, VoltIdentity};
 pub use server::{issue_client_file, Emulator, EmulatorBuilder};
 pub use services::{AuthenticatePolicy, ConnectionCounts};

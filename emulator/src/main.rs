@@ -11,15 +11,19 @@ const USAGE: &str = "\
 volt-emulator: a local tdx Volt (websocket gateway + gRPC, TLS, SQLite)
 
 USAGE:
-  volt-emulator serve --dir DIR [--ws-listen ADDR] [--grpc-listen ADDR] [--plain]
+  volt-emulator serve --dir DIR [--ws-listen ADDR] [--grpc-listen ADDR] [--plain] [--legacy]
   volt-emulator client --dir DIR --name NAME [--passphrase P] [--out FILE]
 
 serve   starts the Volt with its state in DIR (created on first start), writes
         DIR/client.config.json, prints one JSON line with the bound addresses and runs
         until SIGINT or SIGTERM. Listeners default to 127.0.0.1:0; TLS unless --plain.
+        --legacy plays an RSA-era Volt: RSA keys, and a websocket gateway speaking the
+        older JSON text protocol (Python volt_client_web 0.1.x). A directory keeps the era
+        it was created with.
 client  issues a further client configuration (fresh key and session) for the Volt in
         DIR, written to FILE (default DIR/<NAME>.config.json); with --passphrase the key
-        is encrypted (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC).
+        is encrypted (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC). The key is RSA when the
+        Volt in DIR is an RSA-era one.
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.";
 
@@ -29,6 +33,7 @@ enum Command {
         ws_listen: Option<SocketAddr>,
         grpc_listen: Option<SocketAddr>,
         plain: bool,
+        legacy: bool,
     },
     Client {
         dir: PathBuf,
@@ -46,6 +51,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
     let mut ws_listen = None;
     let mut grpc_listen = None;
     let mut plain = false;
+    let mut legacy = false;
     let mut name = None;
     let mut passphrase = None;
     let mut out = None;
@@ -67,6 +73,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
                 grpc_listen = Some(addr(value("--grpc-listen")?, "--grpc-listen")?)
             }
             "--plain" if command == "serve" => plain = true,
+            "--legacy" if command == "serve" => legacy = true,
             "--name" if command == "client" => name = Some(value("--name")?),
             "--passphrase" if command == "client" => passphrase = Some(value("--passphrase")?),
             "--out" if command == "client" => out = Some(PathBuf::from(value("--out")?)),
@@ -81,6 +88,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
             ws_listen,
             grpc_listen,
             plain,
+            legacy,
         }),
         "client" => Ok(Command::Client {
             dir,
@@ -138,7 +146,8 @@ fn main() -> ExitCode {
             ws_listen,
             grpc_listen,
             plain,
-        } => serve(dir, ws_listen, grpc_listen, plain),
+            legacy,
+        } => serve(dir, ws_listen, grpc_listen, plain, legacy),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -160,6 +169,7 @@ fn serve(
     ws_listen: Option<SocketAddr>,
     grpc_listen: Option<SocketAddr>,
     plain: bool,
+    legacy: bool,
 ) -> tdx_volt::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -168,7 +178,7 @@ fn serve(
             tdx_volt::Error::new(tdx_volt::ErrorKind::Io, "starting the runtime").with_source(e)
         })?;
     runtime.block_on(async move {
-        let mut builder = Emulator::builder(dir).plain(plain);
+        let mut builder = Emulator::builder(dir).plain(plain).legacy(legacy);
         if let Some(addr) = ws_listen {
             builder = builder.ws_listen(addr);
         }

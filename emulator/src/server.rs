@@ -10,10 +10,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-use crate::identity::VoltIdentity;
+use crate::identity::{Era, VoltIdentity};
 use crate::issue::{issue_client, write_config, write_default_config, Endpoints};
 use crate::services::{AuthenticatePolicy, ConnectionCounts, Services};
-use crate::transport::{grpc, websocket};
+use crate::transport::{grpc, legacy_websocket, websocket};
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -26,6 +26,7 @@ pub struct EmulatorBuilder {
     ws_listen: SocketAddr,
     grpc_listen: SocketAddr,
     plain: bool,
+    legacy: bool,
     clock_offset: i64,
     authenticate_policy: AuthenticatePolicy,
 }
@@ -50,6 +51,16 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Plays an RSA-era Volt (`serve --legacy`): RSA-2048 Volt and client keys, a CA signed
+    /// with the RSA key, client configurations carrying `volt.fingerprint`, and a websocket
+    /// gateway speaking the older JSON text protocol (the Python client `volt_client_web`
+    /// 0.1.x) instead of protocol v1. gRPC is served as usual. The data directory keeps the
+    /// era it was created with: starting it in the other one fails with a configuration error.
+    pub fn legacy(mut self, legacy: bool) -> Self {
+        self.legacy = legacy;
+        self
+    }
+
     /// Runs the Volt's clock `secs` seconds ahead of the host's (behind, when negative) for
     /// token checks, to test clients against clock skew and expired tokens. 0 by default.
     pub fn clock_offset(mut self, secs: i64) -> Self {
@@ -66,7 +77,12 @@ impl EmulatorBuilder {
     /// Loads (or creates) the identity and data in the directory, binds both listeners,
     /// writes `DIR/client.config.json` and starts serving.
     pub async fn start(self) -> Result<Emulator> {
-        let identity = VoltIdentity::load_or_create(&self.dir)?;
+        let era = if self.legacy {
+            Era::Legacy
+        } else {
+            Era::Current
+        };
+        let identity = VoltIdentity::load_or_create_as(&self.dir, era)?;
         let tls = if self.plain {
             None
         } else {
@@ -152,6 +168,7 @@ impl Emulator {
             ws_listen: local,
             grpc_listen: local,
             plain: false,
+            legacy: false,
             clock_offset: 0,
             authenticate_policy: AuthenticatePolicy::Permit,
         }
@@ -180,6 +197,11 @@ impl Emulator {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         self.svc.dir()
+    }
+
+    /// Which generation of Volt this is ([`EmulatorBuilder::legacy`]).
+    pub fn era(&self) -> Era {
+        self.svc.identity().era()
     }
 
     /// The Volt CA certificate (PEM), which clients must trust.
@@ -220,7 +242,8 @@ impl Emulator {
 }
 
 /// Issues a client configuration for the emulator whose data is in `dir` (running or not; the
-/// addresses are those of its last start) and writes it to `out`.
+/// addresses are those of its last start) and writes it to `out`. The client's key is of the
+/// directory's era: RSA for an RSA-era Volt.
 pub fn issue_client_file(
     dir: &Path,
     name: &str,
@@ -288,10 +311,7 @@ async fn serve_connection(
     debug!(%peer, ?kind, "connection");
     match tls {
         None => match kind {
-            Kind::Websocket => {
-                svc.connections().websocket_accepted();
-                websocket::serve_stream(svc, stream).await
-            }
+            Kind::Websocket => serve_gateway(svc, stream).await,
             Kind::Grpc => {
                 svc.connections().grpc_accepted(false);
                 grpc::serve_stream(svc, stream, None).await
@@ -305,10 +325,7 @@ async fn serve_connection(
                 Err(_) => return debug!(%peer, "TLS handshake timed out"),
             };
             match kind {
-                Kind::Websocket => {
-                    svc.connections().websocket_accepted();
-                    websocket::serve_stream(svc, stream).await
-                }
+                Kind::Websocket => serve_gateway(svc, stream).await,
                 Kind::Grpc => {
                     let cert = stream
                         .get_ref()
@@ -321,5 +338,17 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+/// Serves the websocket gateway of the Volt's era on an established stream.
+async fn serve_gateway<S>(svc: Arc<Services>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    svc.connections().websocket_accepted();
+    match svc.identity().era() {
+        Era::Current => websocket::serve_stream(svc, stream).await,
+        Era::Legacy => legacy_websocket::serve_stream(svc, stream).await,
     }
 }

@@ -29,9 +29,14 @@ impl Drop for Served {
 }
 
 fn serve(dir: &std::path::Path) -> Served {
+    serve_with(dir, &[])
+}
+
+fn serve_with(dir: &std::path::Path, flags: &[&str]) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--dir"])
         .arg(dir)
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -185,6 +190,117 @@ async fn serve_prints_ready_line_issues_clients_survives_bad_input_and_stops_on_
         served.ready["http_address"].as_str()
     );
     get_root(&again, &again.private_key(None).unwrap(), 1).await;
+    assert!(terminate(served).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the binary to its exit (failing the test if it runs on past the wait).
+fn run_to_exit(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("volt-emulator starts");
+    let deadline = Instant::now() + support::WAIT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("volt-emulator {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn serve_legacy_writes_an_rsa_configuration_and_the_directory_keeps_its_era() {
+    use tdx_volt::protocol::keys::fingerprint_of_pem_text;
+    use tdx_volt::PublicKey;
+
+    let dir = support::temp_dir("cli-legacy");
+    let served = serve_with(&dir, &["--legacy"]);
+    // The ready line has the same shape as without --legacy.
+    let keys: Vec<&str> = served
+        .ready
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["http_address", "address", "config"]);
+    assert!(served.ready["http_address"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://127.0.0.1:"));
+    let config_path = served.ready["config"].as_str().unwrap().to_owned();
+    let raw: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let config = ClientConfig::from_file(&config_path).expect("written config loads");
+
+    // Client key, Volt key and CA key are RSA; the CA carries the Volt key.
+    assert!(raw["credential"]["key"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN PRIVATE KEY"));
+    assert!(config
+        .private_key(None)
+        .unwrap()
+        .public_key()
+        .as_rsa()
+        .is_some());
+    assert!(config.credential().session_id.is_some());
+    let volt_key = config.volt_public_key().unwrap();
+    assert!(volt_key.as_rsa().is_some());
+    let ca_key = PublicKey::from_certificate_pem(raw["volt"]["ca_pem"].as_str().unwrap()).unwrap();
+    assert!(ca_key.as_rsa().is_some());
+    assert_eq!(ca_key, volt_key);
+    // The fingerprint is base58(SHA-256) of the Volt key's SPKI PEM text.
+    let public_pem = raw["volt"]["public_key"].as_str().unwrap();
+    assert!(public_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    let fingerprint = raw["volt"]["fingerprint"]
+        .as_str()
+        .expect("volt.fingerprint");
+    assert_eq!(fingerprint, fingerprint_of_pem_text(public_pem));
+    assert_eq!(fingerprint, volt_key.fingerprint().unwrap());
+
+    // `client` issues RSA clients for this Volt too.
+    let out = dir.join("bob.json");
+    let status = Command::new(BIN)
+        .args(["client", "--name", "bob", "--dir"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bob = ClientConfig::from_file(&out).unwrap();
+    assert!(bob
+        .private_key(None)
+        .unwrap()
+        .public_key()
+        .as_rsa()
+        .is_some());
+    assert_eq!(bob.volt().fingerprint.as_deref(), Some(fingerprint));
+    assert!(terminate(served).success());
+
+    // Started without --legacy, the directory is refused, naming the flag to use.
+    let output = run_to_exit(&["serve"], &dir);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("start it with --legacy"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no ready line");
+    // And with it, it still starts.
+    let served = serve_with(&dir, &["--legacy"]);
+    assert_eq!(
+        ClientConfig::from_file(served.ready["config"].as_str().unwrap())
+            .unwrap()
+            .volt()
+            .id,
+        config.volt().id
+    );
     assert!(terminate(served).success());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,573 @@
+//! What the two websocket gateways (protocol v1 and the older JSON text protocol) share: the
+//! upgrade at [`API_PATH`], and the calls of one socket.
+//!
+//! One task owns each socket ([`Connection`]). Client messages are read and answered in order
+//! by that task; each call runs in its own task (handler + response forwarder) joined to the
+//! connection's `JoinSet`, so closing the socket cancels every call. Responses reach the socket
+//! through one bounded channel. Finished call ids are remembered for a while, so that a
+//! client's late frames for them (typically its end, crossing the server's end on the wire) are
+//! dropped quietly instead of answered as unknown.
+//!
+//! Two things differ between the protocols, and each is a trait here:
+//! - [`Protocol`]: how a client message is read (it decides which call it concerns, checks the
+//!   token, opens the body) and how an error outside any call's encryption is framed;
+//! - [`CallSeal`], implemented by a call's key: how the call's bodies are framed for the
+//!   socket (binary frames under a v1 `CallKey`, JSON text under a `LegacyKey`).
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use prost::Message as _;
+use serde_json::Value;
+use tdx_volt::protocol::body::Body;
+use tdx_volt::protocol::schema::{self, Method};
+use tdx_volt::protocol::token::IdentityToken;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::debug;
+
+use crate::auth::verify_token_with_key;
+use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
+use crate::services::Services;
+
+/// The path of the gateway.
+pub const API_PATH: &str = "/api";
+/// The largest frame the gateway answers; a larger one gets an error on its call.
+pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+/// The largest websocket message read at all; beyond it the socket is closed.
+pub const HARD_MESSAGE_LIMIT: usize = MAX_MESSAGE_LEN + 64 * 1024;
+/// Calls open at once on one socket; a call beyond it is refused with an error.
+pub const MAX_CALLS_PER_CONNECTION: usize = 10_000;
+const AUTHENTICATE: &str = "/tdx.volt_api.volt.v1.VoltAPI/Authenticate";
+/// Frames queued for the socket writer.
+const OUTGOING_CAPACITY: usize = 256;
+/// Finished calls remembered so that a client's late frames for them are dropped quietly.
+const RECENTLY_FINISHED: usize = 1024;
+/// Error texts sent to clients are cut to this many bytes (at a character boundary), so that
+/// an error echoing a huge input still fits its frame.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// How one call's bodies are framed for the socket: implemented by the call's key.
+pub(crate) trait CallSeal: Send + Sync + 'static {
+    /// The message carrying `body` for call `call_id`, or why it cannot be sent (it does not
+    /// fit in a frame).
+    fn frame(&self, call_id: u64, body: &Body) -> Result<Message, String>;
+}
+
+/// A websocket protocol spoken at [`API_PATH`].
+pub(crate) trait Protocol: Sized + Send + 'static {
+    /// A call's key, which seals its bodies.
+    type Key: CallSeal;
+
+    /// The frame telling the client about an error that is not inside a call's encryption
+    /// (bad token, unknown call, undecryptable frame...), naming the call when known; `None`
+    /// when the protocol has no way to say it.
+    fn error_frame(call_id: Option<u64>, message: &str) -> Option<Message>;
+
+    /// Handles one text or binary message from the client. Answers go through
+    /// [`Connection::push`] and the other methods of the connection; a returned close frame
+    /// closes the socket once they are written.
+    fn on_message(conn: &mut Connection<Self>, message: Message) -> Option<CloseFrame>;
+}
+
+/// Accepts the websocket upgrade at [`API_PATH`] on an established (TLS or plain) stream and
+/// serves the connection with protocol `P` until it closes.
+pub(crate) async fn serve_stream<P, S>(svc: Arc<Services>, stream: S)
+where
+    P: Protocol,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(HARD_MESSAGE_LIMIT);
+    config.max_frame_size = Some(HARD_MESSAGE_LIMIT);
+    #[allow(clippy::result_large_err)]
+    let check_path = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        if request.uri().path() == API_PATH {
+            Ok(response)
+        } else {
+            let mut refusal = ErrorResponse::new(Some(format!(
+                "volt-emulator: the websocket gateway is at {API_PATH}"
+            )));
+            *refusal.status_mut() = http::StatusCode::NOT_FOUND;
+            Err(refusal)
+        }
+    };
+    match tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config)).await {
+        Ok(ws) => Connection::<P>::new(svc).run(ws).await,
+        Err(e) => debug!("websocket handshake failed: {e}"),
+    }
+}
+
+enum CallState<K> {
+    /// Keyed (protocol v1's key exchange done); waiting for the invoke.
+    Keyed { key: Arc<K>, identity: Identity },
+    /// Invoked: the handler runs.
+    Running {
+        key: Arc<K>,
+        method: &'static Method,
+        /// `None` once the client has ended its side.
+        inbound: Option<InboundSender>,
+        /// Tells this call's task apart from a later call reusing the id.
+        serial: u64,
+        task: AbortHandle,
+    },
+}
+
+impl<K> CallState<K> {
+    fn key(&self) -> &Arc<K> {
+        match self {
+            CallState::Keyed { key, .. } | CallState::Running { key, .. } => key,
+        }
+    }
+}
+
+/// Who opened a call.
+pub(crate) enum Identity {
+    /// The token was verified against its session.
+    Verified(Caller),
+    /// The token names no session: only Authenticate may be invoked, and the token is checked
+    /// then, against the key the request presents.
+    Sessionless(Box<IdentityToken>),
+}
+
+/// The calls of one socket, and the socket's outgoing frames.
+pub(crate) struct Connection<P: Protocol> {
+    svc: Arc<Services>,
+    calls: HashMap<u64, CallState<P::Key>>,
+    /// Call tasks; each returns its call id and serial.
+    tasks: JoinSet<(u64, u64)>,
+    next_serial: u64,
+    /// Frames produced by the call tasks, written by the connection task.
+    out_tx: mpsc::Sender<Message>,
+    out_rx: mpsc::Receiver<Message>,
+    /// Frames the connection task itself answers with, written after each client message.
+    pending: Vec<Message>,
+    finished: VecDeque<u64>,
+}
+
+impl<P: Protocol> Connection<P> {
+    fn new(svc: Arc<Services>) -> Connection<P> {
+        let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
+        Connection {
+            svc,
+            calls: HashMap::new(),
+            tasks: JoinSet::new(),
+            next_serial: 0,
+            out_tx,
+            out_rx,
+            pending: Vec::new(),
+            finished: VecDeque::with_capacity(RECENTLY_FINISHED),
+        }
+    }
+
+    async fn run<S>(mut self, ws: WebSocketStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut sink, mut stream) = ws.split();
+        loop {
+            tokio::select! {
+                incoming = stream.next() => {
+                    let message = match incoming {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            debug!("websocket read failed: {e}");
+                            break;
+                        }
+                        None => break,
+                    };
+                    match message {
+                        Message::Binary(_) | Message::Text(_) => {
+                            let close = P::on_message(&mut self, message);
+                            let mut failed = false;
+                            for reply in self.pending.drain(..) {
+                                if sink.feed(reply).await.is_err() {
+                                    failed = true;
+                                    break;
+                                }
+                            }
+                            if failed || sink.flush().await.is_err() {
+                                break;
+                            }
+                            if let Some(close) = close {
+                                let _ = sink.send(Message::Close(Some(close))).await;
+                                break;
+                            }
+                        }
+                        // tungstenite answers pings itself on the next read.
+                        Message::Close(_) => break,
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                }
+                Some(frame) = self.out_rx.recv() => {
+                    if let Err(e) = sink.send(frame).await {
+                        debug!("websocket write failed: {e}");
+                        break;
+                    }
+                }
+                Some(done) = self.tasks.join_next() => {
+                    if let Ok((call_id, serial)) = done {
+                        if matches!(self.calls.get(&call_id),
+                            Some(CallState::Running { serial: s, .. }) if *s == serial)
+                        {
+                            self.calls.remove(&call_id);
+                            self.remember_finished(call_id);
+                        }
+                    }
+                }
+            }
+        }
+        // Dropping the JoinSet aborts every call still running.
+        self.tasks.abort_all();
+    }
+
+    /// The services calls run against.
+    pub(crate) fn svc(&self) -> &Arc<Services> {
+        &self.svc
+    }
+
+    /// Queues a frame, written once the current client message is handled.
+    pub(crate) fn push(&mut self, message: Message) {
+        self.pending.push(message);
+    }
+
+    /// Whether a call is open under this id.
+    pub(crate) fn is_open(&self, call_id: u64) -> bool {
+        self.calls.contains_key(&call_id)
+    }
+
+    /// Admits a new call under `call_id`, or answers why not: the id is in use (that call
+    /// fails: the client has lost track of it) or the socket has too many open calls.
+    pub(crate) fn admit(&mut self, call_id: u64) -> bool {
+        if self.calls.contains_key(&call_id) {
+            self.fail_call(call_id, "call id is already in use");
+            return false;
+        }
+        // A new call under a finished call's id: its frames are no longer stale.
+        self.finished.retain(|id| *id != call_id);
+        if self.calls.len() >= MAX_CALLS_PER_CONNECTION {
+            self.send_error(
+                Some(call_id),
+                &format!("too many open calls on this socket (limit {MAX_CALLS_PER_CONNECTION})"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Records an admitted call whose key is agreed, waiting for its invoke.
+    pub(crate) fn keyed(&mut self, call_id: u64, key: P::Key, identity: Identity) {
+        self.calls.insert(
+            call_id,
+            CallState::Keyed {
+                key: Arc::new(key),
+                identity,
+            },
+        );
+    }
+
+    /// The key of an open call. For any other id `None`, after answering "unknown call id"
+    /// unless the call finished recently (a late frame, dropped quietly).
+    pub(crate) fn key_of(&mut self, call_id: u64) -> Option<Arc<P::Key>> {
+        match self.calls.get(&call_id) {
+            Some(state) => Some(state.key().clone()),
+            None => {
+                if !self.finished.contains(&call_id) {
+                    self.send_error(Some(call_id), "unknown call id");
+                }
+                None
+            }
+        }
+    }
+
+    /// Acts on a decrypted body for an open call.
+    pub(crate) fn on_body(&mut self, call_id: u64, body: Body) {
+        match body {
+            Body::Invoke {
+                method_name,
+                json_request,
+                ..
+            } => self.invoke_keyed(call_id, &method_name, &json_request),
+            Body::Payload { json_payload } => self.on_payload(call_id, &json_payload),
+            Body::End { .. } => self.end_client(call_id),
+            _ => self.fail_call(call_id, "unsupported body"),
+        }
+    }
+
+    /// The client has finished sending: the handler sees the end of its requests. A call
+    /// ended before it was invoked never runs and is forgotten.
+    pub(crate) fn end_client(&mut self, call_id: u64) {
+        match self.calls.get_mut(&call_id) {
+            Some(CallState::Running { inbound, .. }) => {
+                inbound.take();
+            }
+            Some(CallState::Keyed { .. }) => {
+                self.calls.remove(&call_id);
+            }
+            None => {}
+        }
+    }
+
+    fn invoke_keyed(&mut self, call_id: u64, method_name: &str, json_request: &str) {
+        let Some(CallState::Keyed { key, identity }) = self.calls.remove(&call_id) else {
+            return self.fail_call(call_id, "call was invoked twice");
+        };
+        self.start(call_id, key, identity, method_name, json_request);
+    }
+
+    /// Starts an admitted call: `json_request` is its first request. A call that cannot start
+    /// (unknown method, bad request, refused identity) ends at once with an error end body
+    /// under its key.
+    pub(crate) fn start(
+        &mut self,
+        call_id: u64,
+        key: Arc<P::Key>,
+        identity: Identity,
+        method_name: &str,
+        json_request: &str,
+    ) {
+        let method = match schema::methods().lookup(method_name) {
+            Ok(m) => m,
+            Err(_) => {
+                return self.end_with_error(call_id, &key, &Failure::unimplemented(method_name))
+            }
+        };
+        let (inbound_tx, inbound) = Inbound::channel();
+        // The invoke's request is the call's first message; an empty request ("{}" or "")
+        // from a streaming call that sends its messages later carries nothing.
+        let first = json_request.trim();
+        if !(first.is_empty() || (first == "{}" && method.kind().client_streams())) {
+            match request_bytes(method, first) {
+                Ok(bytes) => {
+                    // A fresh channel always has room for one message.
+                    let _ = inbound_tx.try_send(bytes);
+                }
+                Err(f) => return self.end_with_error(call_id, &key, &f),
+            }
+        }
+        let caller = match identity {
+            Identity::Verified(caller) => caller,
+            Identity::Sessionless(token) => match self.sessionless(method, first, &token) {
+                Ok(caller) => caller,
+                Err(f) => return self.end_with_error(call_id, &key, &f),
+            },
+        };
+        let (outbound, mut out_rx) = Outbound::channel();
+        let svc = self.svc.clone();
+        let out_tx = self.out_tx.clone();
+        let call_key = key.clone();
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let task = self.tasks.spawn(async move {
+            // A handler that panics fails its call instead of leaving it without an end.
+            let handler = async {
+                AssertUnwindSafe(svc.call(caller, method, inbound, outbound))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Failure::abort(Code::Internal, "the call's handler failed"))
+                    })
+            };
+            // A response that cannot be framed (too large) fails the call: dropping the
+            // receiver stops the handler at its next send.
+            let forward = async {
+                while let Some(bytes) = out_rx.recv().await {
+                    match response_frame(method, &*call_key, call_id, &bytes) {
+                        Ok(frame) => {
+                            if out_tx.send(frame).await.is_err() {
+                                return None;
+                            }
+                        }
+                        Err(f) => return Some(f),
+                    }
+                }
+                None
+            };
+            let (result, unsendable) = tokio::join!(handler, forward);
+            if let Ok(frame) = call_key.frame(call_id, &end_body(unsendable.map_or(result, Err))) {
+                let _ = out_tx.send(frame).await;
+            }
+            (call_id, serial)
+        });
+        self.calls.insert(
+            call_id,
+            CallState::Running {
+                key,
+                method,
+                inbound: Some(inbound_tx),
+                serial,
+                task,
+            },
+        );
+    }
+
+    /// Admits a call whose token names no session: it must be Authenticate, and the token must
+    /// be signed by the key the request presents (with this Volt as audience, in its window).
+    fn sessionless(
+        &self,
+        method: &Method,
+        request_json: &str,
+        token: &IdentityToken,
+    ) -> Result<Caller, Failure> {
+        if method.path() != AUTHENTICATE {
+            return Err(Failure::abort(
+                Code::Unauthenticated,
+                "the identity token names no session (sub); only Authenticate may be called without one",
+            ));
+        }
+        let bytes = request_bytes(method, request_json)?;
+        let request = tdx_volt::proto::volt::AuthenticateRequest::decode(bytes)
+            .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))?;
+        let key = crate::authenticate::request_key(&self.svc, &request)
+            .map_err(|f| Failure::abort(f.code(), f.message()))?;
+        verify_token_with_key(&self.svc, token, &key)?;
+        Ok(Caller {
+            client_id: String::new(),
+            session_id: String::new(),
+        })
+    }
+
+    fn on_payload(&mut self, call_id: u64, json_payload: &str) {
+        let Some(CallState::Running {
+            method, inbound, ..
+        }) = self.calls.get_mut(&call_id)
+        else {
+            return self.fail_call(call_id, "payload before invoke");
+        };
+        let Some(tx) = inbound else {
+            return self.fail_call(call_id, "payload after the client ended the call");
+        };
+        let bytes = match request_bytes(method, json_payload) {
+            Ok(b) => b,
+            Err(f) => return self.fail_call(call_id, f.message()),
+        };
+        match tx.try_send(bytes) {
+            Ok(()) => {}
+            // The handler has taken all it wants (a unary method reads one request).
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.fail_call(
+                call_id,
+                "too many requests waiting for this call (the handler is not keeping up)",
+            ),
+        }
+    }
+
+    /// Ends a call that never started with an error end body (sealed: the key exists).
+    fn end_with_error(&mut self, call_id: u64, key: &P::Key, failure: &Failure) {
+        self.remember_finished(call_id);
+        if let Ok(frame) = key.frame(call_id, &end_body(Err(failure.clone()))) {
+            self.pending.push(frame);
+        }
+    }
+
+    fn remember_finished(&mut self, call_id: u64) {
+        if self.finished.len() == RECENTLY_FINISHED {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(call_id);
+    }
+
+    /// Fails a call: its handler (if any) stops, and the client gets an error frame.
+    pub(crate) fn fail_call(&mut self, call_id: u64, message: &str) {
+        if let Some(CallState::Running { task, .. }) = self.calls.remove(&call_id) {
+            task.abort();
+        }
+        self.remember_finished(call_id);
+        self.send_error(Some(call_id), message);
+    }
+
+    /// Sends an error frame, for a call or (`None`) for the socket.
+    pub(crate) fn send_error(&mut self, call_id: Option<u64>, message: &str) {
+        debug!(call_id, "call error: {message}");
+        if let Some(frame) = P::error_frame(call_id, clip(message)) {
+            self.pending.push(frame);
+        }
+    }
+}
+
+/// The body ending a call: a normal end, or `method_end.error` with the failure's code.
+fn end_body(result: Result<(), Failure>) -> Body {
+    match result {
+        Ok(()) => Body::end(),
+        Err(f) => Body::End {
+            error: Some(clip(f.message()).to_owned()),
+            error_code: f.code().as_i32(),
+        },
+    }
+}
+
+/// Cuts an error text to [`MAX_ERROR_TEXT`] bytes at a character boundary.
+pub(crate) fn clip(message: &str) -> &str {
+    if message.len() <= MAX_ERROR_TEXT {
+        return message;
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+fn request_bytes(method: &Method, json: &str) -> Result<Bytes, Failure> {
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| Failure::abort(Code::InvalidArgument, format!("request is not JSON: {e}")))?;
+    schema::json_to_protobuf(method.input(), &value)
+        .map(Bytes::from)
+        .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))
+}
+
+fn response_frame<K: CallSeal>(
+    method: &Method,
+    key: &K,
+    call_id: u64,
+    bytes: &[u8],
+) -> Result<Message, Failure> {
+    let json = schema::protobuf_to_json(method.output(), bytes)
+        .map_err(|e| Failure::abort(Code::Internal, format!("response: {e}")))?;
+    let body = Body::Payload {
+        json_payload: json.to_string(),
+    };
+    key.frame(call_id, &body).map_err(|e| {
+        Failure::abort(
+            Code::ResourceExhausted,
+            format!("the response does not fit in a websocket frame: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{clip, end_body, MAX_ERROR_TEXT};
+    use crate::call::{Code, Failure};
+    use tdx_volt::protocol::body::Body;
+
+    #[test]
+    fn clip_cuts_long_texts_at_a_character_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(1000); // 2000 bytes
+        let cut = clip(&long);
+        assert!(cut.len() <= MAX_ERROR_TEXT && cut.len() >= MAX_ERROR_TEXT - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn end_bodies_carry_the_failure_clipped_with_its_code() {
+        assert_eq!(end_body(Ok(())), Body::end());
+        let long = "x".repeat(5000);
+        let Body::End { error, error_code } =
+            end_body(Err(Failure::abort(Code::NotFound, long.as_str())))
+        else {
+            panic!("an end body");
+        };
+        assert_eq!(error.map(|e| e.len()), Some(MAX_ERROR_TEXT));
+        assert_eq!(error_code, 5);
+    }
+}
