@@ -3,13 +3,22 @@
 # known-answer vectors from the official client, and the comparison of proto/ with the
 # published API definitions).
 #
-# It first installs the official JavaScript clients pinned in interop/package-lock.json
-# (test-time peers only; node_modules is never committed).
+# It first installs the official JavaScript clients pinned in interop/package-lock.json and
+# the official Python client pinned (with hashes) in interop/python/requirements.txt, into
+# the virtual environment interop/python/.venv (test-time peers only; node_modules and the
+# venv are never committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== npm ci (interop peers)"
 npm ci --prefix interop --no-audit --no-fund --loglevel=error
+
+echo "== python venv (interop peers)"
+python3 -m venv --clear interop/python/.venv
+# Dependencies are not turned off (no --no-deps): with --require-hashes pip then also
+# checks that the pinned set is complete.
+interop/python/.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+  --require-hashes -r interop/python/requirements.txt
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
