@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use tdx_volt::proto::volt::Resource;
 use tdx_volt::protocol::keys::DEFAULT_PBKDF2_ITERATIONS;
-use tdx_volt::{Error, ErrorKind, Result};
+use tdx_volt::{Error, ErrorKind, PublicKey, Result};
 
 use crate::clients::Session;
 use crate::files::{read_optional, write_atomic, Access};
@@ -89,6 +89,31 @@ pub fn issue_client(
     create_home: bool,
 ) -> Result<Value> {
     let key = svc.identity().era().generate_key()?;
+    let key_pem = match passphrase {
+        Some(p) => key.to_encrypted_pkcs8_pem(p, DEFAULT_PBKDF2_ITERATIONS)?,
+        None => key.to_pkcs8_pem()?.to_string(),
+    };
+    issue_client_for_key(
+        svc,
+        endpoints,
+        name,
+        &key.public_key(),
+        &key_pem,
+        create_home,
+    )
+}
+
+/// Issues a new client whose key the caller already has: `public_key` is registered for a new
+/// client id, session and home folder, and the configuration carries `key_pem` exactly as
+/// given (encrypted or not; it is not read). Returns the configuration JSON.
+pub fn issue_client_for_key(
+    svc: &Services,
+    endpoints: &Endpoints,
+    name: &str,
+    public_key: &PublicKey,
+    key_pem: &str,
+    create_home: bool,
+) -> Result<Value> {
     let client_id = new_id();
     let session_id = new_id();
     let home_id = if create_home {
@@ -101,16 +126,12 @@ pub fn issue_client(
         session_id: session_id.clone(),
         client_id: client_id.clone(),
         client_name: name.to_owned(),
-        public_key_pem: key.public_key().to_spki_pem()?,
+        public_key_pem: public_key.to_spki_pem()?,
         home_id,
         identity_did: String::new(),
         cert_pem: String::new(),
         cert_der_b64: String::new(),
     })?;
-    let key_pem = match passphrase {
-        Some(p) => key.to_encrypted_pkcs8_pem(p, DEFAULT_PBKDF2_ITERATIONS)?,
-        None => key.to_pkcs8_pem()?.to_string(),
-    };
     Ok(json!({
         "client_name": name,
         "credential": {

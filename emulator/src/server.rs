@@ -235,6 +235,25 @@ impl Emulator {
         issue_client(&self.svc, &self.endpoints, name, passphrase, true)
     }
 
+    /// Issues a client configuration for a key the caller already has (say, a key from a
+    /// configuration a real Volt issued): `public_key` gets a new client id and session, and
+    /// the configuration carries `key_pem` exactly as given (encrypted or not).
+    pub fn issue_client_for_key(
+        &self,
+        name: &str,
+        public_key: &tdx_volt::PublicKey,
+        key_pem: &str,
+    ) -> Result<serde_json::Value> {
+        crate::issue::issue_client_for_key(
+            &self.svc,
+            &self.endpoints,
+            name,
+            public_key,
+            key_pem,
+            true,
+        )
+    }
+
     /// Stops serving: the listeners close and every open connection is dropped.
     pub async fn shutdown(mut self) {
         self.tasks.shutdown().await;
