@@ -406,7 +406,8 @@ async def scenario(config):
         # response shaped unexpectedly.
         status = (response or {}).get("status") or {}
         check(not status.get("message"), f"BulkUpdate status: {json.dumps(status)}")
-        return {"statements": len(statements)}
+        # The statements go back so that the Rust side can run the very same ones.
+        return {"statements": statements}
 
     async def sql_execute_json():
         client = state["client"]
@@ -418,7 +419,7 @@ async def scenario(config):
         expected = [dict(zip(COLUMNS, row)) for row in ROWS]
         difference = rows_difference(rows, expected)
         check(difference is None, f"SqlExecuteJSON rows differ: {difference}")
-        return {"rows": rows}
+        return {"statement": select, "rows": rows}
 
     async def save_wire():
         client = state["client"]
