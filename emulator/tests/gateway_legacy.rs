@@ -4,9 +4,9 @@
 //! `client_end`), then every kind of bad input, each answered with an error while the socket
 //! keeps serving good calls. Also: gRPC accepts the RS256 tokens of such a Volt's sessions.
 
+mod support;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -15,9 +15,9 @@ use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::uri::PathAndQuery;
 use prost::Message as _;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
+use support::{payloads, tls_connector, TestVolt, WAIT};
 use tdx_volt::proto::volt as pb;
 use tdx_volt::protocol::body::Body;
 use tdx_volt::protocol::config::ClientConfig;
@@ -25,15 +25,12 @@ use tdx_volt::protocol::legacy::{ClientFrame, LegacyKey, ServerFrame};
 use tdx_volt::protocol::token::{unix_now, Claims, IdentityToken};
 use tdx_volt::{PrivateKey, PublicKey};
 use tdx_volt_emulator::transport::websocket::{HARD_MESSAGE_LIMIT, MAX_MESSAGE_LEN};
-use tdx_volt_emulator::{Emulator, Era};
+use tdx_volt_emulator::Era;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-
-/// How long a test waits for any one event before failing (RSA is slow in debug builds).
-const WAIT: Duration = Duration::from_secs(30);
 
 const GET_RESOURCE: &str = "/tdx.volt_api.volt.v1.VoltAPI/GetResource";
 const SAVE_WIRE: &str = "/tdx.volt_api.volt.v1.WireAPI/SaveWire";
@@ -42,46 +39,22 @@ const SUBSCRIBE_WIRE: &str = "/tdx.volt_api.volt.v1.WireAPI/SubscribeWire";
 const CREATE_DATABASE: &str = "/tdx.volt_api.data.v1.SqliteServerAPI/CreateDatabase";
 const EXECUTE: &str = "/tdx.volt_api.data.v1.SqliteDatabaseAPI/Execute";
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let mut bytes = [0u8; 8];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::env::temp_dir().join(format!("volt-emu-legacy-{tag}-{suffix}"))
-}
-
 /// An RSA-era emulator in-process, with its first client's configuration.
-struct LegacyVolt {
-    emulator: Option<Emulator>,
-    config: ClientConfig,
-    key: PrivateKey,
-    dir: PathBuf,
+struct LegacyVolt(TestVolt);
+
+impl std::ops::Deref for LegacyVolt {
+    type Target = TestVolt;
+
+    fn deref(&self) -> &TestVolt {
+        &self.0
+    }
 }
 
 impl LegacyVolt {
     async fn start(tag: &str) -> LegacyVolt {
-        let dir = temp_dir(tag);
-        let emulator = Emulator::builder(&dir)
-            .legacy(true)
-            .start()
-            .await
-            .expect("emulator starts");
-        assert_eq!(emulator.era(), Era::Legacy);
-        let config = ClientConfig::from_file(emulator.config_path()).expect("config loads");
-        let key = config.private_key(None).expect("key loads");
-        LegacyVolt {
-            emulator: Some(emulator),
-            config,
-            key,
-            dir,
-        }
-    }
-
-    fn emulator(&self) -> &Emulator {
-        self.emulator.as_ref().expect("running")
-    }
-
-    fn volt_id(&self) -> String {
-        self.config.volt().id.clone()
+        let volt = TestVolt::start_with(tag, |b| b.legacy(true)).await;
+        assert_eq!(volt.emulator().era(), Era::Legacy);
+        LegacyVolt(volt)
     }
 
     fn volt_key(&self) -> PublicKey {
@@ -99,19 +72,8 @@ impl LegacyVolt {
             .http_address()
             .trim_start_matches("https://")
             .to_owned();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(self.emulator().ca_pem().as_bytes()).expect("CA"))
-            .expect("CA");
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let tcp = TcpStream::connect(&host_port).await.expect("tcp connect");
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        let stream = tls_connector(self.emulator().ca_pem())
             .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
             .await
             .expect("TLS with the Volt CA");
@@ -123,13 +85,6 @@ impl LegacyVolt {
             .await
             .expect("websocket handshake");
         Socket { ws }
-    }
-}
-
-impl Drop for LegacyVolt {
-    fn drop(&mut self) {
-        drop(self.emulator.take());
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -184,22 +139,6 @@ fn payload(request: &Value) -> Body {
     Body::Payload {
         json_payload: request.to_string(),
     }
-}
-
-/// The JSON payloads of a call's bodies, and its end error if any.
-fn payloads(bodies: &[Body]) -> (Vec<Value>, Option<String>) {
-    let mut values = Vec::new();
-    let mut error = None;
-    for body in bodies {
-        match body {
-            Body::Payload { json_payload } => {
-                values.push(serde_json::from_str(json_payload).expect("payload is JSON"))
-            }
-            Body::End { error: e, .. } => error = e.clone(),
-            other => panic!("unexpected body {other:?}"),
-        }
-    }
-    (values, error)
 }
 
 struct Socket {

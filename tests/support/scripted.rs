@@ -37,19 +37,24 @@ pub struct Scripted {
 impl Scripted {
     /// Waits until the gateway has received `what` on call `id`; returns what came before.
     pub async fn wait_for(&mut self, id: u64, what: &str) -> Vec<Seen> {
-        let mut before = Vec::new();
-        super::within(&format!("{what} on call {id}"), async {
-            loop {
-                let seen = self.seen.recv().await.expect("gateway running");
-                if seen.0 == id && seen.1.starts_with(what) {
-                    return;
-                }
-                before.push(seen);
-            }
-        })
-        .await;
-        before
+        wait_for(&mut self.seen, id, what).await
     }
+}
+
+/// Waits until a gateway reports `what` on call `id`; returns what it reported before.
+pub async fn wait_for(seen: &mut mpsc::UnboundedReceiver<Seen>, id: u64, what: &str) -> Vec<Seen> {
+    let mut before = Vec::new();
+    super::within(&format!("{what} on call {id}"), async {
+        loop {
+            let next = seen.recv().await.expect("gateway running");
+            if next.0 == id && next.1.starts_with(what) {
+                return;
+            }
+            before.push(next);
+        }
+    })
+    .await;
+    before
 }
 
 /// A client configuration for a Volt whose gateway is at `http_address` and signs with `volt`.

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// What the gateway received on a call: `invoke <method> <json>` (with `token <kid> hops
 /// <list>` reported just before it), `payload <json>`, or `end`.
-pub type Seen = (u64, String);
+pub use super::scripted::Seen;
 
 pub struct ScriptedLegacy {
     /// A client configuration for this gateway (RSA client key).
@@ -38,18 +38,7 @@ pub struct ScriptedLegacy {
 impl ScriptedLegacy {
     /// Waits until the gateway has received `what` on call `id`; returns what came before.
     pub async fn wait_for(&mut self, id: u64, what: &str) -> Vec<Seen> {
-        let mut before = Vec::new();
-        super::within(&format!("{what} on call {id}"), async {
-            loop {
-                let seen = self.seen.recv().await.expect("gateway running");
-                if seen.0 == id && seen.1.starts_with(what) {
-                    return;
-                }
-                before.push(seen);
-            }
-        })
-        .await;
-        before
+        super::scripted::wait_for(&mut self.seen, id, what).await
     }
 }
 

@@ -45,8 +45,16 @@ pub struct TestVolt {
 
 impl TestVolt {
     pub async fn start(tag: &str) -> TestVolt {
+        TestVolt::start_with(tag, |b| b).await
+    }
+
+    /// Starts an emulator with settings of the test's choosing.
+    pub async fn start_with(
+        tag: &str,
+        settings: impl FnOnce(tdx_volt_emulator::EmulatorBuilder) -> tdx_volt_emulator::EmulatorBuilder,
+    ) -> TestVolt {
         let dir = temp_dir(tag);
-        let emulator = Emulator::builder(&dir)
+        let emulator = settings(Emulator::builder(&dir))
             .start()
             .await
             .expect("emulator starts");
