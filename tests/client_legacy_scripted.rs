@@ -158,8 +158,13 @@ async fn volt_errors_are_statuses_with_their_message() {
         Some("denied by test")
     );
 
-    // An error naming no call fails the calls still waiting for their first answer; calls
-    // the Volt has already answered go on.
+    // An error naming no call fails the calls sent and still waiting for their first answer;
+    // calls the Volt has already answered, and calls not sent yet, go on.
+    let mut waiting = client
+        .streaming("/test.Fake/Silent", Some(json!({})))
+        .await
+        .expect("silent");
+    let mut unsent = client.streaming(ECHO, None).await.expect("unsent");
     let unnamed = client
         .unary("/test.Fake/ErrorUnnamed", json!({}))
         .await
@@ -167,6 +172,18 @@ async fn volt_errors_are_statuses_with_their_message() {
     assert_eq!(
         unnamed.status().map(|s| s.message.as_str()),
         Some("refused without a name")
+    );
+    let also = within("the waiting call", waiting.message())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        also.status().map(|s| s.message.as_str()),
+        Some("refused without a name")
+    );
+    unsent.send(json!({"n": 5})).await.expect("send");
+    assert_eq!(
+        within("echo", unsent.message()).await.expect("ok"),
+        Some(json!({"n": 5}))
     );
 
     let ended = client

@@ -586,6 +586,30 @@ async fn bad_frames_get_errors_and_the_socket_carries_on() {
     drop(subscriber);
     socket.get_root(&volt, 9).await;
 
+    // An invoke body inside a running call: that call fails and its handler stops (it is
+    // not left running without an entry), and the socket carries on.
+    let subscriber = socket
+        .invoke(&volt, 14, SUBSCRIBE_WIRE, &json!({"wire_id": wire}))
+        .await;
+    tokio::time::timeout(WAIT, async {
+        while volt.emulator().wire_subscribers(&wire) != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the subscription is made");
+    let again = invoke_body(GET_RESOURCE, &json!({"resource_id": volt.volt_id()}));
+    socket.send_body(&subscriber, 14, &again, false).await;
+    assert!(socket.expect_error(Some(14)).await.contains("twice"));
+    tokio::time::timeout(WAIT, async {
+        while volt.emulator().wire_subscribers(&wire) != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the twice-invoked call's handler stopped");
+    socket.get_root(&volt, 15).await;
+
     // Malformed fields name their call.
     socket
         .send_text(r#"{"id": 10, "token": 5, "json_payload": "AAAA"}"#)

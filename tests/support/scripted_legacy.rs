@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What the gateway received on a call: `invoke <method> <json>` (with `token <kid> hops
-/// <list>` reported just before it), `payload <json>`, or `end`.
+/// <list>` reported just before it), `payload <json>`, `end`, or `frame for an unknown call`.
 pub use super::scripted::Seen;
 
 pub struct ScriptedLegacy {
@@ -122,6 +122,7 @@ async fn serve(
             );
         }
         let Some(call) = calls.get_mut(&id) else {
+            let _ = seen.send((id, "frame for an unknown call".to_owned()));
             continue;
         };
         let Ok(body) = call.key.open(&frame.json_payload) else {

@@ -317,8 +317,12 @@ impl<P: Protocol> Connection<P> {
     }
 
     fn invoke_keyed(&mut self, call_id: u64, method_name: &str, json_request: &str) {
-        let Some(CallState::Keyed { key, identity }) = self.calls.remove(&call_id) else {
+        // A call already running keeps its entry until fail_call, which stops its handler.
+        if !matches!(self.calls.get(&call_id), Some(CallState::Keyed { .. })) {
             return self.fail_call(call_id, "call was invoked twice");
+        }
+        let Some(CallState::Keyed { key, identity }) = self.calls.remove(&call_id) else {
+            return;
         };
         self.start(call_id, key, identity, method_name, json_request);
     }

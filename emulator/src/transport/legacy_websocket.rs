@@ -144,7 +144,8 @@ fn on_first(conn: &mut Connection<Legacy>, frame: &ClientFrame) {
                 conn.end_client(call_id);
             }
         }
-        Err(message) => conn.send_error(Some(call_id), &message),
+        // Remembered as finished: the client's later frames for it are dropped quietly.
+        Err(message) => conn.fail_call(call_id, &message),
     }
 }
 

@@ -125,8 +125,13 @@ pub(crate) enum Opening {
         hello: ClientHello,
         exchange: ClientKeyExchange,
     },
-    /// The older protocol: the call is keyed at once; the token goes in its first frame.
-    Legacy { token: String, key: LegacyKey },
+    /// The older protocol: the call is keyed at once; the token (signed at `signed`) goes in
+    /// its first frame.
+    Legacy {
+        token: String,
+        key: LegacyKey,
+        signed: tokio::time::Instant,
+    },
 }
 
 impl Opening {
@@ -242,12 +247,13 @@ impl Connection {
                 Ok(Opening::V1 { hello, exchange })
             }
             Protocol::Legacy { .. } => {
-                // The claims the RSA-era clients send: no `sub`, the call key instead of `k`.
                 let key = LegacyKey::generate();
-                let mut claims = claims;
-                key.add_to_claims(&mut claims, &settings.volt_key)?;
-                let token = IdentityToken::sign(&settings.key, &claims)?.to_jwt();
-                Ok(Opening::Legacy { token, key })
+                let token = legacy_token(settings, &key)?;
+                Ok(Opening::Legacy {
+                    token,
+                    key,
+                    signed: tokio::time::Instant::now(),
+                })
             }
         }
     }
@@ -256,6 +262,14 @@ impl Connection {
     pub(crate) fn is_legacy(&self) -> bool {
         matches!(self.settings.protocol, Protocol::Legacy { .. })
     }
+}
+
+/// A token of the older protocol for a call keyed by `key`: the claims the RSA-era clients
+/// send (no `sub`; the call key and IV instead of `k`), RS256.
+pub(crate) fn legacy_token(settings: &Settings, key: &LegacyKey) -> Result<String> {
+    let mut claims = Claims::new(settings.audience.clone(), unix_now());
+    key.add_to_claims(&mut claims, &settings.volt_key)?;
+    Ok(IdentityToken::sign(&settings.key, &claims)?.to_jwt())
 }
 
 /// Fails early, with a [`Limit`](ErrorKind::Limit) error, a message whose frame would be over

@@ -21,6 +21,10 @@ use crate::protocol::frame::{self, FrameError, FrameType, SealedFrame, ServerFra
 use crate::protocol::legacy::{self, LegacyKey};
 use crate::{Error, ErrorKind, Result, Status};
 
+/// How old an older-protocol token may be when its call's first frame is sent; older ones are
+/// signed again (they are valid for 60 s after signing, and Volts allow some clock skew).
+const LEGACY_TOKEN_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a call dropped during its key exchange waits for the Volt's half, to end it.
 const ABANDONED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -99,10 +103,11 @@ enum Stage {
 enum Sealer {
     /// Protocol v1: binary frames, a fresh IV each.
     V1(CallKey),
-    /// The older protocol: text frames under the call's key and IV; `token` goes in the first.
+    /// The older protocol: text frames under the call's key and IV; `token` (signed at the
+    /// instant beside it) goes in the first.
     Legacy {
         key: LegacyKey,
-        token: Option<String>,
+        token: Option<(String, Instant)>,
     },
 }
 
@@ -208,10 +213,10 @@ impl Table {
                 Stage::Exchanging(exchange),
                 Some(hello.encode().map_err(Error::from)),
             ),
-            Opening::Legacy { token, key } => (
+            Opening::Legacy { token, key, signed } => (
                 Stage::Keyed(Sealer::Legacy {
                     key,
-                    token: Some(token),
+                    token: Some((token, signed)),
                 }),
                 None,
             ),
@@ -299,9 +304,11 @@ impl Table {
             return Ok(());
         }
         call.client_ended = true;
-        if !call.invoked
-            && invoke_first == Invoke::Never
-            && matches!(call.stage, Stage::Keyed(Sealer::Legacy { .. }))
+        if invoke_first == Invoke::Never
+            && matches!(
+                call.stage,
+                Stage::Keyed(Sealer::Legacy { token: Some(_), .. })
+            )
         {
             // The older protocol opens a call with its invoke: the Volt never heard of it.
             return Ok(());
@@ -387,7 +394,14 @@ impl Table {
             }
             Sealer::Legacy { key, token } => {
                 // The first frame carries the token and the route; the end says so at the top.
-                let token = token.take();
+                // A token signed long before the call's first message (a streaming call opened
+                // without one) would expire on the way: it is signed again.
+                if let Some((text, signed)) = token.as_mut() {
+                    if signed.elapsed() > LEGACY_TOKEN_FRESH {
+                        *text = super::legacy_token(&settings, key)?;
+                        *signed = Instant::now();
+                    }
+                }
                 let hops = match &settings.protocol {
                     Protocol::Legacy { hops } => hops.clone(),
                     Protocol::V1 => Vec::new(),
@@ -395,11 +409,16 @@ impl Table {
                 let frame = legacy::ClientFrame {
                     id,
                     target_fingerprint: token.as_ref().map(|_| hops),
-                    token,
+                    token: token.as_ref().map(|(text, _)| text.clone()),
                     client_end: meta.contains_key("client_end"),
                     json_payload: key.seal(body),
                 };
-                Message::Text(frame.to_text().into())
+                let text = frame.to_text();
+                if text.len() <= settings.max_outbound {
+                    // Sent: later frames go without it.
+                    *token = None;
+                }
+                Message::Text(text.into())
             }
         };
         if message.len() > settings.max_outbound {
@@ -519,8 +538,8 @@ impl Table {
     }
 
     /// A text frame: the older protocol's only kind. One that names no call it can be told
-    /// to is dropped (logged); an error naming no call fails every call still waiting for its
-    /// first answer, since any of them may be the one refused.
+    /// to is dropped (logged); an error naming no call fails every call sent and still waiting
+    /// for its first answer, since any of them may be the one refused.
     pub fn on_text(&mut self, text: &str) {
         if self.settings.protocol == Protocol::V1 {
             tracing::debug!("ignoring a text frame from the Volt (protocol v1 has none)");
@@ -537,10 +556,12 @@ impl Table {
             }
         };
         match frame {
+            // The Volt refused the call: it is over there, so nothing more is sent for it (an
+            // end would be a frame for a call it does not know, and draw another error).
             legacy::ServerFrame::Error {
                 invoke_id: Some(id),
                 error,
-            } => self.finish(id, Err(volt_refused(error))),
+            } => self.finish_by_volt(id, Err(volt_refused(error))),
             legacy::ServerFrame::Error {
                 invoke_id: None,
                 error,
@@ -548,7 +569,7 @@ impl Table {
                 let waiting: Vec<u64> = self
                     .calls
                     .iter()
-                    .filter(|(_, e)| e.live.as_ref().is_some_and(|c| !c.answered))
+                    .filter(|(_, e)| e.live.as_ref().is_some_and(|c| c.invoked && !c.answered))
                     .map(|(id, _)| *id)
                     .collect();
                 tracing::debug!(
@@ -556,7 +577,7 @@ impl Table {
                     "the Volt sent an error naming no call"
                 );
                 for id in waiting {
-                    self.finish(id, Err(volt_refused(error.clone())));
+                    self.finish_by_volt(id, Err(volt_refused(error.clone())));
                 }
             }
             legacy::ServerFrame::Payload {
@@ -710,4 +731,107 @@ fn volt_refused(message: String) -> Error {
         message,
         description: String::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::call;
+    use crate::protocol::token::{unix_now, IdentityToken, Validation};
+    use crate::transport::websocket::{legacy_token, Target};
+    use crate::PrivateKey;
+
+    fn legacy_settings() -> (Arc<Settings>, PrivateKey) {
+        let volt = PrivateKey::generate_rsa(2048).expect("volt key");
+        let settings = Settings {
+            protocol: Protocol::Legacy { hops: Vec::new() },
+            target: Target {
+                url: "ws://127.0.0.1:1/api".into(),
+                tls: None,
+                connect_timeout: std::time::Duration::from_secs(1),
+                max_inbound: 1 << 20,
+            },
+            key: Arc::new(PrivateKey::generate_rsa(2048).expect("client key")),
+            volt_key: volt.public_key(),
+            audience: "did:volt:test".into(),
+            subject: None,
+            meta: Map::new(),
+            keepalive: std::time::Duration::from_secs(30),
+            max_outbound: 1 << 20,
+            call_buffer: 16,
+        };
+        (Arc::new(settings), volt)
+    }
+
+    fn open_legacy(table: &mut Table, settings: &Settings, signed: Instant) -> String {
+        let key = LegacyKey::generate();
+        let token = legacy_token(settings, &key).expect("token");
+        let (delivery, _receivers) = call::channels(4);
+        let (phase, _) = watch::channel(Phase::Opening);
+        table.on_command(Command::Open(Box::new(OpenCall {
+            id: 1,
+            path: Arc::from("/test.Fake/Echo"),
+            opening: Opening::Legacy {
+                token: token.clone(),
+                key,
+                signed,
+            },
+            first: None,
+            end_after_first: false,
+            exchange_timeout: std::time::Duration::from_secs(5),
+            delivery,
+            phase,
+        })));
+        token
+    }
+
+    fn sent_token(table: &mut Table) -> Option<String> {
+        let Some(Message::Text(text)) = table.outbox.pop_front() else {
+            panic!("no text frame sent");
+        };
+        legacy::ClientFrame::parse(&text).expect("frame").token
+    }
+
+    #[tokio::test]
+    async fn a_first_frame_long_after_the_open_carries_a_fresh_token() {
+        let (settings, _volt) = legacy_settings();
+        let mut table = Table::new(settings.clone());
+        // Opened just now: the token signed at open goes out as it is, once.
+        let fresh = open_legacy(&mut table, &settings, Instant::now());
+        assert!(
+            table.outbox.is_empty(),
+            "nothing is sent before the first message"
+        );
+        table.on_command(Command::Send {
+            id: 1,
+            json: "{}".into(),
+        });
+        assert_eq!(sent_token(&mut table), Some(fresh));
+        table.on_command(Command::Send {
+            id: 1,
+            json: "{}".into(),
+        });
+        assert_eq!(sent_token(&mut table), None);
+
+        // Opened 45 s before its first message: signed again, with a current window.
+        let mut table = Table::new(settings.clone());
+        let long_ago = Instant::now()
+            .checked_sub(std::time::Duration::from_secs(45))
+            .expect("an instant 45 s back");
+        let stale = open_legacy(&mut table, &settings, long_ago);
+        table.on_command(Command::Send {
+            id: 1,
+            json: "{}".into(),
+        });
+        let resigned = sent_token(&mut table).expect("a token");
+        assert_ne!(resigned, stale);
+        let claims = IdentityToken::parse(&resigned)
+            .expect("jwt")
+            .verify(
+                &settings.key.public_key(),
+                &Validation::new("did:volt:test", unix_now()),
+            )
+            .expect("verifies");
+        assert!(claims.extra.contains_key(legacy::KEY_CLAIM));
+    }
 }
