@@ -753,12 +753,7 @@ async fn dropping_a_call_frees_its_slot_and_bounds_hold() {
         .await
         .expect("the slot came back");
     // The dropped call was reset on the wire: the Volt let go of the subscription.
-    within("the subscription to go", async {
-        while volt.emulator().wire_subscribers(&wire_id) != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    support::subscriptions_gone(volt.emulator(), &wire_id).await;
 
     // Over the size limit: refused before sending, and the connection carries on.
     let err = client

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use support::{connect, new_wire, publish, subscribed, within, TestVolt};
@@ -173,12 +171,7 @@ async fn wires_publish_subscribe_and_a_dropped_call_is_let_go() {
     let second = subscribed(&client, &wire_id).await;
     assert_eq!(volt.emulator().wire_subscribers(&wire_id), 1);
     drop(second);
-    within("the subscription to go", async {
-        while volt.emulator().wire_subscribers(&wire_id) != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    support::subscriptions_gone(volt.emulator(), &wire_id).await;
     publish(&client, &wire_id, b"after").await;
 }
 

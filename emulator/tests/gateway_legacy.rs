@@ -88,6 +88,18 @@ impl LegacyVolt {
     }
 }
 
+/// Waits until the Volt counts `count` subscribers on `wire` (it says nothing when one comes
+/// or goes); `what` names the wait in a failure.
+async fn subscribers_reach(volt: &LegacyVolt, wire: &str, count: usize, what: &str) {
+    tokio::time::timeout(WAIT, async {
+        while volt.emulator().wire_subscribers(wire) != count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"));
+}
+
 /// What the socket delivered next.
 #[derive(Debug)]
 enum Event {
@@ -454,13 +466,7 @@ async fn publish_ends_with_client_end_and_subscribers_get_every_chunk() {
         .invoke(&volt, 2, SUBSCRIBE_WIRE, &json!({"wire_id": wire_id}))
         .await;
     // Wait until the subscription exists (the Volt says nothing when it does).
-    tokio::time::timeout(WAIT, async {
-        while volt.emulator().wire_subscribers(&wire_id) != 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the subscription is made");
+    subscribers_reach(&volt, &wire_id, 1, "the subscription is made").await;
 
     // Client-streaming: the first chunk in the invoke, a second one, then client_end.
     let first = json!({"wire_id": wire_id, "chunk": STANDARD.encode("one")});
@@ -548,24 +554,12 @@ async fn bad_frames_get_errors_and_the_socket_carries_on() {
     let key = socket
         .invoke(&volt, 7, SUBSCRIBE_WIRE, &json!({"wire_id": wire}))
         .await;
-    tokio::time::timeout(WAIT, async {
-        while volt.emulator().wire_subscribers(&wire) != 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the subscription is made");
+    subscribers_reach(&volt, &wire, 1, "the subscription is made").await;
     socket
         .send_text(r#"{"id": 7, "json_payload": "bm90IGEgY2lwaGVydGV4dA=="}"#)
         .await;
     assert!(socket.expect_error(Some(7)).await.contains("decrypted"));
-    tokio::time::timeout(WAIT, async {
-        while volt.emulator().wire_subscribers(&wire) != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the failed call's handler stopped");
+    subscribers_reach(&volt, &wire, 0, "the failed call's handler stopped").await;
     socket.send_body(&key, 7, &Body::end(), true).await;
     socket.get_root(&volt, 8).await;
 
@@ -591,23 +585,11 @@ async fn bad_frames_get_errors_and_the_socket_carries_on() {
     let subscriber = socket
         .invoke(&volt, 14, SUBSCRIBE_WIRE, &json!({"wire_id": wire}))
         .await;
-    tokio::time::timeout(WAIT, async {
-        while volt.emulator().wire_subscribers(&wire) != 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the subscription is made");
+    subscribers_reach(&volt, &wire, 1, "the subscription is made").await;
     let again = invoke_body(GET_RESOURCE, &json!({"resource_id": volt.volt_id()}));
     socket.send_body(&subscriber, 14, &again, false).await;
     assert!(socket.expect_error(Some(14)).await.contains("twice"));
-    tokio::time::timeout(WAIT, async {
-        while volt.emulator().wire_subscribers(&wire) != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the twice-invoked call's handler stopped");
+    subscribers_reach(&volt, &wire, 0, "the twice-invoked call's handler stopped").await;
     socket.get_root(&volt, 15).await;
 
     // Malformed fields name their call.

@@ -195,6 +195,17 @@ pub async fn hold_the_only_slot(client: &VoltClient, wire_id: &str) -> tdx_volt:
     held
 }
 
+/// Waits until the Volt has let go of every subscription to `wire_id` (it says nothing when
+/// it does).
+pub async fn subscriptions_gone(emulator: &Emulator, wire_id: &str) {
+    within("the subscription to go", async {
+        while emulator.wire_subscribers(wire_id) != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
 /// Makes a wire and returns its id.
 pub async fn new_wire(client: &VoltClient, name: &str) -> String {
     let saved = client
