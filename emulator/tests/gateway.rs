@@ -278,7 +278,7 @@ async fn connect_stream_acknowledges_answers_pings_and_says_goodbye() {
     let volt = TestVolt::start("ws-connect").await;
     let mut socket = volt.connect().await;
     let key = socket.open_keyed(&volt, 1).await;
-    let hello = json!({"hello": {"ping_interval": 10, "subscribe_resource_events": true}});
+    let hello = json!({"hello": {"ping_interval": 10_000, "subscribe_resource_events": true}});
     socket
         .send(invoke(
             &key,
@@ -289,6 +289,16 @@ async fn connect_stream_acknowledges_answers_pings_and_says_goodbye() {
         .await;
     let ack = next_payload(&mut socket, &key).await;
     assert!(ack["acknowledge"]["connection_id"].is_string(), "{ack}");
+    // Milliseconds, as the official clients read them: the ping timeout is three of the
+    // client's intervals, and the time is now in ms.
+    assert_eq!(ack["acknowledge"]["ping_interval"], json!(30_000), "{ack}");
+    let now_ms = u64::try_from(unix_now()).unwrap() * 1000;
+    let stamp = &ack["acknowledge"]["timestamp"];
+    let stamp: u64 = stamp
+        .as_u64()
+        .or_else(|| stamp.as_str().and_then(|t| t.parse().ok()))
+        .expect("a timestamp");
+    assert!(stamp.abs_diff(now_ms) < 60_000, "{stamp} vs {now_ms}");
     socket.send(payload(&key, 1, &json!({"ping": {}}))).await;
     assert!(next_payload(&mut socket, &key).await.get("ping").is_some());
     socket.send(payload(&key, 1, &json!({"goodbye": {}}))).await;
@@ -298,6 +308,52 @@ async fn connect_stream_acknowledges_answers_pings_and_says_goodbye() {
     );
     let rest = socket.read_call(&key, 1).await;
     assert!(matches!(rest.as_slice(), [Body::End { error: None, .. }]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_client_silent_for_three_of_its_ping_intervals_is_let_go() {
+    let volt = TestVolt::start("ws-connect-idle").await;
+    let mut socket = volt.connect().await;
+    let key = socket.open_keyed(&volt, 1).await;
+    let hello = json!({"hello": {"ping_interval": 100}});
+    socket
+        .send(invoke(
+            &key,
+            1,
+            "/tdx.volt_api.volt.v1.VoltAPI/Connect",
+            &hello,
+        ))
+        .await;
+    let ack = next_payload(&mut socket, &key).await;
+    // A short interval still gets the 30 s floor for answering pings.
+    assert_eq!(ack["acknowledge"]["ping_interval"], json!(30_000), "{ack}");
+    // No pings: after about 300 ms (not the 90 s of a fixed timeout) the stream ends.
+    let rest = socket.read_call(&key, 1).await;
+    assert!(
+        matches!(rest.as_slice(), [Body::End { error: None, .. }]),
+        "{rest:?}"
+    );
+    get_root(&volt, &mut socket, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_message_is_ignored_and_the_socket_serves_on() {
+    let volt = TestVolt::start("ws-empty").await;
+    let mut socket = volt.connect().await;
+    // The vendor's Rust crate sends an empty binary message as each call starts.
+    socket.send(Vec::new()).await;
+    let key = socket.open_keyed(&volt, 1).await;
+    socket.send(Vec::new()).await;
+    let request = json!({"resource_id": volt.volt_id()});
+    socket.send(invoke(&key, 1, GET_RESOURCE, &request)).await;
+    socket.send(Vec::new()).await;
+    socket.send(end(&key, 1)).await;
+    let bodies = socket.read_call(&key, 1).await;
+    let (values, error) = payloads(&bodies);
+    assert_eq!(error, None);
+    assert_eq!(values[0]["resource"]["id"], json!(volt.volt_id()));
+    socket.send_text("").await;
+    get_root(&volt, &mut socket, 2).await;
 }
 
 async fn next_payload(

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::uri::PathAndQuery;
@@ -216,6 +218,69 @@ async fn unary_methods_answer_before_the_client_half_closes() {
         .unwrap()
         .is_none());
     drop(tx);
+}
+
+/// One call as the official JS client makes it: the request, and the half-close only later
+/// (when the returned sender is dropped), once the answer is in.
+async fn get_root_then_half_close(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    volt: &TestVolt,
+    token: &str,
+) -> Result<(pb::GetResourceResponse, tokio::sync::mpsc::Sender<Bytes>), tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tx.send(Bytes::from(get_root(volt).encode_to_vec()))
+        .await
+        .unwrap();
+    let requests =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let mut request = tonic::Request::new(requests);
+    request
+        .metadata_mut()
+        .insert("volt-token", token.parse().unwrap());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut responses = grpc
+        .streaming(
+            request,
+            PathAndQuery::from_static(GET_RESOURCE),
+            PassThrough,
+        )
+        .await?
+        .into_inner();
+    let first = responses.message().await?.expect("a response");
+    assert!(responses.message().await?.is_none(), "one response");
+    Ok((pb::GetResourceResponse::decode(first).unwrap(), tx))
+}
+
+/// hyper closes a connection after 1,024 streams it had to reset itself, so a call answered
+/// before the client half-closes must wait for the half-close, not reset the stream: the
+/// client's request stream stays open (tonic drops it once the stream is reset) until the
+/// client ends it, and the next calls share the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_answered_before_the_half_close_waits_for_it_instead_of_resetting() {
+    let volt = TestVolt::start("grpc-resets").await;
+    let ch = channel(&volt, volt.emulator().ca_pem(), None)
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    let token = good_token(&volt);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (response, requests) = get_root_then_half_close(&mut grpc, &volt, &token)
+            .await
+            .unwrap();
+        assert_eq!(response.resource.unwrap().id, volt.volt_id());
+        open.push(requests);
+    }
+    // A reset arrives within milliseconds; none comes.
+    for requests in &open {
+        let reset = tokio::time::timeout(Duration::from_millis(500), requests.closed()).await;
+        assert!(reset.is_err(), "the Volt reset a stream it had answered");
+    }
+    drop(open);
+    let counts = volt.emulator().connections();
+    assert_eq!(counts.grpc, 1, "one connection: {counts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Interop with the official tdx Volt JavaScript clients: starts `volt-emulator serve` on a
-//! fresh data directory and runs `interop/emulator-web.mjs` (websocket client) and
-//! `interop/emulator-grpc.mjs` (native gRPC client) against it.
+//! fresh data directory and runs `interop/emulator-web.mjs` (websocket client),
+//! `interop/emulator-grpc.mjs` (native gRPC client) and `interop/grpc-endurance.mjs` (the
+//! gRPC client over many calls and a Connect session) against it.
 //!
 //! Needs `node` and the pinned packages in `interop/node_modules`
 //! (`npm ci --prefix interop`); without them these tests fail rather than skip.
@@ -11,8 +12,9 @@ mod process;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use process::{run_script, workspace_root, EmulatorProcess, Script};
+use process::{run_script, workspace_root, EmulatorProcess, Script, SCRIPT_TIMEOUT};
 
 const NPM_HINT: &str = "run `npm ci --prefix interop` from the workspace root (CI does this first)";
 
@@ -47,7 +49,7 @@ fn require_node_and_packages(root: &Path) {
     }
 }
 
-fn run_scenario(label: &str, script: &str) {
+fn run_scenario(label: &str, script: &str, timeout: Duration) {
     let root = workspace_root();
     require_node_and_packages(&root);
 
@@ -68,6 +70,7 @@ fn run_scenario(label: &str, script: &str) {
         env: vec![("NODE_EXTRA_CA_CERTS", ca_pem.as_os_str())],
         cwd: &root,
         hint: NPM_HINT,
+        timeout,
     });
     run.assert_finished(&emulator);
     // Show the steps in the test output (visible with --nocapture).
@@ -77,10 +80,23 @@ fn run_scenario(label: &str, script: &str) {
 
 #[test]
 fn official_web_client_against_emulator() {
-    run_scenario("web", "emulator-web.mjs");
+    run_scenario("web", "emulator-web.mjs", SCRIPT_TIMEOUT);
 }
 
 #[test]
 fn official_grpc_client_against_emulator() {
-    run_scenario("grpc", "emulator-grpc.mjs");
+    run_scenario("grpc", "emulator-grpc.mjs", SCRIPT_TIMEOUT);
+}
+
+/// The official gRPC client as long-running applications use it: 20,000 sequential unary
+/// calls on one connection (once cut off after about 2,000 by streams reset on our side),
+/// then a Connect session that stays up while the application is busy for 40 ms after each
+/// ping (once dropped at the first ping, the acknowledge's interval read as milliseconds).
+#[test]
+fn official_grpc_client_endurance() {
+    run_scenario(
+        "grpc-endurance",
+        "grpc-endurance.mjs",
+        Duration::from_secs(300),
+    );
 }

@@ -116,6 +116,7 @@ fn run_python_scenario(emulator: &EmulatorProcess) -> PythonRun {
         ],
         cwd: &root,
         hint: VENV_HINT,
+        timeout: process::SCRIPT_TIMEOUT,
     });
     run.assert_finished(emulator);
 

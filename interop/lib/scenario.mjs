@@ -62,11 +62,11 @@ function describeError(err) {
  * Sets up the run: the name used in every output line, the watchdog, and handlers that turn
  * stray errors into a clean failure. Returns the parsed client configuration.
  */
-export function startRun(name) {
+export function startRun(name, { overallTimeoutMs = OVERALL_TIMEOUT_MS } = {}) {
   runName = name;
   const timer = setTimeout(
-    () => fail(`overall timeout: the scenario did not finish within ${OVERALL_TIMEOUT_MS / 1000} s`),
-    OVERALL_TIMEOUT_MS
+    () => fail(`overall timeout: the scenario did not finish within ${overallTimeoutMs / 1000} s`),
+    overallTimeoutMs
   );
   timer.unref();
   process.on("unhandledRejection", (err) => fail(`unhandled rejection: ${describeError(err)}`));
@@ -99,14 +99,14 @@ export function withTimeout(promise, ms, what) {
 
 /**
  * Runs one step: `fn` returns the details to print. Any error (or a step taking longer than
- * STEP_TIMEOUT_MS) fails the run.
+ * `timeoutMs`, STEP_TIMEOUT_MS by default) fails the run.
  */
-export async function step(name, fn) {
+export async function step(name, fn, { timeoutMs = STEP_TIMEOUT_MS } = {}) {
   currentStep = name;
   const started = Date.now();
   let details;
   try {
-    details = await withTimeout(Promise.resolve().then(fn), STEP_TIMEOUT_MS, `step ${name}`);
+    details = await withTimeout(Promise.resolve().then(fn), timeoutMs, `step ${name}`);
   } catch (err) {
     fail(describeError(err));
   }

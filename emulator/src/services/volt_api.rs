@@ -7,11 +7,19 @@ use tdx_volt::proto::volt as pb;
 
 use crate::call::{Caller, Failure, Inbound, Outbound};
 
-use super::resources::{kind, new_id, now_secs};
+use super::resources::{kind, new_id};
 use super::{unary, Services};
 
-/// The ping interval the emulator asks Connect clients for, in seconds.
-pub const CONNECT_PING_INTERVAL_SECS: u32 = 30;
+/// Connect intervals travel in milliseconds (the official gRPC client uses them as timer
+/// delays). The least the acknowledge's `ping_interval` is: how long a client waits for the
+/// answer to each of its pings before it drops the connection.
+pub const CONNECT_PING_TIMEOUT_MS: u32 = 30_000;
+/// The ping interval assumed for a hello without one (the official gRPC client's default).
+pub const CONNECT_DEFAULT_CLIENT_PING_MS: u32 = 10_000;
+/// How long a Connect stream may stay silent before its hello, and the floor of the idle
+/// timeout after it.
+pub const CONNECT_HELLO_WAIT: Duration = Duration::from_secs(30);
+const CONNECT_MIN_IDLE: Duration = Duration::from_millis(300);
 
 /// Routes a VoltAPI method.
 pub async fn dispatch(
@@ -246,8 +254,9 @@ fn matches_query(r: &pb::GetResourcesRequest, parent: Option<&str>, x: &pb::Reso
     }
 }
 
-/// Connect: hello is acknowledged with a connection id and ping interval; pings are
-/// answered; goodbye (or the client's end) ends the stream with a goodbye.
+/// Connect: hello is acknowledged with a connection id, the time and a ping interval (all in
+/// milliseconds); pings are answered; goodbye (or the client's end) ends the stream with a
+/// goodbye. A client silent for three of its own ping intervals is taken to be gone.
 async fn connect(mut inbound: Inbound, outbound: &Outbound) -> Result<(), Failure> {
     use pb::connect_request::Payload as In;
     use pb::connect_response::Payload as Out;
@@ -255,26 +264,23 @@ async fn connect(mut inbound: Inbound, outbound: &Outbound) -> Result<(), Failur
         status: None,
         payload: Some(payload),
     };
+    let mut idle = CONNECT_HELLO_WAIT;
     let mut said_hello = false;
     loop {
-        let next = tokio::time::timeout(
-            Duration::from_secs(u64::from(CONNECT_PING_INTERVAL_SECS) * 3),
-            inbound.next::<pb::ConnectRequest>(),
-        )
-        .await;
-        let request = match next {
-            // No traffic for three ping intervals: the client is gone.
+        let request = match tokio::time::timeout(idle, inbound.next::<pb::ConnectRequest>()).await {
             Err(_) => return Ok(()),
             Ok(r) => r?,
         };
         match request.and_then(|r| r.payload) {
-            Some(In::Hello(_)) if !said_hello => {
+            Some(In::Hello(hello)) if !said_hello => {
                 said_hello = true;
+                let (ping_timeout, idle_after) = connect_intervals(hello.ping_interval);
+                idle = idle_after;
                 outbound
                     .send(&reply(Out::Acknowledge(pb::ConnectAcknowledge {
                         connection_id: new_id(),
-                        timestamp: now_secs(),
-                        ping_interval: CONNECT_PING_INTERVAL_SECS,
+                        timestamp: now_millis(),
+                        ping_interval: ping_timeout,
                     })))
                     .await?;
             }
@@ -294,4 +300,27 @@ async fn connect(mut inbound: Inbound, outbound: &Outbound) -> Result<(), Failur
             Some(_) => {}
         }
     }
+}
+
+/// For a hello's `ping_interval` (ms; 0 for the default): the acknowledge's `ping_interval`
+/// (ms the client may wait for each ping's answer: three of its intervals, at least
+/// [`CONNECT_PING_TIMEOUT_MS`]) and how long the client may be silent (three of its intervals,
+/// at least 300 ms).
+pub fn connect_intervals(client_ping_ms: u32) -> (u32, Duration) {
+    let client = if client_ping_ms == 0 {
+        CONNECT_DEFAULT_CLIENT_PING_MS
+    } else {
+        client_ping_ms
+    };
+    let three = client.saturating_mul(3);
+    (
+        three.max(CONNECT_PING_TIMEOUT_MS),
+        Duration::from_millis(u64::from(three)).max(CONNECT_MIN_IDLE),
+    )
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

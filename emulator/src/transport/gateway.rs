@@ -185,6 +185,15 @@ impl<P: Protocol> Connection<P> {
                         None => break,
                     };
                     match message {
+                        // An empty message names no call (some clients send one when a call
+                        // starts): there is nothing to answer, and no reason to drop the
+                        // socket with every other call on it.
+                        Message::Binary(ref b) if b.is_empty() => {
+                            debug!("ignoring an empty binary message");
+                        }
+                        Message::Text(ref t) if t.is_empty() => {
+                            debug!("ignoring an empty text message");
+                        }
                         Message::Binary(_) | Message::Text(_) => {
                             let close = P::on_message(&mut self, message);
                             let mut failed = false;

@@ -13,6 +13,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::ready;
+use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use futures_util::Stream;
@@ -25,7 +27,7 @@ use tonic::{Status, Streaming};
 use tracing::debug;
 
 use crate::auth::verify_token;
-use crate::call::{Caller, Code, Failure, Inbound, Outbound};
+use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
 use crate::services::Services;
 
 /// The metadata key carrying the identity token.
@@ -195,53 +197,141 @@ impl tonic::server::StreamingService<Bytes> for CallService {
             };
             let _ = done_tx.send(result);
         });
-        let mut requests = request.into_inner();
-        let svc = self.svc.clone();
-        let mut proof = self.proof.take();
-        // Requests are pulled only as fast as the handler takes them: HTTP/2 flow control
-        // pushes back on the client.
-        let pump = tokio::spawn(async move {
-            loop {
-                match requests.message().await {
-                    Ok(Some(message)) => {
-                        if let Some(token) = proof.take() {
-                            if let Err(f) = check_proof(&svc, &token, &message) {
-                                let _ = fail_tx.send(f);
-                                return;
-                            }
-                        }
-                        if inbound_tx.send(message).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(status) => {
-                        let _ = fail_tx.send(Failure::abort(
-                            Code::InvalidArgument,
-                            format!("request stream failed: {}", status.message()),
-                        ));
-                        // Keep the requests open until the handler has taken the failure.
-                        let _ = inbound_tx.closed().await;
-                        return;
-                    }
-                }
-            }
-        });
+        let (finished_tx, finished_rx) = oneshot::channel();
+        let pump = RequestPump {
+            requests: request.into_inner(),
+            inbound: Some(inbound_tx),
+            svc: self.svc.clone(),
+            proof: self.proof.take(),
+            failure: Some(fail_tx),
+        };
+        tokio::spawn(pump.run(finished_rx));
         let stream = ResponseStream {
             responses: out_rx,
-            done: Some(done_rx),
-            tasks: [pump.abort_handle(), handler.abort_handle()],
+            outcome: Outcome::Running(done_rx),
+            finished: Some(finished_tx),
+            handler: handler.abort_handle(),
         };
         Box::pin(async move { Ok(tonic::Response::new(stream)) })
     }
 }
 
-/// The responses of one call, then its final status. Dropping it (the client cancelled or
-/// went away) aborts the call's tasks.
+/// How long a call whose response is complete waits for the client to end its side (the
+/// official clients half-close right after their request) before its request stream is
+/// dropped, which resets the HTTP/2 stream.
+pub const HALF_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Feeds one call's requests to its handler, pulling them only as fast as the handler takes
+/// them (HTTP/2 flow control pushes back on the client).
+///
+/// It holds the request stream until the client ends it, also after the handler has stopped
+/// reading (a unary method answers after its first request) and after the response is
+/// complete: dropping a stream the client has not ended resets it, and hyper closes a
+/// connection after 1,024 such resets, so a client making unary calls without half-closing
+/// first (the official JS gRPC client) would lose its connection every thousand calls. Once
+/// the response is complete it waits [`HALF_CLOSE_WAIT`] at most.
+struct RequestPump {
+    requests: Streaming<Bytes>,
+    /// `None` once the handler has stopped taking requests.
+    inbound: Option<InboundSender>,
+    svc: Arc<Services>,
+    /// For Authenticate without a session: checked against the first request.
+    proof: Option<IdentityToken>,
+    /// How a broken request stream reaches the handler.
+    failure: Option<oneshot::Sender<Failure>>,
+}
+
+impl RequestPump {
+    /// `finished` resolves with `Ok` when the response is complete, with `Err` when the call
+    /// was dropped unfinished (cancelled).
+    async fn run(mut self, mut finished: oneshot::Receiver<()>) {
+        let mut deadline = None;
+        loop {
+            let next = tokio::select! {
+                biased;
+                done = &mut finished, if deadline.is_none() => {
+                    if done.is_err() {
+                        return;
+                    }
+                    deadline = Some(tokio::time::Instant::now() + HALF_CLOSE_WAIT);
+                    continue;
+                }
+                () = sleep_until(deadline) => {
+                    debug!("the client did not end a finished call's requests");
+                    return;
+                }
+                next = self.requests.message() => next,
+            };
+            match next {
+                Ok(Some(message)) => self.deliver(message).await,
+                Ok(None) => return,
+                Err(status) => {
+                    self.fail(format!("request stream failed: {}", status.message()))
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn deliver(&mut self, message: Bytes) {
+        let Some(inbound) = &self.inbound else {
+            // The handler has what it needs; later requests are read only to let the client
+            // end its side.
+            return;
+        };
+        if let Some(token) = self.proof.take() {
+            if let Err(f) = check_proof(&self.svc, &token, &message) {
+                if let Some(failure) = self.failure.take() {
+                    let _ = failure.send(f);
+                }
+                self.inbound = None;
+                return;
+            }
+        }
+        if inbound.send(message).await.is_err() {
+            self.inbound = None;
+        }
+    }
+
+    /// Fails the call, then keeps its requests open until the handler has taken the failure
+    /// (so the handler never mistakes it for the client's normal end).
+    async fn fail(&mut self, message: String) {
+        if let Some(failure) = self.failure.take() {
+            let _ = failure.send(Failure::abort(Code::InvalidArgument, message));
+        }
+        if let Some(inbound) = self.inbound.take() {
+            inbound.closed().await;
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Where a call's handler is.
+enum Outcome {
+    /// Running; its result arrives here.
+    Running(oneshot::Receiver<Result<(), Failure>>),
+    /// It has returned; the final status (if it failed) is delivered after what is queued.
+    Settled(Option<Status>),
+    /// Everything is delivered.
+    Delivered,
+}
+
+/// The responses of one call, then its final status. Dropping it unfinished (the client
+/// cancelled or went away) aborts the handler and lets go of the requests.
 struct ResponseStream {
     responses: crate::call::OutboundReceiver,
-    done: Option<oneshot::Receiver<Result<(), Failure>>>,
-    tasks: [tokio::task::AbortHandle; 2],
+    outcome: Outcome,
+    /// Told when the response is complete.
+    finished: Option<oneshot::Sender<()>>,
+    handler: tokio::task::AbortHandle,
 }
 
 impl Stream for ResponseStream {
@@ -252,38 +342,38 @@ impl Stream for ResponseStream {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
+        // Responses first: whatever the handler queued goes out before its status.
         if let Poll::Ready(Some(bytes)) = self.responses.poll_recv(cx) {
             return Poll::Ready(Some(Ok(bytes)));
         }
-        // No response ready: either more may come, or the handler has finished (its
-        // Outbound dropped, so the channel is closed and drained).
-        let Some(done) = self.done.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(done).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => {
-                // The handler has returned, so nothing more enters the channel; deliver what
-                // is left before the status.
-                if let Poll::Ready(Some(bytes)) = self.responses.poll_recv(cx) {
-                    return Poll::Ready(Some(Ok(bytes)));
-                }
-                self.done = None;
-                match result {
-                    Ok(Ok(())) => Poll::Ready(None),
-                    Ok(Err(f)) => Poll::Ready(Some(Err(to_status(&f)))),
-                    Err(_) => Poll::Ready(Some(Err(Status::internal("the call's handler failed")))),
-                }
+        if let Outcome::Running(done) = &mut self.outcome {
+            let status = match ready!(Pin::new(done).poll(cx)) {
+                Ok(Ok(())) => None,
+                Ok(Err(f)) => Some(to_status(&f)),
+                Err(_) => Some(Status::internal("the call's handler failed")),
+            };
+            self.outcome = Outcome::Settled(status);
+            // The handler has returned, so nothing more enters the channel; deliver what is
+            // left before the status.
+            if let Poll::Ready(Some(bytes)) = self.responses.poll_recv(cx) {
+                return Poll::Ready(Some(Ok(bytes)));
             }
+        }
+        match std::mem::replace(&mut self.outcome, Outcome::Delivered) {
+            Outcome::Settled(status) => {
+                if let Some(finished) = self.finished.take() {
+                    let _ = finished.send(());
+                }
+                Poll::Ready(status.map(Err))
+            }
+            _ => Poll::Ready(None),
         }
     }
 }
 
 impl Drop for ResponseStream {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.handler.abort();
     }
 }
 
@@ -322,5 +412,73 @@ impl Decoder for PassThrough {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls as a busy peer would: again and again, without waiting to be woken, so that
+    /// polls overlap the handler's last steps on the other thread.
+    fn spin(stream: &mut ResponseStream) -> Option<Result<Bytes, Status>> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        loop {
+            if let std::task::Poll::Ready(item) = Pin::new(&mut *stream).poll_next(&mut cx) {
+                return item;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The handler answers and returns while the stream is being polled on another thread:
+    /// every response is delivered, then the end, whatever the interleaving (the handler's
+    /// result was once polled again after it had been taken, which panicked).
+    ///
+    /// The stream is polled on this thread, outside the runtime (whose cooperative budget
+    /// would hold a spinning poll back).
+    #[test]
+    fn responses_racing_the_handlers_end_are_delivered_then_the_end() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for round in 0..5_000u32 {
+            let (outbound, out_rx) = Outbound::channel();
+            let (done_tx, done_rx) = oneshot::channel();
+            let (finished_tx, mut finished_rx) = oneshot::channel();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let failed = round % 2 == 1;
+            let handler = std::thread::spawn(move || {
+                go_rx.recv().unwrap();
+                outbound
+                    .blocking_send(&tdx_volt::proto::volt::ConnectPing {})
+                    .unwrap();
+                drop(outbound);
+                let _ = done_tx.send(if failed {
+                    Err(Failure::abort(Code::Internal, "failed"))
+                } else {
+                    Ok(())
+                });
+            });
+            let mut stream = ResponseStream {
+                responses: out_rx,
+                outcome: Outcome::Running(done_rx),
+                finished: Some(finished_tx),
+                handler: runtime.spawn(async {}).abort_handle(),
+            };
+            go_tx.send(()).unwrap();
+            let first = spin(&mut stream).expect("a response").expect("data");
+            assert!(first.is_empty(), "the empty ping");
+            let end = spin(&mut stream);
+            if failed {
+                assert_eq!(end.expect("a status").unwrap_err().message(), "failed");
+            } else {
+                assert!(end.is_none());
+            }
+            assert!(spin(&mut stream).is_none());
+            assert!(finished_rx.try_recv().is_ok(), "the pump is told");
+            handler.join().unwrap();
+        }
     }
 }

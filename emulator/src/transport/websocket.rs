@@ -8,7 +8,8 @@
 //! Errors: a token or key-exchange failure, an undecryptable frame, an unknown call id or a
 //! frame that does not decode (but has a call id) is answered with a meta-only frame
 //! `{"error": "..."}` on that call, which the official client turns into an error on that call
-//! alone. A frame too short to carry a call id closes the socket (code 1002); a message above
+//! alone. An empty message is ignored (the gateway drops it before this module sees it); any
+//! other frame too short to carry a call id closes the socket (code 1002); a message above
 //! [`HARD_MESSAGE_LIMIT`] is refused by the websocket layer, which closes the socket. A text
 //! message closes the socket (code 1003).
 

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long the emulator may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a scenario script may run (the scripts give up by themselves after 60 s).
+/// How long a scenario script may run unless it says otherwise (the scripts give up by
+/// themselves after 60 s).
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the emulator may take to exit after SIGTERM.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -307,6 +308,8 @@ pub struct Script<'a> {
     pub cwd: &'a Path,
     /// Appended to the panic message when the program cannot be started.
     pub hint: &'a str,
+    /// How long it may run before it is killed.
+    pub timeout: Duration,
 }
 
 /// What a scenario script printed and how it ended.
@@ -317,8 +320,8 @@ pub struct ScriptRun {
     pub stderr: String,
 }
 
-/// Runs `script` with stdin closed, capturing stdout and stderr; kills it after
-/// SCRIPT_TIMEOUT (status `None`).
+/// Runs `script` with stdin closed, capturing stdout and stderr; kills it after its timeout
+/// (status `None`).
 pub fn run_script(script: &Script<'_>) -> ScriptRun {
     let mut command = Command::new(script.program);
     command
@@ -342,7 +345,7 @@ pub fn run_script(script: &Script<'_>) -> ScriptRun {
     let stderr = Captured::default();
     let out_thread = capture_lines(child.stdout.take().expect("piped stdout"), stdout.clone());
     let err_thread = capture_lines(child.stderr.take().expect("piped stderr"), stderr.clone());
-    let status = wait_with_timeout(&mut child, SCRIPT_TIMEOUT);
+    let status = wait_with_timeout(&mut child, script.timeout);
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();
