@@ -19,7 +19,7 @@ pub const CONNECT_DEFAULT_CLIENT_PING_MS: u32 = 10_000;
 /// How long a Connect stream may stay silent before its hello, and the floor of the idle
 /// timeout after it.
 pub const CONNECT_HELLO_WAIT: Duration = Duration::from_secs(30);
-const CONNECT_MIN_IDLE: Duration = Duration::from_millis(300);
+const CONNECT_MIN_IDLE: Duration = Duration::from_secs(3);
 
 /// Routes a VoltAPI method.
 pub async fn dispatch(
@@ -305,7 +305,7 @@ async fn connect(mut inbound: Inbound, outbound: &Outbound) -> Result<(), Failur
 /// For a hello's `ping_interval` (ms; 0 for the default): the acknowledge's `ping_interval`
 /// (ms the client may wait for each ping's answer: three of its intervals, at least
 /// [`CONNECT_PING_TIMEOUT_MS`]) and how long the client may be silent (three of its intervals,
-/// at least 300 ms).
+/// at least 3 s, so that a client that wrote its interval in seconds is not dropped at once).
 pub fn connect_intervals(client_ping_ms: u32) -> (u32, Duration) {
     let client = if client_ping_ms == 0 {
         CONNECT_DEFAULT_CLIENT_PING_MS

@@ -205,12 +205,12 @@ impl tonic::server::StreamingService<Bytes> for CallService {
             proof: self.proof.take(),
             failure: Some(fail_tx),
         };
-        tokio::spawn(pump.run(finished_rx));
+        let pump = tokio::spawn(pump.run(finished_rx));
         let stream = ResponseStream {
             responses: out_rx,
             outcome: Outcome::Running(done_rx),
             finished: Some(finished_tx),
-            handler: handler.abort_handle(),
+            tasks: [handler.abort_handle(), pump.abort_handle()],
         };
         Box::pin(async move { Ok(tonic::Response::new(stream)) })
     }
@@ -266,8 +266,21 @@ impl RequestPump {
                 Ok(Some(message)) => self.deliver(message).await,
                 Ok(None) => return,
                 Err(status) => {
-                    self.fail(format!("request stream failed: {}", status.message()))
-                        .await;
+                    if let Some(failure) = self.failure.take() {
+                        let _ = failure.send(Failure::abort(
+                            Code::InvalidArgument,
+                            format!("request stream failed: {}", status.message()),
+                        ));
+                    }
+                    // Keep the requests open until the handler has taken the failure (so it
+                    // never mistakes it for the client's normal end): it then drops them,
+                    // or its response ends.
+                    if let (Some(inbound), None) = (self.inbound.take(), deadline) {
+                        tokio::select! {
+                            () = inbound.closed() => {}
+                            _ = &mut finished => {}
+                        }
+                    }
                     return;
                 }
             }
@@ -293,17 +306,6 @@ impl RequestPump {
             self.inbound = None;
         }
     }
-
-    /// Fails the call, then keeps its requests open until the handler has taken the failure
-    /// (so the handler never mistakes it for the client's normal end).
-    async fn fail(&mut self, message: String) {
-        if let Some(failure) = self.failure.take() {
-            let _ = failure.send(Failure::abort(Code::InvalidArgument, message));
-        }
-        if let Some(inbound) = self.inbound.take() {
-            inbound.closed().await;
-        }
-    }
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -325,13 +327,15 @@ enum Outcome {
 }
 
 /// The responses of one call, then its final status. Dropping it unfinished (the client
-/// cancelled or went away) aborts the handler and lets go of the requests.
+/// cancelled or went away) aborts the handler and the request pump; once the response is
+/// complete, the pump is left to wait for the client's half-close.
 struct ResponseStream {
     responses: crate::call::OutboundReceiver,
     outcome: Outcome,
     /// Told when the response is complete.
     finished: Option<oneshot::Sender<()>>,
-    handler: tokio::task::AbortHandle,
+    /// The handler and the request pump.
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
 impl Stream for ResponseStream {
@@ -353,9 +357,12 @@ impl Stream for ResponseStream {
                 Err(_) => Some(Status::internal("the call's handler failed")),
             };
             self.outcome = Outcome::Settled(status);
-            // The handler has returned, so nothing more enters the channel; deliver what is
-            // left before the status.
-            if let Poll::Ready(Some(bytes)) = self.responses.poll_recv(cx) {
+        }
+        // The handler has returned, so nothing more enters the channel: what is left goes out
+        // before the status. (`try_recv`, unlike `poll_recv`, never answers "not now" because
+        // the task's cooperative budget is spent, which would cut the responses short.)
+        if matches!(self.outcome, Outcome::Settled(_)) {
+            if let Ok(bytes) = self.responses.try_recv() {
                 return Poll::Ready(Some(Ok(bytes)));
             }
         }
@@ -373,7 +380,11 @@ impl Stream for ResponseStream {
 
 impl Drop for ResponseStream {
     fn drop(&mut self) {
-        self.handler.abort();
+        let [handler, pump] = &self.tasks;
+        handler.abort();
+        if self.finished.is_some() {
+            pump.abort();
+        }
     }
 }
 
@@ -465,7 +476,10 @@ mod tests {
                 responses: out_rx,
                 outcome: Outcome::Running(done_rx),
                 finished: Some(finished_tx),
-                handler: runtime.spawn(async {}).abort_handle(),
+                tasks: [
+                    runtime.spawn(async {}).abort_handle(),
+                    runtime.spawn(async {}).abort_handle(),
+                ],
             };
             go_tx.send(()).unwrap();
             let first = spin(&mut stream).expect("a response").expect("data");
