@@ -644,6 +644,15 @@ async fn pending_decisions_are_polled_within_the_wait_and_deny_is_an_error() {
     assert!(client.config().credential().session_id.is_none());
     assert_eq!(std::fs::read_to_string(&path).expect("read"), before);
 
+    // An interval past every wait is the same timeout, at once (it once overflowed).
+    let err = within(
+        "Authenticate",
+        client.authenticate(quick().poll_interval(Duration::MAX)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+
     // DENY.
     let volt =
         TestVolt::start_with("deny", |b| b.authenticate_policy(AuthenticatePolicy::Deny)).await;

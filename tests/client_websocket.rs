@@ -374,6 +374,26 @@ async fn stopping_the_volt_fails_every_live_call_and_the_next_call_reconnects() 
     assert_eq!(again["resource"]["id"], json!(client.volt_id()));
 }
 
+/// Settings past what the runtime can hold are kept within it (they once panicked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_call_buffer_is_clamped() {
+    let volt = TestVolt::start("huge-buffer").await;
+    for transport in [Transport::Websocket, Transport::Grpc] {
+        let client = VoltClient::builder()
+            .config_file(volt.config_path())
+            .transport(transport)
+            .call_buffer(usize::MAX)
+            .connect()
+            .await
+            .expect("connect");
+        let wire_id = new_wire(&client, "huge").await;
+        let mut chunks = subscribed(&client, &wire_id).await;
+        publish(&client, &wire_id, b"fits").await;
+        let chunk = within("a chunk", chunks.next()).await.expect("a chunk");
+        assert_eq!(chunk.expect("data"), b"fits");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_loses_only_its_own_call() {
     let volt = TestVolt::start("slow").await;

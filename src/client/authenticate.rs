@@ -19,6 +19,8 @@ use crate::{Error, ErrorKind, KeyAlgorithm, Result};
 pub const DEFAULT_AUTH_POLL: Duration = Duration::from_secs(10);
 /// How long [`VoltClient::authenticate`] waits in all for a pending decision: 10 minutes.
 pub const DEFAULT_AUTH_WAIT: Duration = Duration::from_secs(600);
+const MIN_AUTH_POLL: Duration = Duration::from_millis(10);
+const MAX_AUTH_POLL: Duration = Duration::from_secs(86_400);
 
 /// What to ask the Volt for when authenticating.
 ///
@@ -150,9 +152,10 @@ impl Authentication {
     }
 
     /// How long to wait between requests while the decision is pending;
-    /// [`DEFAULT_AUTH_POLL`] by default (at least 10 ms).
+    /// [`DEFAULT_AUTH_POLL`] by default (kept between 10 ms and one day; the wait in all is
+    /// [`max_wait`](Self::max_wait)).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(10));
+        self.poll_interval = interval.clamp(MIN_AUTH_POLL, MAX_AUTH_POLL);
         self
     }
 
@@ -223,7 +226,8 @@ impl VoltClient {
                 }
                 Some(Decision::Wait) => {
                     let waited = started.elapsed();
-                    if waited + authentication.poll_interval > authentication.max_wait {
+                    if waited.saturating_add(authentication.poll_interval) > authentication.max_wait
+                    {
                         return Err(Error::new(
                             ErrorKind::Timeout,
                             format!("the Volt's decision was still pending after {:?}", waited),

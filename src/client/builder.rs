@@ -25,8 +25,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 /// The largest message sent, in bytes: 16 MiB, the websocket gateway's own limit.
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
-/// Responses a call may hold unread before it is ended as too slow: 1,024.
+/// Responses a call may hold unread: 1,024 (see [`VoltClientBuilder::call_buffer`]).
 pub const DEFAULT_CALL_BUFFER: usize = 1024;
+/// The most [`call_buffer`](VoltClientBuilder::call_buffer) takes: 1,048,576 responses.
+pub const MAX_CALL_BUFFER: usize = 1 << 20;
 /// Calls that may be open at once on a client (and its clones); more wait for a slot: 10,000.
 pub const DEFAULT_MAX_CALLS: usize = 10_000;
 
@@ -203,11 +205,14 @@ impl VoltClientBuilder {
         self
     }
 
-    /// Responses a call may hold unread; [`DEFAULT_CALL_BUFFER`] by default. A caller that
-    /// falls further behind loses that call (a [`limit`](crate::ErrorKind::Limit) error), so
-    /// the connection never waits for one slow reader.
+    /// Responses a call may hold unread (besides at most 64 MiB); [`DEFAULT_CALL_BUFFER`] by
+    /// default, kept between 1 and [`MAX_CALL_BUFFER`]. Over gRPC a call that is full stops
+    /// reading until its caller reads on (flow control holds the Volt back). On the websocket
+    /// gateway, which must never wait for one slow reader, a caller that falls further behind
+    /// loses that call (a [`limit`](crate::ErrorKind::Limit) error); see [`Call`](crate::Call) for the ways
+    /// out. [`sql_rows`](VoltClient::sql_rows) pages by half of it there.
     pub fn call_buffer(mut self, responses: usize) -> Self {
-        self.call_buffer = responses.max(1);
+        self.call_buffer = responses.clamp(1, MAX_CALL_BUFFER);
         self
     }
 

@@ -3,13 +3,12 @@
 //! [`CallEvent`]s, in arrival order.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::transport::{grpc, websocket};
 use crate::{Error, ErrorKind, Result, Status};
@@ -33,6 +32,16 @@ pub enum CallEvent {
 /// [`CallEvent::End`] or an error that ends the call), or with [`Call::message`]. Dropping a
 /// call that is still live cancels it: the connection ends it on the wire and forgets it.
 ///
+/// **Reading slowly.** A call holds at most
+/// [`call_buffer`](crate::VoltClientBuilder::call_buffer) responses (1,024 by default) or
+/// 64 MiB unread. Over gRPC, a call that is full simply stops reading: HTTP/2 flow control
+/// holds the Volt back until the caller reads on, and nothing is lost. On the websocket
+/// gateway every call shares one socket, which must never wait for one slow reader, so a call
+/// that is full is ended with a [`Limit`](crate::ErrorKind::Limit) error (its caller "fell
+/// behind") while the connection and the other calls carry on. To read a large result slowly
+/// there, page it (`page_size` with `next` on `Execute`, as
+/// [`sql_rows`](crate::VoltClient::sql_rows) does by itself) or raise `call_buffer`.
+///
 /// ```no_run
 /// use futures_util::StreamExt as _;
 /// use serde_json::json;
@@ -53,7 +62,7 @@ pub struct Call {
     path: Arc<str>,
     io: CallIo,
     events: mpsc::Receiver<(CallEvent, usize)>,
-    unread_bytes: Arc<AtomicUsize>,
+    unread_bytes: Arc<Semaphore>,
     outcome: oneshot::Receiver<Result<()>>,
     finished: bool,
     _permit: OwnedSemaphorePermit,
@@ -129,6 +138,13 @@ impl Call {
         matches!(self.io, CallIo::Grpc(_))
     }
 
+    /// How many events have arrived and wait to be read: at most the client's
+    /// [`call_buffer`](crate::VoltClientBuilder::call_buffer) (a paged
+    /// [`sql_rows`](crate::VoltClient::sql_rows) query holds at most a page and its headers).
+    pub fn unread(&self) -> usize {
+        self.events.len()
+    }
+
     /// The next response message: `Ok(Some(message))`, `Ok(None)` once the call has ended
     /// normally, or the error the Volt (or the connection) reported.
     pub async fn message(&mut self) -> Result<Option<Value>> {
@@ -149,7 +165,7 @@ impl Stream for Call {
         }
         match self.events.poll_recv(cx) {
             Poll::Ready(Some((event, bytes))) => {
-                self.unread_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                self.unread_bytes.add_permits(bytes);
                 Poll::Ready(Some(event))
             }
             Poll::Pending => Poll::Pending,
@@ -195,16 +211,23 @@ pub(crate) const MAX_UNREAD_BYTES: usize = 64 * 1024 * 1024;
 /// The receiving ends a [`Call`] reads.
 pub(crate) struct Receivers {
     events: mpsc::Receiver<(CallEvent, usize)>,
-    unread_bytes: Arc<AtomicUsize>,
+    unread_bytes: Arc<Semaphore>,
     outcome: oneshot::Receiver<Result<()>>,
 }
 
 /// The sending ends a transport writes a call's events into. Data and in-call errors are
-/// offered without ever waiting; the end (or the error that ends the call) is settled once.
+/// either offered without waiting ([`Delivery::offer`], for a connection shared by many
+/// calls) or delivered as room frees up ([`Delivery::deliver`], for a call with flow control
+/// of its own); the end (or the error that ends the call) is settled once.
+///
+/// Room is counted twice: events (the channel's capacity) and bytes (a semaphore of
+/// [`MAX_UNREAD_BYTES`] permits, taken by the transport and given back as the caller reads).
 #[derive(Debug)]
 pub(crate) struct Delivery {
     events: mpsc::Sender<(CallEvent, usize)>,
-    unread_bytes: Arc<AtomicUsize>,
+    unread_bytes: Arc<Semaphore>,
+    /// The semaphore's size: bytes the call may hold unread.
+    byte_budget: usize,
     outcome: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -219,16 +242,34 @@ pub(crate) enum Offer {
     Gone,
 }
 
-/// A call's channel pair, with room for `capacity` unread events (and at most
-/// [`MAX_UNREAD_BYTES`]).
-pub(crate) fn channels(capacity: usize) -> (Delivery, Receivers) {
-    let (events_tx, events_rx) = mpsc::channel(capacity.max(1));
+/// How much a call may hold unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unread {
+    /// Events and at most [`MAX_UNREAD_BYTES`]: any call.
+    Bounded,
+    /// Events alone: a call whose caller bounds what the Volt sends ahead itself (a paged
+    /// query asks for each page once it has read the last), so that a page of large rows is
+    /// never mistaken for a slow caller.
+    EventsOnly,
+}
+
+/// A call's channel pair, with room for `capacity` unread events (and, when `unread` says
+/// so, at most [`MAX_UNREAD_BYTES`]).
+pub(crate) fn channels(capacity: usize, unread: Unread) -> (Delivery, Receivers) {
+    // A paged call holds a page of rows and their headers, one row a page at the least.
+    let least = if unread == Unread::EventsOnly { 4 } else { 1 };
+    let (events_tx, events_rx) = mpsc::channel(capacity.clamp(least, Semaphore::MAX_PERMITS));
     let (outcome_tx, outcome_rx) = oneshot::channel();
-    let unread_bytes = Arc::new(AtomicUsize::new(0));
+    let byte_budget = match unread {
+        Unread::Bounded => MAX_UNREAD_BYTES,
+        Unread::EventsOnly => Semaphore::MAX_PERMITS,
+    };
+    let unread_bytes = Arc::new(Semaphore::new(byte_budget));
     (
         Delivery {
             events: events_tx,
             unread_bytes: unread_bytes.clone(),
+            byte_budget,
             outcome: Some(outcome_tx),
         },
         Receivers {
@@ -240,25 +281,50 @@ pub(crate) fn channels(capacity: usize) -> (Delivery, Receivers) {
 }
 
 impl Delivery {
+    /// The byte permits an event of `bytes` bytes takes: a message larger than the whole
+    /// budget takes all of it (it is let in when nothing else is unread).
+    fn permits(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.min(self.byte_budget)).unwrap_or(u32::MAX)
+    }
+
     /// Offers a data message or an in-call error of `bytes` bytes, never waiting.
     pub(crate) fn offer(&self, event: CallEvent, bytes: usize) -> Offer {
-        let unread = self.unread_bytes.load(Ordering::Acquire);
-        if unread > 0 && unread.saturating_add(bytes) > MAX_UNREAD_BYTES {
-            return if self.events.is_closed() {
-                Offer::Gone
-            } else {
-                Offer::Full
-            };
+        let wanted = self.permits(bytes);
+        // Taken before it is queued, so the reader never gives back what was not taken.
+        match self.unread_bytes.try_acquire_many(wanted) {
+            Ok(permit) => permit.forget(),
+            Err(_) if self.events.is_closed() => return Offer::Gone,
+            Err(_) => return Offer::Full,
         }
-        // Counted before it is queued, so the reader never subtracts what was not added.
-        self.unread_bytes.fetch_add(bytes, Ordering::AcqRel);
-        let refused = match self.events.try_send((event, bytes)) {
+        let refused = match self.events.try_send((event, wanted as usize)) {
             Ok(()) => return Offer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
         };
-        self.unread_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.unread_bytes.add_permits(wanted as usize);
         refused
+    }
+
+    /// Delivers a data message or an in-call error of `bytes` bytes, waiting for room. Returns
+    /// `false` when the caller has dropped the call (the event is then discarded).
+    pub(crate) async fn deliver(&self, event: CallEvent, bytes: usize) -> bool {
+        let wanted = self.permits(bytes);
+        // The caller gives permits back as it reads; one that has gone gives none back, so
+        // its leaving ends the wait too.
+        let taken = tokio::select! {
+            taken = self.unread_bytes.acquire_many(wanted) => taken,
+            () = self.events.closed() => return false,
+        };
+        match taken {
+            Ok(permit) => permit.forget(),
+            Err(_) => return false,
+        }
+        if self.events.send((event, wanted as usize)).await.is_ok() {
+            true
+        } else {
+            self.unread_bytes.add_permits(wanted as usize);
+            false
+        }
     }
 
     /// Whether the caller has dropped the call.
@@ -290,13 +356,17 @@ pub(crate) fn response_event(response: Value) -> CallEvent {
 
 /// The error that ends a call whose caller left too many responses unread.
 pub(crate) fn fell_behind(path: &str, delivery: &Delivery) -> Error {
+    let bytes = if delivery.byte_budget == MAX_UNREAD_BYTES {
+        format!(" or {} MiB", MAX_UNREAD_BYTES >> 20)
+    } else {
+        String::new()
+    };
     Error::new(
         ErrorKind::Limit,
         format!(
-            "{path}: the caller fell behind (over {} responses or {} MiB unread); the call was \
+            "{path}: the caller fell behind (over {} responses{bytes} unread); the call was \
              ended",
             delivery.events.max_capacity(),
-            MAX_UNREAD_BYTES >> 20
         ),
     )
 }

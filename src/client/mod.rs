@@ -27,9 +27,10 @@ use tokio::sync::Semaphore;
 pub use authenticate::{Authenticated, Authentication, DEFAULT_AUTH_POLL, DEFAULT_AUTH_WAIT};
 pub use builder::{
     Transport, VoltClientBuilder, DEFAULT_CALL_BUFFER, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
-    DEFAULT_MAX_CALLS, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_MAX_CALLS, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_REQUEST_TIMEOUT, MAX_CALL_BUFFER,
 };
 pub use call::{Call, CallEvent};
+pub use sql::{SqlRows, DEFAULT_SQL_PAGE, MAX_SQL_PAGE};
 pub use typed::TypedCall;
 pub use wire::{WireChunks, WirePublisher};
 
@@ -37,7 +38,7 @@ use crate::protocol::schema::methods as method_table;
 use crate::transport::{grpc, websocket};
 use crate::{ClientConfig, Error, ErrorKind, PrivateKey, Result};
 use builder::Options;
-use call::CallIo;
+use call::{CallIo, Unread};
 
 /// A connection to one Volt, shared by all clones.
 ///
@@ -179,7 +180,9 @@ impl VoltClient {
     pub async fn unary(&self, path: &str, request: Value) -> Result<Value> {
         let timeout = self.request_timeout;
         let exchange = async {
-            let mut call = self.open(path, Some(request), true).await?;
+            let mut call = self
+                .open(path, Some(request), true, Unread::Bounded)
+                .await?;
             let response = match call.next().await {
                 Some(CallEvent::Data(response)) => response,
                 Some(CallEvent::Error(e)) => return Err(e),
@@ -226,10 +229,31 @@ impl VoltClient {
             && method_table()
                 .get(path)
                 .is_some_and(|m| !m.kind().client_streams());
-        self.open(path, request, ends_after_request).await
+        self.open(path, request, ends_after_request, Unread::Bounded)
+            .await
     }
 
-    async fn open(&self, path: &str, request: Option<Value>, end_after: bool) -> Result<Call> {
+    async fn open(
+        &self,
+        path: &str,
+        request: Option<Value>,
+        end_after: bool,
+        unread: Unread,
+    ) -> Result<Call> {
+        self.open_on(self.connection(), path, request, end_after, unread)
+            .await
+    }
+
+    /// Opens a call on `connection` (a caller that chose its settings by the transport opens
+    /// it on the connection it looked at, whatever Authenticate replaced meanwhile).
+    async fn open_on(
+        &self,
+        connection: TransportHandle,
+        path: &str,
+        request: Option<Value>,
+        end_after: bool,
+        unread: Unread,
+    ) -> Result<Call> {
         check_path(path)?;
         let timeout = self.request_timeout;
         let permit =
@@ -244,16 +268,17 @@ impl VoltClient {
                 }
             };
         let path: Arc<str> = Arc::from(path);
-        let (io, receivers) = match self.connection() {
+        let (io, receivers) = match connection {
             TransportHandle::Websocket(connection) => {
                 let first = request.as_ref().map(call::to_json_text).transpose()?;
                 let (handle, receivers) = connection
-                    .open(path.clone(), first, end_after, timeout)
+                    .open(path.clone(), first, end_after, timeout, unread)
                     .await?;
                 (CallIo::Websocket(handle), receivers)
             }
             TransportHandle::Grpc(connection) => {
-                let (handle, receivers) = connection.open(path.clone(), request, end_after)?;
+                let (handle, receivers) =
+                    connection.open(path.clone(), request, end_after, unread)?;
                 (CallIo::Grpc(handle), receivers)
             }
         };

@@ -1,24 +1,113 @@
-//! [`VoltClient::sql_execute_json`]: a query's rows as JSON objects.
+//! [`VoltClient::sql_rows`] and [`VoltClient::sql_execute_json`]: a query's rows as JSON
+//! objects, one at a time or all at once.
+
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde_json::{json, Map, Value};
 
-use super::{CallEvent, VoltClient};
+use super::call::Unread;
+use super::{Call, CallEvent, TransportHandle, VoltClient};
 use crate::{Error, ErrorKind, Result};
 
 const EXECUTE: &str = "/tdx.volt_api.data.v1.SqliteDatabaseAPI/Execute";
 
+/// The most rows a page holds when [`VoltClient::sql_rows`] pages by itself.
+pub const DEFAULT_SQL_PAGE: u32 = 1_000;
+/// The largest `page_size` [`VoltClient::sql_rows`] asks for (a Volt sends no larger page,
+/// so a client counting to more would wait for rows that never come).
+pub const MAX_SQL_PAGE: u32 = 10_000;
+
 impl VoltClient {
-    /// Runs an SQL statement with `SqliteDatabaseAPI/Execute` and returns every row as an
-    /// object keyed by column name.
+    /// Runs an SQL statement with `SqliteDatabaseAPI/Execute` and returns its rows one at a
+    /// time ([`SqlRows::next_row`]), each as an object keyed by column name, without holding
+    /// the whole result.
     ///
     /// `request` is an `SqlExecuteStart` (`database_id`, `statement`, `parameter`,
-    /// `page_size`, ...), bare or wrapped as `{"start": {...}}`. With a `page_size`, the next
-    /// page is asked for (`next`) each time a page is complete, until the Volt ends the call.
-    /// Cells keep their SQLite type whatever the column's declared type: integers are JSON
-    /// numbers (exact to 64 bits), reals numbers, text strings, blobs base64 strings and NULL
-    /// `null`. Each wait for the next response is bounded by the request timeout. For a
-    /// statement inside a transaction, use [`sql_execute`](VoltClient::sql_execute).
+    /// `page_size`, ...), bare or wrapped as `{"start": {...}}`. With a `page_size` (at most
+    /// [`MAX_SQL_PAGE`]), the next page is asked for (`next`) when the row after a page's
+    /// last is asked for. Cells keep their SQLite type whatever the column's declared type:
+    /// integers are JSON numbers (exact to 64 bits), reals numbers, text strings, blobs
+    /// base64 strings and NULL `null`. Each wait for the next response is bounded by the
+    /// request timeout.
+    ///
+    /// However large the result and however slowly the rows are read, the call is not ended
+    /// for falling behind, and what waits unread is bounded:
+    /// - over gRPC, by the client's [`call_buffer`](crate::VoltClientBuilder::call_buffer)
+    ///   (flow control holds the Volt back while rows go unread);
+    /// - on the websocket gateway (no flow control per call), by one page: the query is
+    ///   paged, by half the `call_buffer` (less two) and at most [`DEFAULT_SQL_PAGE`] rows, or
+    ///   by the request's own `page_size` if smaller. Rows count, not their bytes: a page of
+    ///   large rows is held whole. Each statement of a text also sends a header, which is not
+    ///   paged: a text of many statements that return no rows can still fall behind.
+    ///
+    /// For a statement inside a transaction, use [`sql_execute`](VoltClient::sql_execute).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tdx_volt::VoltClient, db: &str) -> tdx_volt::Result<()> {
+    /// let mut rows = client
+    ///     .sql_rows(serde_json::json!({"database_id": db, "statement": "SELECT * FROM log"}))
+    ///     .await?;
+    /// while let Some(row) = rows.next_row().await? {
+    ///     println!("{}", row["message"]);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn sql_rows(&self, request: Value) -> Result<SqlRows> {
+        let mut request = if request.get("start").is_some() {
+            request
+        } else {
+            json!({ "start": request })
+        };
+        let asked = request
+            .get("start")
+            .and_then(|s| s.get("page_size"))
+            .and_then(|p| {
+                p.as_u64()
+                    .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+            })
+            .unwrap_or(0);
+        // The page is chosen for the connection the call goes out on.
+        let connection = self.connection();
+        let page_size = if matches!(connection, TransportHandle::Grpc(_)) {
+            asked.min(u64::from(MAX_SQL_PAGE))
+        } else {
+            let buffer = self.shared.setup.options.call_buffer;
+            let most = (buffer.saturating_sub(2) / 2).clamp(1, DEFAULT_SQL_PAGE as usize) as u64;
+            if asked == 0 {
+                most
+            } else {
+                asked.min(most)
+            }
+        };
+        if page_size != asked {
+            if let Some(start) = request.get_mut("start").and_then(Value::as_object_mut) {
+                start.insert("page_size".into(), json!(page_size));
+            }
+        }
+        // A paged call holds at most a page unread (the next is asked for once the last row
+        // is read), so it is bounded by events, not bytes: large rows are not a slow reader.
+        let unread = if page_size > 0 {
+            Unread::EventsOnly
+        } else {
+            Unread::Bounded
+        };
+        let call = self
+            .open_on(connection, EXECUTE, Some(request), false, unread)
+            .await?;
+        Ok(SqlRows {
+            call,
+            columns: Vec::new(),
+            page_size,
+            in_page: 0,
+            next_due: false,
+            timeout: self.request_timeout,
+            done: false,
+        })
+    }
+
+    /// Runs an SQL statement with `SqliteDatabaseAPI/Execute` and returns every row as an
+    /// object keyed by column name: [`sql_rows`](VoltClient::sql_rows), collected.
     ///
     /// ```no_run
     /// # async fn demo(client: tdx_volt::VoltClient, db: &str) -> tdx_volt::Result<()> {
@@ -35,54 +124,96 @@ impl VoltClient {
     /// # Ok(()) }
     /// ```
     pub async fn sql_execute_json(&self, request: Value) -> Result<Vec<Map<String, Value>>> {
-        let request = if request.get("start").is_some() {
-            request
-        } else {
-            json!({ "start": request })
-        };
-        let page_size = request
-            .get("start")
-            .and_then(|s| s.get("page_size"))
-            .and_then(|p| {
-                p.as_u64()
-                    .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
-            })
-            .unwrap_or(0);
-        let timeout = self.request_timeout;
-        let mut call = self.streaming(EXECUTE, Some(request)).await?;
-        let mut columns: Vec<String> = Vec::new();
-        let mut rows = Vec::new();
-        let mut in_page = 0u64;
-        loop {
-            let event = tokio::time::timeout(timeout, call.next())
+        let mut rows = self.sql_rows(request).await?;
+        let mut all = Vec::new();
+        while let Some(row) = rows.next_row().await? {
+            all.push(row);
+        }
+        Ok(all)
+    }
+}
+
+/// The rows of one query, read one at a time: [`VoltClient::sql_rows`]. Dropping it before
+/// the last row stops the query.
+#[must_use = "dropping SqlRows stops the query"]
+#[derive(Debug)]
+pub struct SqlRows {
+    call: Call,
+    columns: Vec<String>,
+    /// Rows per page (0: the Volt sends every row without waiting).
+    page_size: u64,
+    /// Rows of the current page read so far.
+    in_page: u64,
+    /// The last row of a page has been read: the next page is asked for with the next row.
+    next_due: bool,
+    timeout: Duration,
+    done: bool,
+}
+
+impl SqlRows {
+    /// The next row, or `None` once every row has been read. An error ends the rows.
+    ///
+    /// Cancel-safe: a row taken off the call is always returned.
+    pub async fn next_row(&mut self) -> Result<Option<Map<String, Value>>> {
+        if self.next_due && !self.done {
+            // The Volt may already have ended the call (no rows were left); the end then
+            // arrives as the next event.
+            match self.call.send(json!({ "next": {} })).await {
+                Err(e) if !e.is_closed() => {
+                    self.done = true;
+                    return Err(e);
+                }
+                _ => self.next_due = false,
+            }
+        }
+        while !self.done {
+            let event = tokio::time::timeout(self.timeout, self.call.next())
                 .await
                 .map_err(|_| {
                     Error::new(
                         ErrorKind::Timeout,
-                        format!("{EXECUTE}: no response within {timeout:?}"),
+                        format!("{EXECUTE}: no response within {:?}", self.timeout),
                     )
                 })?;
             match event {
                 Some(CallEvent::Data(message)) => {
                     if let Some(header) = message.get("header") {
-                        columns = column_names(header)?;
+                        self.columns = column_names(header)?;
                     } else if let Some(row) = message.get("row") {
-                        rows.push(row_object(&columns, row)?);
-                        in_page += 1;
-                        if page_size > 0 && in_page == page_size {
-                            in_page = 0;
-                            // The Volt may already have ended the call (no rows were left);
-                            // the end then arrives as the next event.
-                            match call.send(json!({ "next": {} })).await {
-                                Err(e) if !e.is_closed() => return Err(e),
-                                _ => {}
-                            }
-                        }
+                        let row = row_object(&self.columns, row);
+                        self.count_row();
+                        return row.map(Some);
                     }
                 }
-                Some(CallEvent::Error(e)) => return Err(e),
-                Some(CallEvent::End) | None => return Ok(rows),
+                Some(CallEvent::Error(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Some(CallEvent::End) | None => self.done = true,
             }
+        }
+        Ok(None)
+    }
+
+    /// The column names of the current statement's header (empty before it arrives).
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// How many responses have arrived and wait to be read (see [`Call::unread`]).
+    pub fn unread(&self) -> usize {
+        self.call.unread()
+    }
+
+    /// Counts a row read; after the last row of a page, the next page is due.
+    fn count_row(&mut self) {
+        if self.page_size == 0 {
+            return;
+        }
+        self.in_page += 1;
+        if self.in_page == self.page_size {
+            self.in_page = 0;
+            self.next_due = true;
         }
     }
 }

@@ -1,5 +1,5 @@
 //! One gRPC call: the caller's handle (`send`, `end`, cancel on drop) and the task that reads
-//! the Volt's responses into the call's events.
+//! the Volt's responses into the call's events, no faster than the caller takes them.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -15,7 +15,7 @@ use tonic::Code;
 
 use super::codec::Encoded;
 use super::Settings;
-use crate::client::call::{fell_behind, response_event, Delivery, Offer};
+use crate::client::call::{response_event, Delivery};
 use crate::protocol::schema;
 use crate::{Error, ErrorKind, Result, Status};
 
@@ -132,10 +132,10 @@ where
             )
             .with_source(e)
         })?;
-        match delivery.offer(response_event(value), bytes.len()) {
-            Offer::Queued => {}
-            Offer::Gone => return Ok(()),
-            Offer::Full => return Err(fell_behind(path, delivery)),
+        // A caller behind on its reading holds this call's reader, and HTTP/2 flow control
+        // holds the Volt back: nothing is lost and no other call waits.
+        if !delivery.deliver(response_event(value), bytes.len()).await {
+            return Ok(());
         }
     }
     Ok(())

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client::call::{self as client_call, Receivers};
+use crate::client::call::{self as client_call, Receivers, Unread};
 use crate::protocol::schema;
 use crate::protocol::token::{unix_now, Claims, IdentityToken};
 use crate::{Error, ErrorKind, PrivateKey, Result};
@@ -34,6 +34,13 @@ const TOKEN_METADATA: &str = "volt-token";
 
 /// Requests a call may have queued for the wire before [`CallHandle::send`] waits.
 const REQUEST_QUEUE: usize = 16;
+
+/// HTTP/2 flow-control window of each call: what the Volt may send ahead of a caller that is
+/// not reading (1 MiB).
+const STREAM_WINDOW: u32 = 1 << 20;
+/// HTTP/2 flow-control window of the connection: HTTP/2's largest (2 GiB), so that the
+/// windows of calls whose callers are not reading seldom add up to it.
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
 /// Everything the transport needs, fixed at connect time.
 pub(crate) struct Settings {
@@ -56,7 +63,7 @@ pub(crate) struct Settings {
     pub max_outbound: usize,
     /// Largest message accepted.
     pub max_inbound: usize,
-    /// Unread responses a call may hold before it is failed as too slow.
+    /// Unread responses a call may hold before its reader waits for the caller.
     pub call_buffer: usize,
 }
 
@@ -88,7 +95,14 @@ impl Connection {
             .keep_alive_timeout(settings.keepalive)
             // Pings only while calls are open: servers may refuse pings on an idle connection
             // (a dead idle connection is found by the next call's pings).
-            .keep_alive_while_idle(false);
+            .keep_alive_while_idle(false)
+            // A call whose caller reads slowly stops reading (flow control holds the Volt
+            // back), and what the Volt already sent it waits unread in its stream window. The
+            // connection's window is made large enough that such calls do not hold back the
+            // others: each holds at most STREAM_WINDOW of it, so it takes about 2,000 calls
+            // stalled at once to fill it.
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
         let connector =
             Connector::connect(&host, port, settings.tls.clone(), settings.connect_timeout).await?;
         // The HTTP/2 handshake over the connection just made.
@@ -123,6 +137,7 @@ impl Connection {
         path: Arc<str>,
         first: Option<Value>,
         end_after_first: bool,
+        unread: Unread,
     ) -> Result<(CallHandle, Receivers)> {
         let settings = &self.settings;
         let method = schema::methods().get(&path).ok_or_else(|| {
@@ -151,7 +166,7 @@ impl Connection {
         let grpc = tonic::client::Grpc::new(self.channel.clone())
             .max_decoding_message_size(settings.max_inbound)
             .max_encoding_message_size(settings.max_outbound);
-        let (delivery, receivers) = client_call::channels(settings.call_buffer);
+        let (delivery, receivers) = client_call::channels(settings.call_buffer, unread);
         let task = tokio::spawn(call::run(
             grpc,
             request,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::client::call::{self, Delivery, Receivers};
+use crate::client::call::{self, Delivery, Receivers, Unread};
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::frame::{ClientHello, IV_LEN};
 use crate::protocol::legacy::LegacyKey;
@@ -180,6 +180,7 @@ impl Connection {
         first: Option<String>,
         end_after_first: bool,
         timeout: Duration,
+        unread: Unread,
     ) -> Result<(CallHandle, Receivers)> {
         let settings = &self.settings;
         let mut opening = self.opening()?;
@@ -193,7 +194,7 @@ impl Connection {
             hello.call_id = id;
         }
         let open_path = path.clone();
-        let (delivery, receivers) = call::channels(settings.call_buffer);
+        let (delivery, receivers) = call::channels(settings.call_buffer, unread);
         let (phase, phase_rx) = watch::channel(Phase::Opening);
         let open = OpenCall {
             id,

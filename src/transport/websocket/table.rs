@@ -766,7 +766,7 @@ mod tests {
     fn open_legacy(table: &mut Table, settings: &Settings, signed: Instant) -> String {
         let key = LegacyKey::generate();
         let token = legacy_token(settings, &key).expect("token");
-        let (delivery, _receivers) = call::channels(4);
+        let (delivery, _receivers) = call::channels(4, call::Unread::Bounded);
         let (phase, _) = watch::channel(Phase::Opening);
         table.on_command(Command::Open(Box::new(OpenCall {
             id: 1,
