@@ -19,20 +19,11 @@
 
 import { Buffer } from "node:buffer";
 
-import { fail, finish, runScenario, startRun, step } from "./lib/scenario.mjs";
+import { finish, loadGrpcClient, runScenario, startRun, step } from "./lib/scenario.mjs";
 
 const config = startRun("grpc");
 
-let grpc;
-let VoltClient;
-try {
-  ({ default: grpc } = await import("@grpc/grpc-js"));
-  ({ VoltClient } = await import("@tdxvolt/volt-client-grpc"));
-} catch (err) {
-  fail(
-    `cannot load the official client packages (${err.message}); run \`npm ci --prefix interop\` first`
-  );
-}
+const { grpc, VoltClient } = await loadGrpcClient();
 
 let client;
 

@@ -18,7 +18,7 @@
  * Output: one JSON line per step (see lib/scenario.mjs); exit status 0 when every step passed.
  */
 
-import { fail, finish, startRun, step, check } from "./lib/scenario.mjs";
+import { check, finish, loadGrpcClient, startRun, step } from "./lib/scenario.mjs";
 
 const CALLS = Number(process.argv[3] || 20_000);
 const PING_EVERY_MS = 50;
@@ -27,16 +27,7 @@ const PINGS = 20;
 
 const config = startRun("grpc-endurance", { overallTimeoutMs: 300_000 });
 
-let grpc;
-let VoltClient;
-try {
-  ({ default: grpc } = await import("@grpc/grpc-js"));
-  ({ VoltClient } = await import("@tdxvolt/volt-client-grpc"));
-} catch (err) {
-  fail(
-    `cannot load the official client packages (${err.message}); run \`npm ci --prefix interop\` first`
-  );
-}
+const { grpc, VoltClient } = await loadGrpcClient();
 
 function busyFor(ms) {
   const until = Date.now() + ms;

@@ -277,17 +277,8 @@ async fn ending_before_invoke_and_extra_unary_payloads_are_harmless() {
 async fn connect_stream_acknowledges_answers_pings_and_says_goodbye() {
     let volt = TestVolt::start("ws-connect").await;
     let mut socket = volt.connect().await;
-    let key = socket.open_keyed(&volt, 1).await;
     let hello = json!({"hello": {"ping_interval": 10_000, "subscribe_resource_events": true}});
-    socket
-        .send(invoke(
-            &key,
-            1,
-            "/tdx.volt_api.volt.v1.VoltAPI/Connect",
-            &hello,
-        ))
-        .await;
-    let ack = next_payload(&mut socket, &key).await;
+    let (key, ack) = open_connect(&volt, &mut socket, &hello).await;
     assert!(ack["acknowledge"]["connection_id"].is_string(), "{ack}");
     // Milliseconds, as the official clients read them: the ping timeout is three of the
     // client's intervals, and the time is now in ms.
@@ -314,17 +305,12 @@ async fn connect_stream_acknowledges_answers_pings_and_says_goodbye() {
 async fn a_connect_client_silent_for_three_of_its_ping_intervals_is_let_go() {
     let volt = TestVolt::start("ws-connect-idle").await;
     let mut socket = volt.connect().await;
-    let key = socket.open_keyed(&volt, 1).await;
-    let hello = json!({"hello": {"ping_interval": 100}});
-    socket
-        .send(invoke(
-            &key,
-            1,
-            "/tdx.volt_api.volt.v1.VoltAPI/Connect",
-            &hello,
-        ))
-        .await;
-    let ack = next_payload(&mut socket, &key).await;
+    let (key, ack) = open_connect(
+        &volt,
+        &mut socket,
+        &json!({"hello": {"ping_interval": 100}}),
+    )
+    .await;
     // A short interval still gets the 30 s floor for answering pings.
     assert_eq!(ack["acknowledge"]["ping_interval"], json!(30_000), "{ack}");
     // No pings: after the 3 s floor (not the 90 s of a fixed timeout) the stream ends.
@@ -354,6 +340,25 @@ async fn an_empty_message_is_ignored_and_the_socket_serves_on() {
     assert_eq!(values[0]["resource"]["id"], json!(volt.volt_id()));
     socket.send_text("").await;
     get_root(&volt, &mut socket, 2).await;
+}
+
+/// Opens Connect as call 1 with `hello`; returns the call's key and the acknowledge.
+async fn open_connect(
+    volt: &TestVolt,
+    socket: &mut RawSocket,
+    hello: &serde_json::Value,
+) -> (tdx_volt::protocol::exchange::CallKey, serde_json::Value) {
+    let key = socket.open_keyed(volt, 1).await;
+    socket
+        .send(invoke(
+            &key,
+            1,
+            "/tdx.volt_api.volt.v1.VoltAPI/Connect",
+            hello,
+        ))
+        .await;
+    let ack = next_payload(socket, &key).await;
+    (key, ack)
 }
 
 async fn next_payload(

@@ -184,40 +184,17 @@ async fn unary_methods_answer_before_the_client_half_closes() {
         .await
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(ch);
-    grpc.ready().await.unwrap();
     // The request stream sends one message and then stays open, as the official JS client
-    // does for every method.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-    tx.send(Bytes::from(get_root(&volt).encode_to_vec()))
-        .await
-        .unwrap();
-    let requests =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-    let mut request = tonic::Request::new(requests);
-    request
-        .metadata_mut()
-        .insert("volt-token", good_token(&volt).parse().unwrap());
-    let response = grpc
-        .streaming(
-            request,
-            PathAndQuery::from_static(GET_RESOURCE),
-            PassThrough,
-        )
-        .await
-        .unwrap();
-    let mut responses = response.into_inner();
-    let first = tokio::time::timeout(support::WAIT, responses.next())
-        .await
-        .expect("answered without a half-close")
-        .unwrap()
-        .unwrap();
-    let decoded = pb::GetResourceResponse::decode(first).unwrap();
-    assert_eq!(decoded.resource.unwrap().id, volt.volt_id());
-    assert!(tokio::time::timeout(support::WAIT, responses.next())
-        .await
-        .unwrap()
-        .is_none());
-    drop(tx);
+    // does for every method: answered all the same.
+    let (response, requests) = tokio::time::timeout(
+        support::WAIT,
+        get_root_then_half_close(&mut grpc, &volt, &good_token(&volt)),
+    )
+    .await
+    .expect("answered without a half-close")
+    .unwrap();
+    assert_eq!(response.resource.unwrap().id, volt.volt_id());
+    drop(requests);
 }
 
 /// One call as the official JS client makes it: the request, and the half-close only later

@@ -88,6 +88,19 @@ export function startRun(name, { overallTimeoutMs = OVERALL_TIMEOUT_MS } = {}) {
   return config;
 }
 
+/** Loads the official gRPC client and its gRPC module, or fails the run saying how to. */
+export async function loadGrpcClient() {
+  try {
+    const { default: grpc } = await import("@grpc/grpc-js");
+    const { VoltClient } = await import("@tdxvolt/volt-client-grpc");
+    return { grpc, VoltClient };
+  } catch (err) {
+    return fail(
+      `cannot load the official client packages (${err.message}); run \`npm ci --prefix interop\` first`
+    );
+  }
+}
+
 /** Rejects after `ms` with a message naming what was awaited. */
 export function withTimeout(promise, ms, what) {
   let timer;
