@@ -744,14 +744,9 @@ async fn stopping_the_volt_fails_live_calls_and_the_next_call_reconnects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_call_frees_its_slot_and_bounds_hold() {
     let volt = TestVolt::start("grpcslots").await;
-    let client = VoltClient::builder()
-        .config_file(volt.config_path())
-        .transport(Transport::Grpc)
-        .max_calls(1)
-        .max_message_len(1024)
-        .connect()
-        .await
-        .expect("connect");
+    let client = volt
+        .client_with(Transport::Grpc, |b| b.max_calls(1).max_message_len(1024))
+        .await;
     let wire_id = new_wire(&client, "quiet").await;
     // With one call slot, a second call waits for the first; dropping the first frees it.
     let held = hold_the_only_slot(&client, &wire_id).await;

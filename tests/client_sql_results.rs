@@ -114,14 +114,11 @@ async fn a_million_rows_over_the_older_gateway_with_a_reader_that_pauses() {
 async fn pages_of_every_size_return_every_row() {
     let volt = TestVolt::start("sql-pages").await;
     for transport in [Transport::Websocket, Transport::Grpc] {
-        let tiny = VoltClient::builder()
-            .config_file(volt.config_path())
-            .transport(transport)
-            .call_buffer(1)
-            .request_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .expect("connect");
+        let tiny = volt
+            .client_with(transport, |b| {
+                b.call_buffer(1).request_timeout(Duration::from_secs(10))
+            })
+            .await;
         let database_id = database(&tiny).await;
         let two = format!("{}; {}", counting(5), counting(3));
         let mut rows = tiny
@@ -216,13 +213,9 @@ async fn unread_grpc_calls_never_hold_back_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unread_raw_call_on_the_gateway_is_cut_off_alone() {
     let volt = TestVolt::start("sql-unread-ws").await;
-    let client = VoltClient::builder()
-        .config_file(volt.config_path())
-        .transport(Transport::Websocket)
-        .call_buffer(64)
-        .connect()
-        .await
-        .expect("connect");
+    let client = volt
+        .client_with(Transport::Websocket, |b| b.call_buffer(64))
+        .await;
     let database_id = database(&client).await;
     let mut call = client
         .sql_execute(json!({"start": {"database_id": database_id, "statement": counting(10_000)}}))

@@ -379,13 +379,9 @@ async fn stopping_the_volt_fails_every_live_call_and_the_next_call_reconnects() 
 async fn a_huge_call_buffer_is_clamped() {
     let volt = TestVolt::start("huge-buffer").await;
     for transport in [Transport::Websocket, Transport::Grpc] {
-        let client = VoltClient::builder()
-            .config_file(volt.config_path())
-            .transport(transport)
-            .call_buffer(usize::MAX)
-            .connect()
-            .await
-            .expect("connect");
+        let client = volt
+            .client_with(transport, |b| b.call_buffer(usize::MAX))
+            .await;
         let wire_id = new_wire(&client, "huge").await;
         let mut chunks = subscribed(&client, &wire_id).await;
         publish(&client, &wire_id, b"fits").await;
@@ -398,13 +394,9 @@ async fn a_huge_call_buffer_is_clamped() {
 async fn a_slow_reader_loses_only_its_own_call() {
     let volt = TestVolt::start("slow").await;
     let fast = volt.client().await;
-    let slow = VoltClient::builder()
-        .config_file(volt.config_path())
-        .transport(Transport::Websocket)
-        .call_buffer(4)
-        .connect()
-        .await
-        .expect("connect");
+    let slow = volt
+        .client_with(Transport::Websocket, |b| b.call_buffer(4))
+        .await;
     let wire_id = new_wire(&fast, "flood").await;
     let chunks = subscribed(&slow, &wire_id).await;
 
@@ -489,13 +481,9 @@ async fn a_volt_that_never_answers_times_calls_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_slots_are_bounded_and_come_back_when_a_call_is_dropped() {
     let volt = TestVolt::start("slots").await;
-    let client = VoltClient::builder()
-        .config_file(volt.config_path())
-        .transport(Transport::Websocket)
-        .max_calls(1)
-        .connect()
-        .await
-        .expect("connect");
+    let client = volt
+        .client_with(Transport::Websocket, |b| b.max_calls(1))
+        .await;
     let wire_id = new_wire(&client, "quiet").await;
 
     // With one call slot, a second call waits for the first; dropping the first frees it.

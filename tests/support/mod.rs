@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use tdx_volt::client::WireChunks;
-use tdx_volt::{Transport, VoltClient};
+use tdx_volt::{Transport, VoltClient, VoltClientBuilder};
 use tdx_volt_emulator::{Emulator, EmulatorBuilder};
 
 /// How long a test waits for any one thing before failing.
@@ -78,12 +78,23 @@ impl TestVolt {
 
     /// A client over `transport`.
     pub async fn client_over(&self, transport: Transport) -> VoltClient {
-        VoltClient::builder()
-            .config_file(self.config_path())
-            .transport(transport)
-            .connect()
-            .await
-            .expect("client connects")
+        self.client_with(transport, |b| b).await
+    }
+
+    /// A client over `transport`, with settings of the test's choosing.
+    pub async fn client_with(
+        &self,
+        transport: Transport,
+        settings: impl FnOnce(VoltClientBuilder) -> VoltClientBuilder,
+    ) -> VoltClient {
+        settings(
+            VoltClient::builder()
+                .config_file(self.config_path())
+                .transport(transport),
+        )
+        .connect()
+        .await
+        .expect("client connects")
     }
 
     /// Stops the emulator (every connection is dropped), keeping its directory.
