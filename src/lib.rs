@@ -44,7 +44,6 @@
 
 #[cfg(feature = "client")]
 pub mod client;
-mod error;
 pub mod proto;
 pub mod protocol;
 #[cfg(feature = "client")]
@@ -52,9 +51,10 @@ mod transport;
 
 #[cfg(feature = "client")]
 pub use client::{Call, CallEvent, Transport, VoltClient, VoltClientBuilder};
-pub use error::{Error, ErrorKind, Result, Status};
 pub use protocol::config::ClientConfig;
+pub use protocol::error::{Error, ErrorKind, Result};
 pub use protocol::keys::{KeyAlgorithm, PrivateKey, PublicKey};
+pub use protocol::status::Status;
 
 /// Compiles the README's code samples as doc tests.
 #[cfg(doctest)]

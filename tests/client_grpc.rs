@@ -54,7 +54,9 @@ async fn record(client: &VoltClient, path: &str, request: Value) -> Value {
         events.push(match event {
             CallEvent::Data(message) => json!({ "data": message }),
             CallEvent::Error(e) => json!({ "error": error_record(&e) }),
+            CallEvent::Failed(e) => json!({ "failed": error_record(&e) }),
             CallEvent::End => json!("end"),
+            other => json!({ "unknown": format!("{other:?}") }),
         });
     }
     Value::Array(events)
@@ -701,7 +703,7 @@ async fn tokens_for_another_audience_or_expired_are_refused() {
         .await
         .expect("opens");
     match within("refusal", call.next()).await {
-        Some(CallEvent::Error(e)) => assert_eq!(e.status().map(|s| s.code), Some(16), "{e:?}"),
+        Some(CallEvent::Failed(e)) => assert_eq!(e.status().map(|s| s.code), Some(16), "{e:?}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(call.next().await.is_none());

@@ -234,7 +234,7 @@ async fn a_peer_that_stops_answering_pings_is_declared_dead() {
         .expect("connects");
     let mut call = client.streaming(ECHO, None).await.expect("queued");
     match within("keepalive verdict", call.next()).await {
-        Some(CallEvent::Error(e)) => {
+        Some(CallEvent::Failed(e)) => {
             assert!(e.is_timeout() && e.to_string().contains("pong"), "{e}")
         }
         other => panic!("expected a timeout, got {other:?}"),

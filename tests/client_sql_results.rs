@@ -200,8 +200,8 @@ async fn unread_grpc_calls_never_hold_back_the_others() {
             match event {
                 CallEvent::Data(message) if message.get("row").is_some() => rows += 1,
                 CallEvent::Data(_) => {}
-                CallEvent::Error(e) => panic!("{e}"),
                 CallEvent::End => break,
+                other => panic!("{other:?}"),
             }
         }
         assert_eq!(rows, 100_000);
@@ -231,7 +231,7 @@ async fn an_unread_raw_call_on_the_gateway_is_cut_off_alone() {
     let err = loop {
         match within("the cut-off call", call.next()).await {
             Some(CallEvent::Data(message)) => last = Some(message),
-            Some(CallEvent::Error(e)) => break e,
+            Some(CallEvent::Failed(e)) => break e,
             other => panic!("expected the call to be cut off, got {other:?} after {last:?}"),
         }
     };

@@ -313,7 +313,7 @@ async fn a_volt_key_that_does_not_match_is_refused() {
         .await
         .expect("queued");
     match within("refusal", call.next()).await {
-        Some(CallEvent::Error(e)) => assert!(e.is_key_exchange(), "{e:?}"),
+        Some(CallEvent::Failed(e)) => assert!(e.is_key_exchange(), "{e:?}"),
         other => panic!("expected a key exchange error, got {other:?}"),
     }
     assert!(call.next().await.is_none());
@@ -349,7 +349,7 @@ async fn stopping_the_volt_fails_every_live_call_and_the_next_call_reconnects() 
     assert!(err.is_closed(), "{err:?}");
     assert!(first.next().await.is_none());
     match within("second call", second.next()).await {
-        Some(CallEvent::Error(e)) => assert!(e.is_closed(), "{e:?}"),
+        Some(CallEvent::Failed(e)) => assert!(e.is_closed(), "{e:?}"),
         other => panic!("expected an error, got {other:?}"),
     }
     let err = client.get_resource(json!({})).await.unwrap_err();
@@ -472,7 +472,7 @@ async fn a_volt_that_never_answers_times_calls_out() {
     let err = call.send(json!({"start": {}})).await.unwrap_err();
     assert!(err.is_timeout() || err.is_closed(), "{err:?}");
     match within("key exchange deadline", call.next()).await {
-        Some(CallEvent::Error(e)) => assert!(e.is_timeout(), "{e:?}"),
+        Some(CallEvent::Failed(e)) => assert!(e.is_timeout(), "{e:?}"),
         other => panic!("expected a timeout, got {other:?}"),
     }
     server.abort();

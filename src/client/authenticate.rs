@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::{config_file, connect, VoltClient};
+use super::{config_file, VoltClient};
 use crate::{Error, ErrorKind, KeyAlgorithm, Result};
 
 /// How long to wait before asking again while the Volt's decision is pending: 10 s, as the
@@ -329,7 +329,7 @@ impl VoltClient {
         let mut updated = self.config();
         grant.apply(updated.credential_mut());
         // Connect first: a grant that cannot be used is not kept.
-        let transport = connect::open(&setup.options, &updated, &setup.key).await?;
+        let transport = crate::transport::open(&setup.options, &updated, &setup.key).await?;
         if let Some(path) = setup.path.clone() {
             let saved = grant.clone();
             tokio::task::spawn_blocking(move || config_file::save_grant(&path, &saved))

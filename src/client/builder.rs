@@ -9,8 +9,9 @@ use std::sync::{Mutex, RwLock};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::{connect, Setup, Shared, VoltClient};
+use super::{Setup, Shared, VoltClient};
 use crate::protocol::frame::MAX_FRAME_LEN;
+use crate::transport::{self, ConnectOptions, Transport};
 use crate::{ClientConfig, Error, ErrorKind, Result};
 
 /// How long connecting may take: TCP and TLS together, then the websocket upgrade or the
@@ -24,39 +25,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// dead when one goes unanswered as long): 30 s.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 /// The largest message sent, in bytes: 16 MiB, the websocket gateway's own limit.
-pub const DEFAULT_MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_MESSAGE_LEN: usize = crate::protocol::limits::MAX_MESSAGE_LEN;
 /// Responses a call may hold unread: 1,024 (see [`VoltClientBuilder::call_buffer`]).
 pub const DEFAULT_CALL_BUFFER: usize = 1024;
 /// The most [`call_buffer`](VoltClientBuilder::call_buffer) takes: 1,048,576 responses.
 pub const MAX_CALL_BUFFER: usize = 1 << 20;
 /// Calls that may be open at once on a client (and its clones); more wait for a slot: 10,000.
 pub const DEFAULT_MAX_CALLS: usize = 10_000;
-
-/// Which protocol carries the calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Transport {
-    /// Native gRPC when the configuration has a gRPC address (`volt.address`) and names no
-    /// relay; the websocket gateway otherwise, and also when the gRPC endpoint cannot be
-    /// reached (refused, unreachable, or silent for the connect timeout) but the gateway can.
-    /// With an RSA credential key (an RSA-era configuration) it is the gateway in the older
-    /// protocol ([`LegacyWebsocket`](Self::LegacyWebsocket)) whenever there is a gateway.
-    /// [`VoltClient::transport`] tells which was chosen.
-    #[default]
-    Auto,
-    /// The websocket gateway (`volt.http_address`, or the relay): protocol v1, or the older
-    /// protocol when the credential key is RSA (see [`LegacyWebsocket`](Self::LegacyWebsocket)).
-    Websocket,
-    /// Native gRPC (`volt.address`) over one HTTP/2 connection, with mutual TLS when the
-    /// credential has a certificate. Calls through a relay are not supported on it.
-    Grpc,
-    /// The websocket gateway of an RSA-era Volt, in the older protocol its clients (the Python
-    /// `volt_client_web` 0.1.x) speak: JSON text frames, and each call's AES key sent
-    /// RSA-encrypted to the Volt in an RS256 identity token. Needs an RSA credential key and an
-    /// RSA Volt key. [`Auto`](Self::Auto) and [`Websocket`](Self::Websocket) choose it by
-    /// themselves when the credential key is RSA; the API, calls and errors are the same.
-    LegacyWebsocket,
-}
 
 enum Source {
     File(PathBuf),
@@ -251,7 +226,7 @@ impl VoltClientBuilder {
             Some(Source::Config(config)) => (*config, None),
         };
         let key = Arc::new(config.private_key(self.passphrase.as_ref().map(|p| p.as_str()))?);
-        let options = Options {
+        let options = ConnectOptions {
             transport: self.transport,
             connect_timeout: self.connect_timeout,
             keepalive: self.keepalive,
@@ -259,7 +234,7 @@ impl VoltClientBuilder {
             call_buffer: self.call_buffer,
             public_roots: self.public_roots,
         };
-        let transport = connect::open(&options, &config, &key).await?;
+        let transport = transport::open(&options, &config, &key).await?;
         Ok(VoltClient {
             shared: Arc::new(Shared {
                 transport: RwLock::new(transport),
@@ -276,15 +251,4 @@ impl VoltClientBuilder {
             request_timeout: self.request_timeout,
         })
     }
-}
-
-/// The connection settings a client keeps, to connect again after it authenticates.
-#[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub transport: Transport,
-    pub connect_timeout: Duration,
-    pub keepalive: Duration,
-    pub max_message_len: usize,
-    pub call_buffer: usize,
-    pub public_roots: bool,
 }

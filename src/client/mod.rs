@@ -10,7 +10,6 @@ mod authenticate;
 mod builder;
 pub(crate) mod call;
 mod config_file;
-mod connect;
 mod methods;
 mod sql;
 mod typed;
@@ -24,21 +23,20 @@ use futures_util::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+pub use crate::transport::{CallEvent, Transport};
 pub use authenticate::{Authenticated, Authentication, DEFAULT_AUTH_POLL, DEFAULT_AUTH_WAIT};
 pub use builder::{
-    Transport, VoltClientBuilder, DEFAULT_CALL_BUFFER, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
+    VoltClientBuilder, DEFAULT_CALL_BUFFER, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
     DEFAULT_MAX_CALLS, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_REQUEST_TIMEOUT, MAX_CALL_BUFFER,
 };
-pub use call::{Call, CallEvent};
+pub use call::Call;
 pub use sql::{SqlRows, DEFAULT_SQL_PAGE, MAX_SQL_PAGE};
 pub use typed::TypedCall;
 pub use wire::{WireChunks, WirePublisher};
 
 use crate::protocol::schema::methods as method_table;
-use crate::transport::{grpc, websocket};
+use crate::transport::{CallSpec, ConnectOptions, Link, Unread};
 use crate::{ClientConfig, Error, ErrorKind, PrivateKey, Result};
-use builder::Options;
-use call::{CallIo, Unread};
 
 /// A connection to one Volt, shared by all clones.
 ///
@@ -65,7 +63,7 @@ pub struct VoltClient {
 
 struct Shared {
     /// The connection; replaced when the client authenticates.
-    transport: RwLock<TransportHandle>,
+    transport: RwLock<Arc<dyn Link>>,
     /// One permit per open call: bounds the connection's call table.
     calls: Arc<Semaphore>,
     volt_id: String,
@@ -75,28 +73,12 @@ struct Shared {
 /// What it takes to connect again: the settings, the key, and the configuration (with where
 /// it came from, to save what Authenticate grants).
 struct Setup {
-    options: Options,
+    options: ConnectOptions,
     key: Arc<PrivateKey>,
     config: Mutex<ClientConfig>,
     path: Option<PathBuf>,
     /// Held while a grant from Authenticate is being kept.
     granting: tokio::sync::Mutex<()>,
-}
-
-#[derive(Clone)]
-enum TransportHandle {
-    Websocket(websocket::Connection),
-    Grpc(grpc::Connection),
-}
-
-impl TransportHandle {
-    fn kind(&self) -> Transport {
-        match self {
-            TransportHandle::Websocket(c) if c.is_legacy() => Transport::LegacyWebsocket,
-            TransportHandle::Websocket(_) => Transport::Websocket,
-            TransportHandle::Grpc(_) => Transport::Grpc,
-        }
-    }
 }
 
 impl std::fmt::Debug for VoltClient {
@@ -135,7 +117,7 @@ impl VoltClient {
     /// The transport in use: [`Transport::Websocket`], [`Transport::LegacyWebsocket`] or
     /// [`Transport::Grpc`].
     pub fn transport(&self) -> Transport {
-        self.connection().kind()
+        self.connection().transport()
     }
 
     /// A copy of the configuration, with what [`authenticate`](Self::authenticate) granted.
@@ -148,7 +130,7 @@ impl VoltClient {
             .clone()
     }
 
-    fn connection(&self) -> TransportHandle {
+    fn connection(&self) -> Arc<dyn Link> {
         self.shared
             .transport
             .read()
@@ -185,7 +167,7 @@ impl VoltClient {
                 .await?;
             let response = match call.next().await {
                 Some(CallEvent::Data(response)) => response,
-                Some(CallEvent::Error(e)) => return Err(e),
+                Some(CallEvent::Error(e) | CallEvent::Failed(e)) => return Err(e),
                 Some(CallEvent::End) | None => {
                     return Err(Error::new(
                         ErrorKind::Protocol,
@@ -196,7 +178,7 @@ impl VoltClient {
             if call.waits_for_trailers() {
                 match call.next().await {
                     Some(CallEvent::End) | None => {}
-                    Some(CallEvent::Error(e)) => return Err(e),
+                    Some(CallEvent::Error(e) | CallEvent::Failed(e)) => return Err(e),
                     Some(CallEvent::Data(_)) => {
                         return Err(Error::new(
                             ErrorKind::Protocol,
@@ -248,7 +230,7 @@ impl VoltClient {
     /// it on the connection it looked at, whatever Authenticate replaced meanwhile).
     async fn open_on(
         &self,
-        connection: TransportHandle,
+        connection: Arc<dyn Link>,
         path: &str,
         request: Option<Value>,
         end_after: bool,
@@ -268,21 +250,16 @@ impl VoltClient {
                 }
             };
         let path: Arc<str> = Arc::from(path);
-        let (io, receivers) = match connection {
-            TransportHandle::Websocket(connection) => {
-                let first = request.as_ref().map(call::to_json_text).transpose()?;
-                let (handle, receivers) = connection
-                    .open(path.clone(), first, end_after, timeout, unread)
-                    .await?;
-                (CallIo::Websocket(handle), receivers)
-            }
-            TransportHandle::Grpc(connection) => {
-                let (handle, receivers) =
-                    connection.open(path.clone(), request, end_after, unread)?;
-                (CallIo::Grpc(handle), receivers)
-            }
-        };
-        Ok(Call::new(path, io, receivers, permit))
+        let opened = connection
+            .open(CallSpec {
+                path: path.clone(),
+                first: request,
+                end_after_first: end_after,
+                timeout,
+                unread,
+            })
+            .await?;
+        Ok(Call::new(path, opened, permit))
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use serde_json::{json, Map, Value};
 
-use super::call::Unread;
-use super::{Call, CallEvent, TransportHandle, VoltClient};
+use super::{Call, CallEvent, VoltClient};
+use crate::transport::Unread;
 use crate::{Error, ErrorKind, Result};
 
 const EXECUTE: &str = "/tdx.volt_api.data.v1.SqliteDatabaseAPI/Execute";
@@ -69,7 +69,8 @@ impl VoltClient {
             .unwrap_or(0);
         // The page is chosen for the connection the call goes out on.
         let connection = self.connection();
-        let page_size = if matches!(connection, TransportHandle::Grpc(_)) {
+        // A transport that holds the Volt back for a slow reader needs no paging of ours.
+        let page_size = if connection.holds_back_slow_readers() {
             asked.min(u64::from(MAX_SQL_PAGE))
         } else {
             let buffer = self.shared.setup.options.call_buffer;
@@ -185,7 +186,7 @@ impl SqlRows {
                         return row.map(Some);
                     }
                 }
-                Some(CallEvent::Error(e)) => {
+                Some(CallEvent::Error(e) | CallEvent::Failed(e)) => {
                     self.done = true;
                     return Err(e);
                 }

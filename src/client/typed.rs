@@ -118,7 +118,9 @@ impl<Req, Resp: prost::Name + Default> Stream for TypedCall<Req, Resp> {
             Poll::Ready(Some(CallEvent::Data(value))) => {
                 Poll::Ready(Some(from_json(&this.output, &value)))
             }
-            Poll::Ready(Some(CallEvent::Error(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(CallEvent::Error(e) | CallEvent::Failed(e))) => {
+                Poll::Ready(Some(Err(e)))
+            }
             Poll::Ready(Some(CallEvent::End)) | Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

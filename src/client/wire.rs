@@ -81,7 +81,7 @@ impl Stream for WireChunks {
                     // A response without a chunk (an empty status) carries nothing to yield.
                     None => continue,
                 },
-                CallEvent::Error(e) => return Poll::Ready(Some(Err(e))),
+                CallEvent::Error(e) | CallEvent::Failed(e) => return Poll::Ready(Some(Err(e))),
                 CallEvent::End => return Poll::Ready(None),
             }
         }
@@ -119,7 +119,7 @@ impl WirePublisher {
         while let Some(event) = self.call.next().await {
             match event {
                 CallEvent::Data(_) => {}
-                CallEvent::Error(e) => return Err(e),
+                CallEvent::Error(e) | CallEvent::Failed(e) => return Err(e),
                 CallEvent::End => return Ok(()),
             }
         }

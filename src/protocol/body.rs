@@ -129,7 +129,7 @@ impl Body {
             let inner = inner
                 .as_object()
                 .ok_or(FrameError::BadBody("method_end is not an object"))?;
-            let error = field(inner, "error", "error").and_then(crate::error::error_text);
+            let error = field(inner, "error", "error").and_then(super::status::error_text);
             let error_code = field(inner, "error_code", "errorCode")
                 .and_then(|v| match v {
                     Value::Number(n) => n.as_i64(),

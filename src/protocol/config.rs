@@ -20,8 +20,8 @@ use std::path::Path;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use super::error::{Error, ErrorKind, Result};
 use super::keys::{self, PrivateKey, PublicKey};
-use crate::error::{Error, ErrorKind, Result};
 
 /// A loaded client configuration.
 #[derive(Clone)]

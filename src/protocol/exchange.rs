@@ -14,9 +14,9 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::error::{Error, Result};
 use super::frame::{FrameError, FrameType, SealedFrame, ServerHello, IV_LEN};
 use super::keys::{PrivateKey, PublicKey};
-use crate::error::{Error, Result};
 
 /// HKDF salt: these 16 ASCII bytes.
 pub const HKDF_SALT: &[u8] = b"a06e10d13fa4445a";

@@ -138,7 +138,7 @@ pub struct SealedFrame {
 impl SealedFrame {
     /// The `error` text in the meta, if the peer reported one.
     pub fn meta_error(&self) -> Option<String> {
-        self.meta.get("error").and_then(crate::error::error_text)
+        self.meta.get("error").and_then(super::status::error_text)
     }
 }
 
@@ -409,6 +409,12 @@ impl Writer {
             return Err(FrameError::TooLarge(self.out.len()));
         }
         Ok(self.out)
+    }
+}
+
+impl From<FrameError> for crate::Error {
+    fn from(e: FrameError) -> crate::Error {
+        crate::Error::new(crate::ErrorKind::Protocol, "malformed frame").with_source(e)
     }
 }
 

@@ -16,8 +16,8 @@ use rsa::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
+use super::error::{Error, Result};
 use super::pem::{self, PemBlock};
-use crate::error::{Error, Result};
 
 /// Environment variable consulted for the passphrase of an encrypted private key.
 pub const PASSPHRASE_ENV: &str = "VOLT_KEY_PASSPHRASE";

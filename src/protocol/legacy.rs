@@ -22,10 +22,10 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::body::Body;
+use super::error::{Error, Result};
 use super::frame::{FrameError, IV_LEN};
 use super::keys::{PrivateKey, PublicKey};
 use super::token::Claims;
-use crate::error::{Error, Result};
 
 /// The AES key length of a call, in bytes.
 pub const KEY_LEN: usize = 32;
@@ -207,7 +207,7 @@ impl ClientFrame {
             ),
             Some(_) => return Err(fail("target_fingerprint is not a list")),
         };
-        let client_end = obj.get("client_end").is_some_and(crate::error::is_truthy);
+        let client_end = obj.get("client_end").is_some_and(super::status::is_truthy);
         let json_payload = obj
             .get("json_payload")
             .and_then(Value::as_str)
@@ -268,7 +268,7 @@ impl ServerFrame {
     pub fn parse(text: &str) -> Result<ServerFrame, LegacyFrameError> {
         let obj = object(text)?;
         let invoke_id = obj.get("invoke_id").and_then(call_id);
-        if let Some(error) = obj.get("error").and_then(crate::error::error_text) {
+        if let Some(error) = obj.get("error").and_then(super::status::error_text) {
             return Ok(ServerFrame::Error { invoke_id, error });
         }
         let Some(invoke_id) = invoke_id else {

@@ -4,11 +4,15 @@
 
 pub mod body;
 pub mod config;
+pub(crate) mod error;
 pub mod exchange;
 pub mod frame;
+pub mod grpc;
 pub mod keys;
 pub mod legacy;
+pub mod limits;
 mod pbes2;
 mod pem;
 pub mod schema;
+pub(crate) mod status;
 pub mod token;

@@ -13,7 +13,7 @@ use pkcs8::der::{Decode as _, Encode as _, Reader as _, SliceReader, Tag};
 use rand_core::{OsRng, RngCore as _};
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+use super::error::{Error, Result};
 
 const PBES2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.5.13");
 const PBKDF2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.5.12");

@@ -15,7 +15,7 @@ use prost_reflect::{
 };
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use super::error::{Error, Result};
 
 /// The compiled `FileDescriptorSet` of `proto/`, embedded at build time.
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/volt_descriptor.bin"));

@@ -11,8 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::error::{Error, Result};
 use super::keys::{KeyAlgorithm, PrivateKey, PublicKey};
-use crate::error::{Error, Result};
 
 /// The exact header bytes of an EdDSA identity token.
 pub const EDDSA_HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
@@ -278,6 +278,59 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// What a client signs each call's identity token with: its key, the Volt it talks to
+/// (`aud`), and its session (`sub`), once it has one. Every transport signs through one.
+#[derive(Clone)]
+pub struct TokenSigner {
+    key: std::sync::Arc<PrivateKey>,
+    audience: String,
+    subject: Option<String>,
+}
+
+impl fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSigner")
+            .field("audience", &self.audience)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// Signs with `key` for the Volt `audience`, as the session `subject` when there is one.
+    pub fn new(
+        key: std::sync::Arc<PrivateKey>,
+        audience: impl Into<String>,
+        subject: Option<String>,
+    ) -> TokenSigner {
+        TokenSigner {
+            key,
+            audience: audience.into(),
+            subject,
+        }
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &PrivateKey {
+        &self.key
+    }
+
+    /// Claims for a call made now: `aud`, the official clients' validity window, and `sub`.
+    pub fn session_claims(&self) -> Claims {
+        Claims::new(self.audience.clone(), unix_now()).with_subject(self.subject.clone())
+    }
+
+    /// Claims for a call made now without `sub` (the RSA-era protocol sends none).
+    pub fn bare_claims(&self) -> Claims {
+        Claims::new(self.audience.clone(), unix_now())
+    }
+
+    /// Signs `claims`.
+    pub fn sign(&self, claims: &Claims) -> Result<IdentityToken> {
+        IdentityToken::sign(&self.key, claims)
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::Stream;
 use http::uri::PathAndQuery;
 use prost_reflect::MessageDescriptor;
@@ -13,10 +14,11 @@ use tokio::task::AbortHandle;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use super::codec::Encoded;
 use super::Settings;
-use crate::client::call::{response_event, Delivery};
+use crate::protocol::grpc::Encoded;
 use crate::protocol::schema;
+use crate::transport::delivery::{response_event, Delivery};
+use crate::transport::link::CallIo;
 use crate::{Error, ErrorKind, Result, Status};
 
 /// The caller's side of one call.
@@ -47,7 +49,7 @@ impl CallHandle {
     }
 
     /// Encodes and queues a request; waits while the call's queue is full.
-    pub(crate) async fn send(&self, message: &Value) -> Result<()> {
+    async fn send(&self, message: &Value) -> Result<()> {
         let ended = || Error::new(ErrorKind::Closed, "the client side of this call has ended");
         let requests = self
             .requests
@@ -63,16 +65,31 @@ impl CallHandle {
     }
 
     /// Ends the client side: the request stream finishes once what is queued has gone out.
-    pub(crate) fn end(&self) {
+    fn end(&self) {
         self.requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
     }
+}
 
-    /// The caller has gone: stop the call's task, which resets the HTTP/2 stream.
-    pub(crate) fn cancel(&self) {
+impl CallIo for CallHandle {
+    fn send<'a>(&'a self, message: &'a Value) -> BoxFuture<'a, Result<()>> {
+        Box::pin(CallHandle::send(self, message))
+    }
+
+    fn end(&self) -> BoxFuture<'_, Result<()>> {
+        CallHandle::end(self);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Stops the call's task, which resets the HTTP/2 stream.
+    fn cancel(&self) {
         self.task.abort();
+    }
+
+    fn outcome_follows_response(&self) -> bool {
+        true
     }
 }
 

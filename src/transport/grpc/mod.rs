@@ -7,13 +7,14 @@
 //! side; every call carries a freshly signed identity token as `volt-token` metadata.
 
 mod call;
-mod codec;
 mod connector;
+mod setup;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::uri::PathAndQuery;
 use prost_reflect::MessageDescriptor;
 use serde_json::Value;
@@ -21,16 +22,17 @@ use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client::call::{self as client_call, Receivers, Unread};
+use super::delivery;
+use super::link::{CallSpec, Link, Opened};
+use super::Transport;
+use crate::protocol::grpc::TOKEN_METADATA;
 use crate::protocol::schema;
-use crate::protocol::token::{unix_now, Claims, IdentityToken};
-use crate::{Error, ErrorKind, PrivateKey, Result};
+use crate::protocol::token::TokenSigner;
+use crate::{Error, ErrorKind, Result};
 
-pub(crate) use call::CallHandle;
+use call::CallHandle;
 use connector::Connector;
-
-/// The metadata key carrying the identity token.
-const TOKEN_METADATA: &str = "volt-token";
+pub(crate) use setup::connect;
 
 /// Requests a call may have queued for the wire before [`CallHandle::send`] waits.
 const REQUEST_QUEUE: usize = 16;
@@ -54,11 +56,7 @@ pub(crate) struct Settings {
     /// connection.
     pub keepalive: Duration,
     /// Signs each call's identity token.
-    pub key: Arc<PrivateKey>,
-    /// `aud` of the tokens: the Volt id.
-    pub audience: String,
-    /// `sub` of the tokens: the session id, once there is one.
-    pub subject: Option<String>,
+    pub signer: TokenSigner,
     /// Largest message sent.
     pub max_outbound: usize,
     /// Largest message accepted.
@@ -130,15 +128,16 @@ impl Connection {
         })
     }
 
-    /// Opens a call to `path`: encodes the request (if given), signs the token and starts
-    /// the call's task. Returns at once; the call's events arrive through the receivers.
-    pub(crate) fn open(
-        &self,
-        path: Arc<str>,
-        first: Option<Value>,
-        end_after_first: bool,
-        unread: Unread,
-    ) -> Result<(CallHandle, Receivers)> {
+    /// Opens a call: encodes the request (if given), signs the token and starts the call's
+    /// task. Returns at once; the call's events arrive through the receivers.
+    fn open_call(&self, spec: CallSpec) -> Result<Opened> {
+        let CallSpec {
+            path,
+            first,
+            end_after_first,
+            unread,
+            ..
+        } = spec;
         let settings = &self.settings;
         let method = schema::methods().get(&path).ok_or_else(|| {
             Error::new(
@@ -166,7 +165,7 @@ impl Connection {
         let grpc = tonic::client::Grpc::new(self.channel.clone())
             .max_decoding_message_size(settings.max_inbound)
             .max_encoding_message_size(settings.max_outbound);
-        let (delivery, receivers) = client_call::channels(settings.call_buffer, unread);
+        let (delivery, receivers) = delivery::channels(settings.call_buffer, unread);
         let task = tokio::spawn(call::run(
             grpc,
             request,
@@ -182,21 +181,37 @@ impl Connection {
             requests,
             task.abort_handle(),
         );
-        Ok((handle, receivers))
+        Ok(Opened {
+            io: Box::new(handle),
+            receivers,
+        })
     }
 
     /// A fresh identity token for one call, as ASCII metadata.
     fn token(&self) -> Result<MetadataValue<tonic::metadata::Ascii>> {
-        let settings = &self.settings;
-        let claims = Claims::new(settings.audience.clone(), unix_now())
-            .with_subject(settings.subject.clone());
-        let jwt = IdentityToken::sign(&settings.key, &claims)?.to_jwt();
+        let signer = &self.settings.signer;
+        let jwt = signer.sign(&signer.session_claims())?.to_jwt();
         let mut value = MetadataValue::try_from(jwt).map_err(|e| {
             Error::new(ErrorKind::Token, "the identity token is not valid metadata").with_source(e)
         })?;
         // A credential: never indexed by HPACK, never shown by Debug.
         value.set_sensitive(true);
         Ok(value)
+    }
+}
+
+impl Link for Connection {
+    fn transport(&self) -> Transport {
+        Transport::Grpc
+    }
+
+    fn holds_back_slow_readers(&self) -> bool {
+        true
+    }
+
+    fn open(&self, spec: CallSpec) -> BoxFuture<'_, Result<Opened>> {
+        let opened = self.open_call(spec);
+        Box::pin(async move { opened })
     }
 }
 

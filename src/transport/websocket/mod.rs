@@ -7,6 +7,7 @@
 //! not the connection). The work that can be done away from the socket (signing the identity
 //! token, serialising messages) happens on the caller's side.
 
+mod setup;
 mod socket;
 mod table;
 mod task;
@@ -15,17 +16,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::client::call::{self, Delivery, Receivers, Unread};
+use super::delivery::{self, Delivery};
+use super::link::{CallIo, CallSpec, Link, Opened};
+use super::Transport;
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::frame::{ClientHello, IV_LEN};
 use crate::protocol::legacy::LegacyKey;
-use crate::protocol::token::{unix_now, Claims, IdentityToken};
-use crate::{Error, ErrorKind, PrivateKey, PublicKey, Result};
+use crate::protocol::token::TokenSigner;
+use crate::{Error, ErrorKind, PublicKey, Result};
 
-pub(crate) use socket::Target;
+pub(crate) use setup::connect;
+use socket::Target;
 
 /// Commands queued to the connection task before callers wait for room.
 const COMMAND_QUEUE: usize = 1024;
@@ -48,13 +53,9 @@ pub(crate) struct Settings {
     /// Where to connect, and how.
     pub target: Target,
     /// Signs each call's identity token.
-    pub key: Arc<PrivateKey>,
+    pub signer: TokenSigner,
     /// Verifies each call's key exchange (v1); encrypts each call's key (older protocol).
     pub volt_key: PublicKey,
-    /// `aud` of the tokens: the Volt id.
-    pub audience: String,
-    /// `sub` of the tokens: the session id, once there is one.
-    pub subject: Option<String>,
     /// Meta of every call's opening frame (`d` when going through a relay; v1 only).
     pub meta: Map<String, Value>,
     /// Ping after this long without traffic; the connection is dead after twice as long.
@@ -171,17 +172,18 @@ impl Connection {
         })
     }
 
-    /// Opens a call to `path`: signs a fresh token with a fresh key-exchange key and queues
-    /// the opening frame. Returns once the task has the call; the key exchange completes in
-    /// the background.
-    pub(crate) async fn open(
-        &self,
-        path: Arc<str>,
-        first: Option<String>,
-        end_after_first: bool,
-        timeout: Duration,
-        unread: Unread,
-    ) -> Result<(CallHandle, Receivers)> {
+    /// Opens a call: signs a fresh token with a fresh key-exchange key and queues the opening
+    /// frame. Returns once the task has the call; the key exchange completes in the
+    /// background.
+    async fn open_call(&self, spec: CallSpec) -> Result<Opened> {
+        let CallSpec {
+            path,
+            first,
+            end_after_first,
+            timeout,
+            unread,
+        } = spec;
+        let first = first.as_ref().map(to_json_text).transpose()?;
         let settings = &self.settings;
         let mut opening = self.opening()?;
         let token_len = opening.token_len();
@@ -194,7 +196,7 @@ impl Connection {
             hello.call_id = id;
         }
         let open_path = path.clone();
-        let (delivery, receivers) = call::channels(settings.call_buffer, unread);
+        let (delivery, receivers) = delivery::channels(settings.call_buffer, unread);
         let (phase, phase_rx) = watch::channel(Phase::Opening);
         let open = OpenCall {
             id,
@@ -222,8 +224,34 @@ impl Connection {
             ended: AtomicBool::new(end_after_first),
             queued: AtomicU64::new(1),
         };
-        Ok((handle, receivers))
+        Ok(Opened {
+            io: Box::new(handle),
+            receivers,
+        })
     }
+}
+
+impl Link for Connection {
+    fn transport(&self) -> Transport {
+        match self.settings.protocol {
+            Protocol::V1 => Transport::Websocket,
+            Protocol::Legacy { .. } => Transport::LegacyWebsocket,
+        }
+    }
+
+    fn holds_back_slow_readers(&self) -> bool {
+        false
+    }
+
+    fn open(&self, spec: CallSpec) -> BoxFuture<'_, Result<Opened>> {
+        Box::pin(self.open_call(spec))
+    }
+}
+
+/// A message as the JSON text the websocket gateway carries.
+fn to_json_text(message: &Value) -> Result<String> {
+    serde_json::to_string(message)
+        .map_err(|e| Error::new(ErrorKind::Schema, "the message does not serialize").with_source(e))
 }
 
 impl Connection {
@@ -231,14 +259,14 @@ impl Connection {
     /// opening frame's call id is set once the call has one).
     fn opening(&self) -> Result<Opening> {
         let settings = &self.settings;
-        let claims = Claims::new(settings.audience.clone(), unix_now());
         match settings.protocol {
             Protocol::V1 => {
                 let exchange = ClientKeyExchange::new();
-                let claims = claims
-                    .with_subject(settings.subject.clone())
+                let claims = settings
+                    .signer
+                    .session_claims()
                     .with_key(exchange.token_claim());
-                let token = IdentityToken::sign(&settings.key, &claims)?;
+                let token = settings.signer.sign(&claims)?;
                 let hello = ClientHello {
                     call_id: 0,
                     meta: settings.meta.clone(),
@@ -258,19 +286,14 @@ impl Connection {
             }
         }
     }
-
-    /// Whether this connection speaks the older protocol.
-    pub(crate) fn is_legacy(&self) -> bool {
-        matches!(self.settings.protocol, Protocol::Legacy { .. })
-    }
 }
 
 /// A token of the older protocol for a call keyed by `key`: the claims the RSA-era clients
 /// send (no `sub`; the call key and IV instead of `k`), RS256.
 pub(crate) fn legacy_token(settings: &Settings, key: &LegacyKey) -> Result<String> {
-    let mut claims = Claims::new(settings.audience.clone(), unix_now());
+    let mut claims = settings.signer.bare_claims();
     key.add_to_claims(&mut claims, &settings.volt_key)?;
-    Ok(IdentityToken::sign(&settings.key, &claims)?.to_jwt())
+    Ok(settings.signer.sign(&claims)?.to_jwt())
 }
 
 /// Fails early, with a [`Limit`](ErrorKind::Limit) error, a message whose frame would be over
@@ -355,8 +378,26 @@ pub(crate) struct CallHandle {
     queued: AtomicU64,
 }
 
+impl CallIo for CallHandle {
+    fn send<'a>(&'a self, message: &'a Value) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.send_text(to_json_text(message)?).await })
+    }
+
+    fn end(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.end_client_side())
+    }
+
+    fn cancel(&self) {
+        CallHandle::cancel(self);
+    }
+
+    fn outcome_follows_response(&self) -> bool {
+        false
+    }
+}
+
 impl CallHandle {
-    pub(crate) async fn send(&self, json: String) -> Result<()> {
+    async fn send_text(&self, json: String) -> Result<()> {
         if self.ended.load(Ordering::Acquire) {
             return Err(Error::new(
                 ErrorKind::Closed,
@@ -377,7 +418,7 @@ impl CallHandle {
         Ok(())
     }
 
-    pub(crate) async fn end(&self) -> Result<()> {
+    async fn end_client_side(&self) -> Result<()> {
         if self.ended.swap(true, Ordering::AcqRel) || *self.phase.borrow() == Phase::Closed {
             return Ok(());
         }
@@ -386,7 +427,7 @@ impl CallHandle {
 
     /// Tells the task the caller has gone. The drop queue is unbounded, but holds at most one
     /// notice per call handle, and handles are bounded by the client's call limit.
-    pub(crate) fn cancel(&self) {
+    fn cancel(&self) {
         let _ = self.drops.send(Dropped {
             id: self.id,
             commands: self.queued.load(Ordering::Acquire),

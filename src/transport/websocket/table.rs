@@ -14,11 +14,11 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Command, Dropped, OpenCall, Opening, Phase, Protocol, Settings};
-use crate::client::call::{fell_behind, response_event, Delivery, Offer};
 use crate::protocol::body::Body;
 use crate::protocol::exchange::{CallKey, ClientKeyExchange};
 use crate::protocol::frame::{self, FrameError, FrameType, SealedFrame, ServerFrame, ServerHello};
 use crate::protocol::legacy::{self, LegacyKey};
+use crate::transport::delivery::{fell_behind, response_event, Delivery, Offer};
 use crate::{Error, ErrorKind, Result, Status};
 
 /// How old an older-protocol token may be when its call's first frame is sent; older ones are
@@ -736,8 +736,8 @@ fn volt_refused(message: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::call;
-    use crate::protocol::token::{unix_now, IdentityToken, Validation};
+    use crate::protocol::token::{unix_now, IdentityToken, TokenSigner, Validation};
+    use crate::transport::delivery::{self, Unread};
     use crate::transport::websocket::{legacy_token, Target};
     use crate::PrivateKey;
 
@@ -751,10 +751,12 @@ mod tests {
                 connect_timeout: std::time::Duration::from_secs(1),
                 max_inbound: 1 << 20,
             },
-            key: Arc::new(PrivateKey::generate_rsa(2048).expect("client key")),
+            signer: TokenSigner::new(
+                Arc::new(PrivateKey::generate_rsa(2048).expect("client key")),
+                "did:volt:test",
+                None,
+            ),
             volt_key: volt.public_key(),
-            audience: "did:volt:test".into(),
-            subject: None,
             meta: Map::new(),
             keepalive: std::time::Duration::from_secs(30),
             max_outbound: 1 << 20,
@@ -766,7 +768,7 @@ mod tests {
     fn open_legacy(table: &mut Table, settings: &Settings, signed: Instant) -> String {
         let key = LegacyKey::generate();
         let token = legacy_token(settings, &key).expect("token");
-        let (delivery, _receivers) = call::channels(4, call::Unread::Bounded);
+        let (delivery, _receivers) = delivery::channels(4, Unread::Bounded);
         let (phase, _) = watch::channel(Phase::Opening);
         table.on_command(Command::Open(Box::new(OpenCall {
             id: 1,
@@ -828,7 +830,7 @@ mod tests {
         let claims = IdentityToken::parse(&resigned)
             .expect("jwt")
             .verify(
-                &settings.key.public_key(),
+                &settings.signer.key().public_key(),
                 &Validation::new("did:volt:test", unix_now()),
             )
             .expect("verifies");

@@ -1,6 +1,5 @@
-//! The gRPC codec of the client: messages travel as already-encoded protobuf bytes, so the
-//! same codec carries every method (the JSON <-> protobuf mapping happens around it, driven
-//! by the descriptors).
+//! The pass-through codec: messages cross tonic as protobuf bytes, encoded and decoded around
+//! it with the method's descriptors, so one codec serves every method.
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -8,7 +7,7 @@ use tonic::Status;
 
 /// Encoded protobuf messages in, encoded protobuf messages out.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Encoded;
+pub struct Encoded;
 
 impl Codec for Encoded {
     type Encode = Bytes;
