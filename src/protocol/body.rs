@@ -162,6 +162,24 @@ fn text(obj: &Map<String, Value>, snake: &str, camel: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The length of [`Body::Invoke`]'s JSON for a call of `path` with the request `json` (and no
+/// service id), computed without building it.
+pub fn invoke_len(path: &str, json: &str) -> usize {
+    const WRAPPER: &str = r#"{"method_invoke":{"method_name":"","json_request":""}}"#;
+    WRAPPER.len() + escaped_len(path) + escaped_len(json)
+}
+
+/// The length of `text` once escaped inside a JSON string, as serde_json escapes it.
+pub(crate) fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -418,6 +418,14 @@ impl From<FrameError> for crate::Error {
     }
 }
 
+/// The length of the sealed frame (invoke or payload) carrying a body of `body_len` bytes with
+/// `meta_len` bytes of meta (0 for none): header, meta, IV and the padded ciphertext.
+pub fn sealed_frame_len(body_len: usize, meta_len: usize) -> usize {
+    let ciphertext = (body_len / IV_LEN + 1) * IV_LEN;
+    // version, type, call id | meta length, meta | IV length, IV | ciphertext
+    HEADER_LEN + 2 + meta_len + 1 + IV_LEN + ciphertext
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,5 +552,43 @@ mod tests {
         let mut h = hello();
         h.signature = vec![0; 256];
         assert_eq!(h.encode(), Err(FrameError::FieldTooLong("signature")));
+    }
+
+    #[test]
+    fn sealed_frame_length_is_computed_exactly() {
+        use crate::protocol::body::{invoke_len, Body};
+        use crate::protocol::exchange::CallKey;
+        let key = CallKey::from_bytes([7u8; 32]);
+        let path = "/tdx.volt_api.volt.v1.FileAPI/UploadFile";
+        let samples = [
+            String::new(),
+            "{}".to_owned(),
+            r#"{"chunk":"aGVsbG8="}"#.to_owned(),
+            "quote \" back \\ slash \n\r\t \u{1} \u{8} \u{c} \u{1f} é 😀".to_owned(),
+            "x".repeat(4095),
+        ];
+        for json in samples {
+            for meta in [Map::new(), {
+                let mut m = Map::new();
+                m.insert("d".into(), Value::from(vec!["did:volt:abc"]));
+                m
+            }] {
+                let meta_len = if meta.is_empty() {
+                    0
+                } else {
+                    Value::Object(meta.clone()).to_string().len()
+                };
+                let body = Body::Invoke {
+                    method_name: path.to_owned(),
+                    service_id: None,
+                    json_request: json.clone(),
+                };
+                assert_eq!(invoke_len(path, &json), body.to_json().len(), "{json:?}");
+                let frame = key.seal(FrameType::Invoke, 1, meta, &body.to_json());
+                let encoded = frame.encode().expect("encodes");
+                let computed = sealed_frame_len(invoke_len(path, &json), meta_len);
+                assert_eq!(computed, encoded.len(), "{json:?}");
+            }
+        }
     }
 }

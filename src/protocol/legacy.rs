@@ -329,6 +329,21 @@ fn call_id(value: &Value) -> Option<u64> {
     }
 }
 
+/// At most the length of a client frame carrying a body of `body_len` bytes: a call's first
+/// frame, with its `token_len`-byte token and `hops` (no token: a later frame). It counts a
+/// twenty-digit id and a `client_end` too, so it is a few bytes over.
+pub fn client_frame_len_bound(body_len: usize, token_len: usize, hops: &[String]) -> usize {
+    let ciphertext = (body_len / IV_LEN + 1) * IV_LEN;
+    let payload = ciphertext.div_ceil(3) * 4;
+    let opening = if token_len == 0 {
+        0
+    } else {
+        let hops_len: usize = hops.iter().map(|h| super::body::escaped_len(h) + 3).sum();
+        r#","token":"","target_fingerprint":[]"#.len() + token_len + hops_len.saturating_sub(1)
+    };
+    r#"{"id":,"client_end":true,"json_payload":""}"#.len() + 20 + opening + payload
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,5 +509,35 @@ mod tests {
                 .call_id(),
             Some(3)
         );
+    }
+
+    #[test]
+    fn client_frame_length_bounds_the_real_frame_closely() {
+        use crate::protocol::body::invoke_len;
+        let key = LegacyKey::generate();
+        let path = "/tdx.volt_api.volt.v1.WireAPI/PublishWire";
+        let token = "h".repeat(700);
+        for hops in [
+            vec![],
+            vec!["5M1aCpnijWbmibq748AHnyG1qgpHMFmLi5UUeaGBGo8t".to_owned()],
+        ] {
+            for json in ["{}".to_owned(), "é\"\n".repeat(100), "x".repeat(5000)] {
+                let body = Body::Invoke {
+                    method_name: path.to_owned(),
+                    service_id: None,
+                    json_request: json.clone(),
+                };
+                let frame = ClientFrame {
+                    id: u64::MAX,
+                    token: Some(token.clone()),
+                    target_fingerprint: Some(hops.clone()),
+                    client_end: false,
+                    json_payload: key.seal(&body),
+                };
+                let real = frame.to_text().len();
+                let bound = client_frame_len_bound(invoke_len(path, &json), token.len(), &hops);
+                assert!(bound >= real && bound <= real + 20, "{bound} vs {real}");
+            }
+        }
     }
 }

@@ -7,10 +7,13 @@
 //! not the connection). The work that can be done away from the socket (signing the identity
 //! token, serialising messages) happens on the caller's side.
 
+mod legacy;
+mod seal;
 mod setup;
 mod socket;
 mod table;
 mod task;
+mod v1;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,9 +26,10 @@ use tokio::sync::{mpsc, watch};
 use super::delivery::{self, Delivery};
 use super::link::{CallIo, CallSpec, Link, Opened};
 use super::Transport;
+use crate::protocol::body;
 use crate::protocol::exchange::ClientKeyExchange;
-use crate::protocol::frame::{ClientHello, IV_LEN};
-use crate::protocol::legacy::LegacyKey;
+use crate::protocol::frame::{self, ClientHello};
+use crate::protocol::legacy::{client_frame_len_bound, LegacyKey};
 use crate::protocol::token::TokenSigner;
 use crate::{Error, ErrorKind, PublicKey, Result};
 
@@ -88,10 +92,15 @@ pub(crate) struct Dropped {
 pub(crate) enum Command {
     /// Open a call (send its key exchange).
     Open(Box<OpenCall>),
-    /// Send a message on a call (its request, if none was sent yet).
-    Send { id: u64, json: String },
-    /// End the client's side of a call.
-    End { id: u64 },
+    /// Send a message on a call (its request, if none was sent yet), with a token signed
+    /// anew for the call's first frame when the one signed at open has grown old.
+    Send {
+        id: u64,
+        json: String,
+        token: Option<String>,
+    },
+    /// End the client's side of a call (with a renewed token, as for `Send`).
+    End { id: u64, token: Option<String> },
 }
 
 impl Command {
@@ -99,7 +108,7 @@ impl Command {
     fn id(&self) -> u64 {
         match self {
             Command::Open(open) => open.id,
-            Command::Send { id, .. } | Command::End { id } => *id,
+            Command::Send { id, .. } | Command::End { id, .. } => *id,
         }
     }
 }
@@ -126,13 +135,8 @@ pub(crate) enum Opening {
         hello: ClientHello,
         exchange: ClientKeyExchange,
     },
-    /// The older protocol: the call is keyed at once; the token (signed at `signed`) goes in
-    /// its first frame.
-    Legacy {
-        token: String,
-        key: LegacyKey,
-        signed: tokio::time::Instant,
-    },
+    /// The older protocol: the call is keyed at once; the token goes in its first frame.
+    Legacy { token: String, key: Arc<LegacyKey> },
 }
 
 impl Opening {
@@ -196,6 +200,14 @@ impl Connection {
             hello.call_id = id;
         }
         let open_path = path.clone();
+        let first_frame = match &opening {
+            Opening::Legacy { key, .. } if first.is_none() => Some(FirstFrame {
+                key: key.clone(),
+                signed: tokio::time::Instant::now(),
+                pending: AtomicBool::new(true),
+            }),
+            _ => None,
+        };
         let (delivery, receivers) = delivery::channels(settings.call_buffer, unread);
         let (phase, phase_rx) = watch::channel(Phase::Opening);
         let open = OpenCall {
@@ -221,6 +233,7 @@ impl Connection {
             timeout,
             settings: self.settings.clone(),
             token_len,
+            first_frame,
             ended: AtomicBool::new(end_after_first),
             queued: AtomicU64::new(1),
         };
@@ -277,23 +290,14 @@ impl Connection {
             }
             Protocol::Legacy { .. } => {
                 let key = LegacyKey::generate();
-                let token = legacy_token(settings, &key)?;
+                let token = legacy::token(settings, &key)?;
                 Ok(Opening::Legacy {
                     token,
-                    key,
-                    signed: tokio::time::Instant::now(),
+                    key: Arc::new(key),
                 })
             }
         }
     }
-}
-
-/// A token of the older protocol for a call keyed by `key`: the claims the RSA-era clients
-/// send (no `sub`; the call key and IV instead of `k`), RS256.
-pub(crate) fn legacy_token(settings: &Settings, key: &LegacyKey) -> Result<String> {
-    let mut claims = settings.signer.bare_claims();
-    key.add_to_claims(&mut claims, &settings.volt_key)?;
-    Ok(settings.signer.sign(&claims)?.to_jwt())
 }
 
 /// Fails early, with a [`Limit`](ErrorKind::Limit) error, a message whose frame would be over
@@ -301,9 +305,10 @@ pub(crate) fn legacy_token(settings: &Settings, key: &LegacyKey) -> Result<Strin
 /// v1 sealed frames carry no meta of ours; an older-protocol frame is sized as a call's first
 /// (with its `token_len`-byte token, when it has one).
 fn check_size(path: &str, json: &str, settings: &Settings, token_len: usize) -> Result<()> {
+    let body = body::invoke_len(path, json);
     let len = match &settings.protocol {
-        Protocol::V1 => frame_len(path, json, 0),
-        Protocol::Legacy { hops } => legacy_frame_len(path, json, token_len, hops),
+        Protocol::V1 => frame::sealed_frame_len(body, 0),
+        Protocol::Legacy { hops } => client_frame_len_bound(body, token_len, hops),
     };
     if len > settings.max_outbound {
         return Err(Error::new(
@@ -316,45 +321,6 @@ fn check_size(path: &str, json: &str, settings: &Settings, token_len: usize) -> 
         ));
     }
     Ok(())
-}
-
-/// The length of the frame carrying `json` as the invoke of `path` (a payload frame for the
-/// same message is shorter): header, meta, IV and the padded ciphertext of the body, in which
-/// `json` is a JSON string.
-fn frame_len(path: &str, json: &str, meta_len: usize) -> usize {
-    const WRAPPER: &str = r#"{"method_invoke":{"method_name":"","json_request":""}}"#;
-    let body = WRAPPER.len() + escaped_len(path) + escaped_len(json);
-    let ciphertext = (body / IV_LEN + 1) * IV_LEN;
-    // version, type, call id | meta length, meta | IV length, IV | ciphertext
-    10 + 2 + meta_len + 1 + IV_LEN + ciphertext
-}
-
-/// At most the length of the older-protocol text frame carrying `json` as the invoke of
-/// `path`: a call's first frame, with its `token_len`-byte token and `hops`; it counts a
-/// twenty-digit id and a `client_end` too, so it is a few bytes over.
-fn legacy_frame_len(path: &str, json: &str, token_len: usize, hops: &[String]) -> usize {
-    const WRAPPER: &str = r#"{"method_invoke":{"method_name":"","json_request":""}}"#;
-    let body = WRAPPER.len() + escaped_len(path) + escaped_len(json);
-    let ciphertext = (body / IV_LEN + 1) * IV_LEN;
-    let payload = ciphertext.div_ceil(3) * 4;
-    let opening = if token_len == 0 {
-        0
-    } else {
-        let hops_len: usize = hops.iter().map(|h| escaped_len(h) + 3).sum();
-        r#","token":"","target_fingerprint":[]"#.len() + token_len + hops_len.saturating_sub(1)
-    };
-    r#"{"id":,"client_end":true,"json_payload":""}"#.len() + 20 + opening + payload
-}
-
-/// The length of `text` once escaped inside a JSON string, as serde_json escapes it.
-fn escaped_len(text: &str) -> usize {
-    text.bytes()
-        .map(|b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-            0x00..=0x1f => 6,
-            _ => 1,
-        })
-        .sum()
 }
 
 fn connection_gone() -> Error {
@@ -373,9 +339,33 @@ pub(crate) struct CallHandle {
     /// The length of the token an older-protocol call's first frame carries; messages are
     /// sized as if they were that frame (0 for v1).
     token_len: usize,
+    /// An older-protocol call opened without its request, until its first frame is queued.
+    first_frame: Option<FirstFrame>,
     ended: AtomicBool,
     /// Commands queued for this call so far, its Open included.
     queued: AtomicU64,
+}
+
+/// The token an older-protocol call's first frame will carry was signed at open; a call whose
+/// first message comes long after gets one signed anew here, away from the connection task.
+struct FirstFrame {
+    key: Arc<LegacyKey>,
+    signed: tokio::time::Instant,
+    /// Nothing has been queued for the call yet.
+    pending: AtomicBool,
+}
+
+impl FirstFrame {
+    /// For the call's first command only: a token signed now, if the one signed at open is
+    /// too old to send.
+    fn renewed_token(&self, settings: &Settings) -> Result<Option<String>> {
+        if !self.pending.swap(false, Ordering::AcqRel)
+            || self.signed.elapsed() <= legacy::TOKEN_FRESH
+        {
+            return Ok(None);
+        }
+        legacy::token(settings, &self.key).map(Some)
+    }
 }
 
 impl CallIo for CallHandle {
@@ -406,7 +396,13 @@ impl CallHandle {
         }
         check_size(&self.path, &json, &self.settings, self.token_len)?;
         self.wait_open().await?;
-        self.queue(Command::Send { id: self.id, json }).await
+        let token = self.renewed_token()?;
+        self.queue(Command::Send {
+            id: self.id,
+            json,
+            token,
+        })
+        .await
     }
 
     async fn queue(&self, command: Command) -> Result<()> {
@@ -422,7 +418,17 @@ impl CallHandle {
         if self.ended.swap(true, Ordering::AcqRel) || *self.phase.borrow() == Phase::Closed {
             return Ok(());
         }
-        self.queue(Command::End { id: self.id }).await
+        let token = self.renewed_token()?;
+        self.queue(Command::End { id: self.id, token }).await
+    }
+
+    /// For the first command of an older-protocol call opened without its request: a token
+    /// signed now, when the one signed at open is too old to send.
+    fn renewed_token(&self) -> Result<Option<String>> {
+        match &self.first_frame {
+            Some(first) => first.renewed_token(&self.settings),
+            None => Ok(None),
+        }
     }
 
     /// Tells the task the caller has gone. The drop queue is unbounded, but holds at most one
@@ -454,78 +460,6 @@ impl CallHandle {
                     self.timeout
                 ),
             )),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::body::Body;
-    use crate::protocol::exchange::CallKey;
-    use crate::protocol::frame::FrameType;
-
-    #[test]
-    fn frame_length_is_computed_exactly() {
-        let key = CallKey::from_bytes([7u8; 32]);
-        let path = "/tdx.volt_api.volt.v1.FileAPI/UploadFile";
-        let samples = [
-            String::new(),
-            "{}".to_owned(),
-            r#"{"chunk":"aGVsbG8="}"#.to_owned(),
-            "quote \" back \\ slash \n\r\t \u{1} \u{8} \u{c} \u{1f} é 😀".to_owned(),
-            "x".repeat(4095),
-        ];
-        for json in samples {
-            for meta in [Map::new(), {
-                let mut m = Map::new();
-                m.insert("d".into(), Value::from(vec!["did:volt:abc"]));
-                m
-            }] {
-                let meta_len = if meta.is_empty() {
-                    0
-                } else {
-                    Value::Object(meta.clone()).to_string().len()
-                };
-                let body = Body::Invoke {
-                    method_name: path.to_owned(),
-                    service_id: None,
-                    json_request: json.clone(),
-                };
-                let frame = key.seal(FrameType::Invoke, 1, meta, &body.to_json());
-                let encoded = frame.encode().expect("encodes");
-                assert_eq!(frame_len(path, &json, meta_len), encoded.len(), "{json:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn legacy_frame_length_bounds_the_real_frame_closely() {
-        use crate::protocol::legacy::{ClientFrame, LegacyKey};
-        let key = LegacyKey::generate();
-        let path = "/tdx.volt_api.volt.v1.WireAPI/PublishWire";
-        let token = "h".repeat(700);
-        for hops in [
-            vec![],
-            vec!["5M1aCpnijWbmibq748AHnyG1qgpHMFmLi5UUeaGBGo8t".to_owned()],
-        ] {
-            for json in ["{}".to_owned(), "é\"\n".repeat(100), "x".repeat(5000)] {
-                let body = Body::Invoke {
-                    method_name: path.to_owned(),
-                    service_id: None,
-                    json_request: json.clone(),
-                };
-                let frame = ClientFrame {
-                    id: u64::MAX,
-                    token: Some(token.clone()),
-                    target_fingerprint: Some(hops.clone()),
-                    client_end: false,
-                    json_payload: key.seal(&body),
-                };
-                let real = frame.to_text().len();
-                let bound = legacy_frame_len(path, &json, token.len(), &hops);
-                assert!(bound >= real && bound <= real + 20, "{bound} vs {real}");
-            }
         }
     }
 }

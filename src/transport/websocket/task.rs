@@ -197,8 +197,7 @@ async fn serve(
 
 fn on_message(table: &mut Table, message: Message) -> Result<(), Lost> {
     match message {
-        Message::Binary(bytes) => table.on_frame(&bytes),
-        Message::Text(text) => table.on_text(&text),
+        Message::Binary(_) | Message::Text(_) => table.on_message(&message),
         Message::Close(frame) => {
             let why = frame
                 .map(|f| format!(" (code {}, {:?})", u16::from(f.code), f.reason.as_str()))

@@ -8,22 +8,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::legacy::LegacySeal;
+use super::seal::{CallSeal, Inbound, Sealed};
+use super::v1::V1Seal;
 use super::{Command, Dropped, OpenCall, Opening, Phase, Protocol, Settings};
 use crate::protocol::body::Body;
-use crate::protocol::exchange::{CallKey, ClientKeyExchange};
-use crate::protocol::frame::{self, FrameError, FrameType, SealedFrame, ServerFrame, ServerHello};
-use crate::protocol::legacy::{self, LegacyKey};
+use crate::protocol::exchange::ClientKeyExchange;
+use crate::protocol::frame::ServerHello;
 use crate::transport::delivery::{fell_behind, response_event, Delivery, Offer};
 use crate::{Error, ErrorKind, Result, Status};
-
-/// How old an older-protocol token may be when its call's first frame is sent; older ones are
-/// signed again (they are valid for 60 s after signing, and Volts allow some clock skew).
-const LEGACY_TOKEN_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a call dropped during its key exchange waits for the Volt's half, to end it.
 const ABANDONED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -94,21 +92,9 @@ struct Live {
 
 enum Stage {
     Exchanging(ClientKeyExchange),
-    Keyed(Sealer),
+    Keyed(Box<dyn CallSeal>),
     /// Only while the Volt's half of the key exchange is being checked.
     Checking,
-}
-
-/// How a keyed call's bodies are sealed and framed.
-enum Sealer {
-    /// Protocol v1: binary frames, a fresh IV each.
-    V1(CallKey),
-    /// The older protocol: text frames under the call's key and IV; `token` (signed at the
-    /// instant beside it) goes in the first.
-    Legacy {
-        key: LegacyKey,
-        token: Option<(String, Instant)>,
-    },
 }
 
 /// Whether ending the client side of a never-invoked call sends an empty request first.
@@ -166,16 +152,27 @@ impl Table {
         let id = command.id();
         match command {
             Command::Open(open) => self.open(*open),
-            Command::Send { id, json } => {
+            Command::Send { id, json, token } => {
                 self.arrived(id);
+                self.renew_token(id, token);
                 self.send(id, json);
             }
-            Command::End { id } => {
+            Command::End { id, token } => {
                 self.arrived(id);
+                self.renew_token(id, token);
                 self.end(id, Invoke::Empty);
             }
         }
         self.apply_drop(id);
+    }
+
+    /// A token the caller signed anew for the call's first frame.
+    fn renew_token(&mut self, id: u64, token: Option<String>) {
+        if let (Some(token), Some(call)) = (token, self.live(id)) {
+            if let Stage::Keyed(seal) = &mut call.stage {
+                seal.renew_token(token);
+            }
+        }
     }
 
     fn arrived(&mut self, id: u64) {
@@ -213,13 +210,14 @@ impl Table {
                 Stage::Exchanging(exchange),
                 Some(hello.encode().map_err(Error::from)),
             ),
-            Opening::Legacy { token, key, signed } => (
-                Stage::Keyed(Sealer::Legacy {
-                    key,
-                    token: Some((token, signed)),
-                }),
-                None,
-            ),
+            Opening::Legacy { token, key } => {
+                let hops = match &self.settings.protocol {
+                    Protocol::Legacy { hops } => hops.clone(),
+                    Protocol::V1 => Vec::new(),
+                };
+                let seal: Box<dyn CallSeal> = Box::new(LegacySeal::new(key, token, hops));
+                (Stage::Keyed(seal), None)
+            }
         };
         let refused = match (&self.refusal, frame) {
             (Some(lost), _) => Some(lost.error()),
@@ -276,7 +274,7 @@ impl Table {
             call.invoked = true;
             invoke(&call.path, json)
         };
-        if let Err(e) = self.seal_and_push(id, &body, Map::new()) {
+        if let Err(e) = self.seal_and_push(id, &body, false) {
             self.finish(id, Err(e));
         }
     }
@@ -304,23 +302,17 @@ impl Table {
             return Ok(());
         }
         call.client_ended = true;
-        if invoke_first == Invoke::Never
-            && matches!(
-                call.stage,
-                Stage::Keyed(Sealer::Legacy { token: Some(_), .. })
-            )
-        {
+        let unannounced = matches!(&call.stage, Stage::Keyed(seal) if seal.unannounced());
+        if invoke_first == Invoke::Never && unannounced {
             // The older protocol opens a call with its invoke: the Volt never heard of it.
             return Ok(());
         }
         if !call.invoked && invoke_first == Invoke::Empty {
             call.invoked = true;
             let body = invoke(&call.path, "{}".to_owned());
-            self.seal_and_push(id, &body, Map::new())?;
+            self.seal_and_push(id, &body, false)?;
         }
-        let mut meta = Map::new();
-        meta.insert("client_end".into(), Value::Bool(true));
-        self.seal_and_push(id, &Body::end(), meta)
+        self.seal_and_push(id, &Body::end(), true)
     }
 
     /// A handle went: applied at once if all its commands have arrived, else when they have.
@@ -376,86 +368,55 @@ impl Table {
         }
     }
 
-    fn seal_and_push(&mut self, id: u64, body: &Body, meta: Map<String, Value>) -> Result<()> {
-        let settings = self.settings.clone();
+    fn seal_and_push(&mut self, id: u64, body: &Body, client_end: bool) -> Result<()> {
+        let max_outbound = self.settings.max_outbound;
         let Some(Live {
-            stage: Stage::Keyed(sealer),
+            stage: Stage::Keyed(seal),
             ..
         }) = self.calls.get_mut(&id).and_then(|e| e.live.as_mut())
         else {
             return Err(Error::new(ErrorKind::Protocol, "the call is not keyed"));
         };
-        let message = match sealer {
-            Sealer::V1(key) => {
-                let bytes = key
-                    .seal(body.frame_type(), id, meta, &body.to_json())
-                    .encode()?;
-                Message::Binary(bytes.into())
-            }
-            Sealer::Legacy { key, token } => {
-                // The first frame carries the token and the route; the end says so at the top.
-                // A token signed long before the call's first message (a streaming call opened
-                // without one) would expire on the way: it is signed again.
-                if let Some((text, signed)) = token.as_mut() {
-                    if signed.elapsed() > LEGACY_TOKEN_FRESH {
-                        *text = super::legacy_token(&settings, key)?;
-                        *signed = Instant::now();
-                    }
-                }
-                let hops = match &settings.protocol {
-                    Protocol::Legacy { hops } => hops.clone(),
-                    Protocol::V1 => Vec::new(),
-                };
-                let frame = legacy::ClientFrame {
-                    id,
-                    target_fingerprint: token.as_ref().map(|_| hops),
-                    token: token.as_ref().map(|(text, _)| text.clone()),
-                    client_end: meta.contains_key("client_end"),
-                    json_payload: key.seal(body),
-                };
-                let text = frame.to_text();
-                if text.len() <= settings.max_outbound {
-                    // Sent: later frames go without it.
-                    *token = None;
-                }
-                Message::Text(text.into())
-            }
-        };
-        if message.len() > settings.max_outbound {
+        let message = seal.seal(id, body, client_end)?;
+        if message.len() > max_outbound {
             return Err(Error::new(
                 ErrorKind::Limit,
                 format!(
-                    "a frame of {} bytes is over the {}-byte limit",
+                    "a frame of {} bytes is over the {max_outbound}-byte limit",
                     message.len(),
-                    settings.max_outbound
                 ),
             ));
         }
+        seal.sent();
         self.push(message);
         Ok(())
     }
 
     // ---- frames from the Volt --------------------------------------------------------------
 
-    pub fn on_frame(&mut self, bytes: &[u8]) {
-        if self.settings.protocol != Protocol::V1 {
-            tracing::debug!("ignoring a binary frame from the Volt (the older protocol has none)");
-            return;
-        }
-        let frame = match frame::decode_server_frame(bytes) {
-            Ok(frame) => frame,
-            Err(e) => {
-                // Only the call the frame names is harmed; a frame naming none is dropped.
-                match frame::peek_call_id(bytes) {
-                    Some(id) => self.finish(id, Err(Error::from(e))),
-                    None => tracing::debug!(error = %e, "dropping an unreadable frame"),
+    /// A message from the Volt (other than ping, pong and close).
+    pub fn on_message(&mut self, message: &Message) {
+        match self.settings.protocol.read(message) {
+            Inbound::Hello(hello) => self.on_hello(hello),
+            Inbound::Body { id, sealed } => self.on_sealed(id, &sealed),
+            Inbound::Failed { id, error } => {
+                if let Some(call) = self.live(id) {
+                    call.answered = true;
+                    self.finish(id, Err(volt_refused(error)));
                 }
-                return;
             }
-        };
-        match frame {
-            ServerFrame::Hello(hello) => self.on_hello(hello),
-            ServerFrame::Sealed(sealed) => self.on_sealed(sealed),
+            Inbound::Refused {
+                id: Some(id),
+                error,
+            } => {
+                self.finish_by_volt(id, Err(volt_refused(error)));
+            }
+            Inbound::Refused { id: None, error } => self.refused_unnamed(&error),
+            Inbound::Unreadable {
+                id: Some(id),
+                error,
+            } => self.finish(id, Err(error)),
+            Inbound::Unreadable { id: None, .. } | Inbound::Nothing => {}
         }
     }
 
@@ -476,7 +437,7 @@ impl Table {
             }
         };
         match keyed {
-            Ok(key) => call.stage = Stage::Keyed(Sealer::V1(key)),
+            Ok(key) => call.stage = Stage::Keyed(Box::new(V1Seal(key))),
             Err(e) => {
                 self.finish(id, Err(e));
                 return;
@@ -513,98 +474,44 @@ impl Table {
         }
     }
 
-    fn on_sealed(&mut self, sealed: SealedFrame) {
-        let id = sealed.call_id;
-        let Some(call) = self.calls.get_mut(&id).and_then(|e| e.live.as_mut()) else {
+    fn on_sealed(&mut self, id: u64, sealed: &Sealed) {
+        let Some(call) = self.live(id) else {
             return;
         };
         call.answered = true;
-        if let Some(text) = sealed.meta_error() {
-            self.finish(id, Err(volt_refused(text)));
-            return;
-        }
-        let Stage::Keyed(Sealer::V1(key)) = &call.stage else {
+        let Stage::Keyed(seal) = &call.stage else {
             let e = Error::new(ErrorKind::Protocol, "a message before the key exchange");
             self.finish(id, Err(e));
             return;
         };
-        if sealed.frame_type != FrameType::Payload {
-            let e = Error::new(ErrorKind::Protocol, "the Volt sent an invoke frame");
-            self.finish(id, Err(e));
-            return;
-        }
-        let opened = key.open_body(&sealed);
+        let opened = seal.open(sealed);
         self.on_body(id, opened);
     }
 
-    /// A text frame: the older protocol's only kind. One that names no call it can be told
-    /// to is dropped (logged); an error naming no call fails every call sent and still waiting
-    /// for its first answer, since any of them may be the one refused.
-    pub fn on_text(&mut self, text: &str) {
-        if self.settings.protocol == Protocol::V1 {
-            tracing::debug!("ignoring a text frame from the Volt (protocol v1 has none)");
-            return;
-        }
-        let frame = match legacy::ServerFrame::parse(text) {
-            Ok(frame) => frame,
-            Err(e) => {
-                match e.call_id() {
-                    Some(id) => self.finish(id, Err(Error::from(e))),
-                    None => tracing::debug!(error = %e, "dropping an unreadable text frame"),
-                }
-                return;
-            }
-        };
-        match frame {
-            // The Volt refused the call: it is over there, so nothing more is sent for it (an
-            // end would be a frame for a call it does not know, and draw another error).
-            legacy::ServerFrame::Error {
-                invoke_id: Some(id),
-                error,
-            } => self.finish_by_volt(id, Err(volt_refused(error))),
-            legacy::ServerFrame::Error {
-                invoke_id: None,
-                error,
-            } => {
-                let waiting: Vec<u64> = self
-                    .calls
-                    .iter()
-                    .filter(|(_, e)| e.live.as_ref().is_some_and(|c| c.invoked && !c.answered))
-                    .map(|(id, _)| *id)
-                    .collect();
-                tracing::debug!(
-                    calls = waiting.len(),
-                    "the Volt sent an error naming no call"
-                );
-                for id in waiting {
-                    self.finish_by_volt(id, Err(volt_refused(error.clone())));
-                }
-            }
-            legacy::ServerFrame::Payload {
-                invoke_id,
-                json_payload,
-            } => {
-                let Some(call) = self.live(invoke_id) else {
-                    return;
-                };
-                call.answered = true;
-                let Stage::Keyed(Sealer::Legacy { key, .. }) = &call.stage else {
-                    let e = Error::new(ErrorKind::Protocol, "a text frame on a protocol v1 call");
-                    self.finish(invoke_id, Err(e));
-                    return;
-                };
-                let opened = key.open(&json_payload);
-                self.on_body(invoke_id, opened);
-            }
+    /// An error naming no call (older protocol) fails every call sent and still waiting for
+    /// its first answer, since any of them may be the one refused.
+    fn refused_unnamed(&mut self, error: &str) {
+        let waiting: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, e)| e.live.as_ref().is_some_and(|c| c.invoked && !c.answered))
+            .map(|(id, _)| *id)
+            .collect();
+        tracing::debug!(
+            calls = waiting.len(),
+            "the Volt sent an error naming no call"
+        );
+        for id in waiting {
+            self.finish_by_volt(id, Err(volt_refused(error.to_owned())));
         }
     }
 
     /// A decrypted body (or the failure to decrypt one) for call `id`.
-    fn on_body(&mut self, id: u64, opened: std::result::Result<Body, FrameError>) {
+    fn on_body(&mut self, id: u64, opened: Result<Body>) {
         let body = match opened {
             Ok(body) => body,
             Err(e) => {
-                self.finish(id, Err(Error::from(e)));
+                self.finish(id, Err(e));
                 return;
             }
         };
@@ -734,106 +641,4 @@ fn volt_refused(message: String) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::token::{unix_now, IdentityToken, TokenSigner, Validation};
-    use crate::transport::delivery::{self, Unread};
-    use crate::transport::websocket::{legacy_token, Target};
-    use crate::PrivateKey;
-
-    fn legacy_settings() -> (Arc<Settings>, PrivateKey) {
-        let volt = PrivateKey::generate_rsa(2048).expect("volt key");
-        let settings = Settings {
-            protocol: Protocol::Legacy { hops: Vec::new() },
-            target: Target {
-                url: "ws://127.0.0.1:1/api".into(),
-                tls: None,
-                connect_timeout: std::time::Duration::from_secs(1),
-                max_inbound: 1 << 20,
-            },
-            signer: TokenSigner::new(
-                Arc::new(PrivateKey::generate_rsa(2048).expect("client key")),
-                "did:volt:test",
-                None,
-            ),
-            volt_key: volt.public_key(),
-            meta: Map::new(),
-            keepalive: std::time::Duration::from_secs(30),
-            max_outbound: 1 << 20,
-            call_buffer: 16,
-        };
-        (Arc::new(settings), volt)
-    }
-
-    fn open_legacy(table: &mut Table, settings: &Settings, signed: Instant) -> String {
-        let key = LegacyKey::generate();
-        let token = legacy_token(settings, &key).expect("token");
-        let (delivery, _receivers) = delivery::channels(4, Unread::Bounded);
-        let (phase, _) = watch::channel(Phase::Opening);
-        table.on_command(Command::Open(Box::new(OpenCall {
-            id: 1,
-            path: Arc::from("/test.Fake/Echo"),
-            opening: Opening::Legacy {
-                token: token.clone(),
-                key,
-                signed,
-            },
-            first: None,
-            end_after_first: false,
-            exchange_timeout: std::time::Duration::from_secs(5),
-            delivery,
-            phase,
-        })));
-        token
-    }
-
-    fn sent_token(table: &mut Table) -> Option<String> {
-        let Some(Message::Text(text)) = table.outbox.pop_front() else {
-            panic!("no text frame sent");
-        };
-        legacy::ClientFrame::parse(&text).expect("frame").token
-    }
-
-    #[tokio::test]
-    async fn a_first_frame_long_after_the_open_carries_a_fresh_token() {
-        let (settings, _volt) = legacy_settings();
-        let mut table = Table::new(settings.clone());
-        // Opened just now: the token signed at open goes out as it is, once.
-        let fresh = open_legacy(&mut table, &settings, Instant::now());
-        assert!(
-            table.outbox.is_empty(),
-            "nothing is sent before the first message"
-        );
-        table.on_command(Command::Send {
-            id: 1,
-            json: "{}".into(),
-        });
-        assert_eq!(sent_token(&mut table), Some(fresh));
-        table.on_command(Command::Send {
-            id: 1,
-            json: "{}".into(),
-        });
-        assert_eq!(sent_token(&mut table), None);
-
-        // Opened 45 s before its first message: signed again, with a current window.
-        let mut table = Table::new(settings.clone());
-        let long_ago = Instant::now()
-            .checked_sub(std::time::Duration::from_secs(45))
-            .expect("an instant 45 s back");
-        let stale = open_legacy(&mut table, &settings, long_ago);
-        table.on_command(Command::Send {
-            id: 1,
-            json: "{}".into(),
-        });
-        let resigned = sent_token(&mut table).expect("a token");
-        assert_ne!(resigned, stale);
-        let claims = IdentityToken::parse(&resigned)
-            .expect("jwt")
-            .verify(
-                &settings.signer.key().public_key(),
-                &Validation::new("did:volt:test", unix_now()),
-            )
-            .expect("verifies");
-        assert!(claims.extra.contains_key(legacy::KEY_CLAIM));
-    }
-}
+mod tests;
