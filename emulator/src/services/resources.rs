@@ -182,6 +182,21 @@ impl ResourceStore {
         self.insert(Some(parent_id.to_owned()), template)
     }
 
+    /// Creates a client's home folder under the Volt root; returns its id.
+    pub fn create_home_folder(&self, client_id: &str, name: &str) -> Result<String, Failure> {
+        let home = self.create(
+            self.root_id(),
+            client_id,
+            Resource {
+                name: name.to_owned(),
+                description: format!("home of {name}"),
+                kind: vec![kind::HOME.to_owned(), kind::FOLDER.to_owned()],
+                ..Resource::default()
+            },
+        )?;
+        Ok(home.id)
+    }
+
     /// Updates an existing resource's descriptive fields (name, description, kinds,
     /// attributes, share mode, aliases); bumps `version` and `modified`.
     pub fn update(&self, incoming: &Resource, purge_attributes: bool) -> Result<Resource, Failure> {

@@ -182,7 +182,7 @@ pub async fn dispatch(
             .await
         }
         "Connect" => connect(inbound, outbound).await,
-        "Authenticate" => crate::authenticate::handle(svc, inbound, outbound).await,
+        "Authenticate" => super::authenticate::handle(svc, inbound, outbound).await,
         _ => Err(Failure::unimplemented(&format!(
             "/tdx.volt_api.volt.v1.VoltAPI/{name}"
         ))),
@@ -199,7 +199,10 @@ pub fn home_of(svc: &Services, caller: &Caller) -> String {
     if !session.home_id.is_empty() && svc.resources().get(&session.home_id).is_some() {
         return session.home_id;
     }
-    match crate::issue::create_home_folder(svc, &session.client_id, &session.client_name) {
+    match svc
+        .resources()
+        .create_home_folder(&session.client_id, &session.client_name)
+    {
         Ok(home_id) => {
             session.home_id = home_id.clone();
             if svc.clients().insert(session).is_err() {

@@ -439,7 +439,7 @@ impl<P: Protocol> Connection<P> {
         let bytes = request_bytes(method, request_json)?;
         let request = tdx_volt::proto::volt::AuthenticateRequest::decode(bytes)
             .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))?;
-        let key = crate::authenticate::request_key(&self.svc, &request)
+        let key = crate::services::authenticate::request_key(&self.svc, &request)
             .map_err(|f| Failure::abort(f.code(), f.message()))?;
         verify_token_with_key(&self.svc, token, &key)?;
         Ok(Caller {

@@ -151,7 +151,7 @@ fn check_proof(svc: &Services, token: &IdentityToken, message: &[u8]) -> Result<
     use prost::Message as _;
     let request = tdx_volt::proto::volt::AuthenticateRequest::decode(message)
         .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))?;
-    let key = crate::authenticate::request_key(svc, &request)
+    let key = crate::services::authenticate::request_key(svc, &request)
         .map_err(|f| Failure::abort(f.code(), f.message()))?;
     crate::auth::verify_token_with_key(svc, token, &key).map(|_| ())
 }
