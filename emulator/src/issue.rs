@@ -117,7 +117,7 @@ pub fn issue_client_for_key(
     let session_id = new_id();
     let home_id = if create_home {
         svc.resources()
-            .create_home_folder(&client_id, name)
+            .create_home_folder_blocking(&client_id, name)
             .map_err(|f| Error::new(ErrorKind::Io, f.to_string()))?
     } else {
         String::new()

@@ -39,12 +39,12 @@ pub async fn handle(
     unary(
         inbound,
         outbound,
-        |request: pb::AuthenticateRequest| async move { authenticate(svc, request) },
+        |request: pb::AuthenticateRequest| async move { authenticate(svc, request).await },
     )
     .await
 }
 
-fn authenticate(
+async fn authenticate(
     svc: &Services,
     request: pb::AuthenticateRequest,
 ) -> Result<pb::AuthenticateResponse, Failure> {
@@ -105,7 +105,8 @@ fn authenticate(
             let client_id = new_id();
             let home_id = svc
                 .resources()
-                .create_home_folder(&client_id, &client_name)?;
+                .create_home_folder(&client_id, &client_name)
+                .await?;
             (client_id, home_id)
         }
     };

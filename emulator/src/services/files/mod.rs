@@ -259,7 +259,7 @@ async fn store_content(
     tokio::task::spawn_blocking(move || writer.files().write(&id, &content))
         .await
         .map_err(|e| Failure::internal("saving file content", e))??;
-    if let Err(failure) = svc.resources().touch(&resource.id, Some(size)) {
+    if let Err(failure) = svc.resources().touch(&resource.id, Some(size)).await {
         // The resource was deleted while the content was being written: do not keep it.
         if failure.code() == Code::NotFound {
             svc.files().forget(&resource.id);
@@ -282,7 +282,7 @@ async fn store_content(
                 kind: kinds,
                 ..pb::Resource::default()
             };
-            svc.resources().update(&change, false)?;
+            svc.resources().update(&change, false).await?;
         }
     }
     Ok(())

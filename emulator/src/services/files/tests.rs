@@ -57,7 +57,7 @@ impl Fixture {
         let root = self.svc.resources().root_id().to_owned();
         self.svc
             .resources()
-            .create(
+            .create_blocking(
                 &root,
                 "client-1",
                 pb::Resource {

@@ -23,11 +23,13 @@ pub(super) async fn bulk_update(
 ) -> Result<pb::SqlBulkUpdateResponse, Failure> {
     let (resource, path) = resolve_database(svc, &r.database_id)?;
     let statements = r.statement;
-    {
-        let path = path.clone();
-        run_blocking(move || bulk_blocking(&path, &statements)).await?;
-    }
-    touch(svc, &resource.id, &path);
+    let svc = Arc::clone(svc);
+    run_blocking(move || {
+        bulk_blocking(&path, &statements)?;
+        touch(&svc, &resource.id, &path);
+        Ok(())
+    })
+    .await?;
     Ok(pb::SqlBulkUpdateResponse { status: None })
 }
 

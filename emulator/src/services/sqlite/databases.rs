@@ -100,9 +100,13 @@ pub(super) fn resolve_database(
     Ok((resource, path))
 }
 
-/// Records that a database's content changed (size, version, modified time).
+/// Records that a database's content changed (size, version, modified time). Blocks on
+/// writing the resource tree: called on the call's blocking thread.
 pub(super) fn touch(svc: &Services, resource_id: &str, path: &Path) {
-    if let Err(e) = svc.resources().touch(resource_id, Some(file_size(path))) {
+    if let Err(e) = svc
+        .resources()
+        .touch_blocking(resource_id, Some(file_size(path)))
+    {
         tracing::debug!("updating database resource {resource_id}: {e}");
     }
 }
@@ -135,7 +139,7 @@ pub(super) async fn create_database(
     }
     let store = svc.resources();
     let parent = if r.create_in_parent_id.is_empty() {
-        crate::services::volt_api::home_of(svc, caller)
+        crate::services::volt_api::home_of(svc, caller).await
     } else {
         r.create_in_parent_id.clone()
     };
@@ -173,7 +177,7 @@ pub(super) async fn create_database(
         size,
         ..Resource::default()
     };
-    match store.create(&parent, &caller.client_id, template) {
+    match store.create(&parent, &caller.client_id, template).await {
         Ok(resource) => Ok(pb::CreateDatabaseResponse {
             status: None,
             resource: Some(resource),

@@ -87,11 +87,15 @@ pub(super) async fn import_csv(
     }
 
     let total = {
-        let path = path.clone();
+        let svc = Arc::clone(svc);
         let outbound = outbound.clone();
-        run_blocking(move || import_blocking(&path, &config, &data, &outbound)).await?
+        run_blocking(move || {
+            let total = import_blocking(&path, &config, &data, &outbound)?;
+            touch(&svc, &resource.id, &path);
+            Ok(total)
+        })
+        .await?
     };
-    touch(svc, &resource.id, &path);
     outbound
         .send(&pb::SqlImportCsvResponse {
             status: None,

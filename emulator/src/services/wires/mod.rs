@@ -236,7 +236,7 @@ pub async fn dispatch(
     match name {
         "SaveWire" => {
             unary(inbound, outbound, |r: pb::SaveWireRequest| async move {
-                save_wire(svc, caller, r)
+                save_wire(svc, caller, r).await
             })
             .await
         }
@@ -266,7 +266,7 @@ fn require_wire(svc: &Services, wire_id: &str) -> Result<pb::Resource, Failure> 
     Ok(resource)
 }
 
-fn save_wire(
+async fn save_wire(
     svc: &Services,
     caller: &Caller,
     r: pb::SaveWireRequest,
@@ -277,20 +277,20 @@ fn save_wire(
         .ok_or_else(|| Failure::invalid("SaveWire needs a resource"))?;
     let saved = if r.create || store.get(&resource.id).is_none() {
         let parent = if r.create_in_parent_id.is_empty() {
-            super::volt_api::home_of(svc, caller)
+            super::volt_api::home_of(svc, caller).await
         } else {
             r.create_in_parent_id
         };
         if !is_wire(&resource) {
             resource.kind.push(kind::WIRE.to_owned());
         }
-        store.create(&parent, &caller.client_id, resource)?
+        store.create(&parent, &caller.client_id, resource).await?
     } else {
         require_wire(svc, &resource.id)?;
         if !resource.kind.is_empty() && !is_wire(&resource) {
             resource.kind.push(kind::WIRE.to_owned());
         }
-        store.update(&resource, r.purge_attributes)?
+        store.update(&resource, r.purge_attributes).await?
     };
     Ok(pb::SaveWireResponse {
         status: None,
