@@ -1,10 +1,13 @@
 //! Who is calling: identity tokens checked against the sessions this Volt issued.
 
+use prost::Message as _;
+use tdx_volt::proto::volt::AuthenticateRequest;
 use tdx_volt::protocol::token::{Claims, IdentityToken, Validation};
 use tdx_volt::PublicKey;
 
 use crate::call::{Caller, Code, Failure};
 use crate::clients::Session;
+use crate::services::authenticate::request_key;
 use crate::services::Services;
 
 /// Clock skew tolerated on `iat` / `exp`, in seconds.
@@ -93,6 +96,21 @@ pub fn verify_token_with_key(
     token
         .verify(key, &validation(svc))
         .map_err(|e| unauthenticated(format!("identity token refused: {e}")))
+}
+
+/// Checks the token of a caller that has no session yet, which may call Authenticate only: it
+/// must be signed by the key the request speaks for ([`request_key`]), for this Volt, within
+/// its time window. `request` is the encoded `AuthenticateRequest`. The one check of both the
+/// gRPC server and the websocket gateways.
+pub fn verify_sessionless_proof(
+    svc: &Services,
+    token: &IdentityToken,
+    request: &[u8],
+) -> Result<(), Failure> {
+    let request = AuthenticateRequest::decode(request)
+        .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))?;
+    let key = request_key(svc, &request).map_err(|f| Failure::abort(f.code(), f.message()))?;
+    verify_token_with_key(svc, token, &key).map(|_| ())
 }
 
 fn validation(svc: &Services) -> Validation {

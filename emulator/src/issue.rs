@@ -4,14 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use tdx_volt::proto::volt::Resource;
 use tdx_volt::protocol::keys::DEFAULT_PBKDF2_ITERATIONS;
 use tdx_volt::{Error, ErrorKind, PublicKey, Result};
 
 use crate::clients::Session;
 use crate::files::{read_optional, write_atomic, Access};
 use crate::identity::Era;
-use crate::services::resources::{kind, new_id};
+use crate::services::resources::new_id;
 use crate::services::Services;
 
 /// The configuration written at every `serve`.
@@ -117,7 +116,8 @@ pub fn issue_client_for_key(
     let client_id = new_id();
     let session_id = new_id();
     let home_id = if create_home {
-        create_home_folder(svc, &client_id, name)
+        svc.resources()
+            .create_home_folder_blocking(&client_id, name)
             .map_err(|f| Error::new(ErrorKind::Io, f.to_string()))?
     } else {
         String::new()
@@ -194,23 +194,4 @@ pub fn write_config(path: &Path, config: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(config)
         .map_err(|e| Error::new(ErrorKind::Config, format!("configuration: {e}")))?;
     write_atomic(path, text.as_bytes(), Access::Private)
-}
-
-/// Creates a client's home folder under the Volt root; returns its id.
-pub fn create_home_folder(
-    svc: &Services,
-    client_id: &str,
-    name: &str,
-) -> std::result::Result<String, crate::call::Failure> {
-    let home = svc.resources().create(
-        svc.resources().root_id(),
-        client_id,
-        Resource {
-            name: name.to_owned(),
-            description: format!("home of {name}"),
-            kind: vec![kind::HOME.to_owned(), kind::FOLDER.to_owned()],
-            ..Resource::default()
-        },
-    )?;
-    Ok(home.id)
 }

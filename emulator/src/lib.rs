@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
-pub mod authenticate;
 pub mod call;
 pub mod clients;
 pub mod files;

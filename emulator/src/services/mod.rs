@@ -1,6 +1,7 @@
 //! The Volt API as the emulator implements it: one handler per method, shared by both
 //! transports. [`Services::call`] routes a call by its method path.
 
+pub mod authenticate;
 pub mod files;
 pub mod resources;
 pub mod sqlite;

@@ -1,17 +1,21 @@
 //! The resource tree: the Volt root, a home folder per client, and everything created under
 //! them (databases, wires, files, folders). Persisted as proto3 JSON in `DIR/resources.json`,
 //! rewritten atomically after every change.
+//!
+//! A change is made and serialised under the tree's lock; the file is written after the lock
+//! is released (a change made in async code waits for it on a blocking thread), and a change
+//! returns once the file holds it. `TreeFile` tells how writers keep their order.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 use tdx_volt::proto::volt::{Resource, ResourceStatus, ShareMode};
 use tdx_volt::protocol::schema;
 
 use crate::call::{Code, Failure};
-use crate::files::{read_optional, write_atomic, Access};
+use crate::files::{read_optional, replace, temp_path, write_synced, Access};
 
 /// The file the tree is kept in.
 pub const RESOURCES_FILE: &str = "resources.json";
@@ -42,13 +46,66 @@ struct Tree {
     nodes: HashMap<String, Node>,
     /// Insertion order, so listings are stable.
     order: Vec<String>,
+    /// Changes made since the store was opened: the version of the latest snapshot.
+    version: u64,
+}
+
+/// The tree serialised for the file just after a change, and the version it is.
+struct Snapshot {
+    version: u64,
+    text: String,
 }
 
 /// The resource tree, shared by every service.
 pub struct ResourceStore {
-    path: PathBuf,
     volt_id: String,
     tree: Mutex<Tree>,
+    file: Arc<TreeFile>,
+}
+
+/// `resources.json`, written from snapshots without holding the tree's lock.
+///
+/// Writers do not wait for one another while they write: each writes and syncs its own
+/// temporary file (named after its version), and only the rename that puts it in place is
+/// taken in turn, under `written`, which is never held across a write or a sync. A snapshot
+/// older than the one in the file is dropped instead of renamed, so the file only moves
+/// forward; the newer snapshot already holds the older one's change.
+struct TreeFile {
+    path: PathBuf,
+    /// The version of the snapshot in the file (0: as loaded).
+    written: Mutex<u64>,
+}
+
+impl TreeFile {
+    fn written(&self) -> MutexGuard<'_, u64> {
+        // A version number is always whole, so a poisoned lock is still usable.
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `snapshot` in the file, unless a newer one is there already. Blocks on the write:
+    /// async code goes through `ResourceStore::saved`, which runs it on a blocking thread.
+    fn write(&self, snapshot: &Snapshot) -> Result<(), Failure> {
+        let failed = |e| Failure::internal("saving resources", e);
+        if *self.written() >= snapshot.version {
+            return Ok(());
+        }
+        let tmp = temp_path(&self.path, &snapshot.version.to_string());
+        let placed = write_synced(&tmp, &self.path, snapshot.text.as_bytes(), Access::Private)
+            .and_then(|()| {
+                let mut written = self.written();
+                if *written >= snapshot.version {
+                    return Ok(false);
+                }
+                replace(&tmp, &self.path)?;
+                *written = snapshot.version;
+                Ok(true)
+            });
+        if !matches!(placed, Ok(true)) {
+            // Not renamed: a newer snapshot won, or the write failed part way.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        placed.map(|_| ()).map_err(failed)
+    }
 }
 
 /// Seconds since the epoch, for `created` / `modified`.
@@ -81,6 +138,7 @@ impl ResourceStore {
         let mut tree = Tree {
             nodes: HashMap::new(),
             order: Vec::new(),
+            version: 0,
         };
         if let Some(text) = read_optional(&path)? {
             load_into(&mut tree, &text).map_err(|e| {
@@ -88,9 +146,12 @@ impl ResourceStore {
             })?;
         }
         let store = ResourceStore {
-            path,
             volt_id: volt_id.to_owned(),
             tree: Mutex::new(tree),
+            file: Arc::new(TreeFile {
+                path,
+                written: Mutex::new(0),
+            }),
         };
         if store.get(volt_id).is_none() {
             let now = now_secs();
@@ -108,7 +169,7 @@ impl ResourceStore {
                 ..Resource::default()
             };
             store
-                .insert(None, root)
+                .saved_blocking(store.change(|tree| Ok(insert(tree, None, root))))
                 .map_err(|f| tdx_volt::Error::new(tdx_volt::ErrorKind::Io, f.to_string()))?;
         }
         Ok(store)
@@ -119,7 +180,7 @@ impl ResourceStore {
         &self.volt_id
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tree> {
+    fn lock(&self) -> MutexGuard<'_, Tree> {
         // A panic while holding the lock cannot leave the tree half-written (every mutation is
         // a single insert/remove), so a poisoned lock is still usable.
         self.tree.lock().unwrap_or_else(|p| p.into_inner())
@@ -144,12 +205,50 @@ impl ResourceStore {
     /// Creates a resource under `parent_id` (which must exist). `template` supplies name,
     /// description, kinds and attributes; id, volt_id, owner and times are filled in when
     /// empty.
-    pub fn create(
+    pub async fn create(
+        &self,
+        parent_id: &str,
+        owner: &str,
+        template: Resource,
+    ) -> Result<Resource, Failure> {
+        self.saved(self.created(parent_id, owner, template)).await
+    }
+
+    /// [`ResourceStore::create`] for code that is not async: writes the file on this thread.
+    pub fn create_blocking(
+        &self,
+        parent_id: &str,
+        owner: &str,
+        template: Resource,
+    ) -> Result<Resource, Failure> {
+        self.saved_blocking(self.created(parent_id, owner, template))
+    }
+
+    /// Creates a client's home folder under the Volt root; returns its id.
+    pub async fn create_home_folder(&self, client_id: &str, name: &str) -> Result<String, Failure> {
+        let home = self
+            .create(self.root_id(), client_id, home_folder(name))
+            .await?;
+        Ok(home.id)
+    }
+
+    /// [`ResourceStore::create_home_folder`] for code that is not async (issuing a client):
+    /// writes the file on this thread.
+    pub fn create_home_folder_blocking(
+        &self,
+        client_id: &str,
+        name: &str,
+    ) -> Result<String, Failure> {
+        let home = self.create_blocking(self.root_id(), client_id, home_folder(name))?;
+        Ok(home.id)
+    }
+
+    fn created(
         &self,
         parent_id: &str,
         owner: &str,
         mut template: Resource,
-    ) -> Result<Resource, Failure> {
+    ) -> Result<(Resource, Snapshot), Failure> {
         if template.id.is_empty() {
             template.id = new_id();
         }
@@ -165,8 +264,7 @@ impl ResourceStore {
             template.status = ResourceStatus::Live as i32;
         }
         template.child.clear();
-        {
-            let tree = self.lock();
+        self.change(|tree| {
             if !tree.nodes.contains_key(parent_id) {
                 return Err(Failure::not_found(format!(
                     "parent resource not found: {parent_id}"
@@ -178,15 +276,18 @@ impl ResourceStore {
                     format!("resource exists: {}", template.id),
                 ));
             }
-        }
-        self.insert(Some(parent_id.to_owned()), template)
+            Ok(insert(tree, Some(parent_id.to_owned()), template))
+        })
     }
 
     /// Updates an existing resource's descriptive fields (name, description, kinds,
     /// attributes, share mode, aliases); bumps `version` and `modified`.
-    pub fn update(&self, incoming: &Resource, purge_attributes: bool) -> Result<Resource, Failure> {
-        let updated = {
-            let mut tree = self.lock();
+    pub async fn update(
+        &self,
+        incoming: &Resource,
+        purge_attributes: bool,
+    ) -> Result<Resource, Failure> {
+        let change = self.change(|tree| {
             let node = tree.nodes.get_mut(&incoming.id).ok_or_else(|| {
                 Failure::not_found(format!("resource not found: {}", incoming.id))
             })?;
@@ -222,16 +323,24 @@ impl ResourceStore {
             }
             r.version += 1;
             r.modified = now_secs();
-            r.clone()
-        };
-        self.persist()?;
-        Ok(updated)
+            Ok(r.clone())
+        });
+        self.saved(change).await
     }
 
     /// Sets `size` and `content_hash`-style bookkeeping after content changes.
-    pub fn touch(&self, id: &str, size: Option<u64>) -> Result<(), Failure> {
-        {
-            let mut tree = self.lock();
+    pub async fn touch(&self, id: &str, size: Option<u64>) -> Result<(), Failure> {
+        self.saved(self.touched(id, size)).await
+    }
+
+    /// [`ResourceStore::touch`] for code that is not async (a blocking thread): writes the
+    /// file on this thread.
+    pub fn touch_blocking(&self, id: &str, size: Option<u64>) -> Result<(), Failure> {
+        self.saved_blocking(self.touched(id, size))
+    }
+
+    fn touched(&self, id: &str, size: Option<u64>) -> Result<((), Snapshot), Failure> {
+        self.change(|tree| {
             let Some(node) = tree.nodes.get_mut(id) else {
                 return Err(Failure::not_found(format!("resource not found: {id}")));
             };
@@ -240,22 +349,21 @@ impl ResourceStore {
             }
             node.resource.modified = now_secs();
             node.resource.version += 1;
-        }
-        self.persist()
+            Ok(())
+        })
     }
 
     /// Deletes a resource; with children it needs `recursive`. The root cannot be deleted.
     /// Returns the ids removed.
-    pub fn delete(&self, id: &str, recursive: bool) -> Result<Vec<String>, Failure> {
+    pub async fn delete(&self, id: &str, recursive: bool) -> Result<Vec<String>, Failure> {
         if id == self.volt_id {
             return Err(Failure::denied("the Volt root cannot be deleted"));
         }
-        let removed = {
-            let mut tree = self.lock();
+        let change = self.change(|tree| {
             if !tree.nodes.contains_key(id) {
                 return Err(Failure::not_found(format!("resource not found: {id}")));
             }
-            let doomed = descendants_of(&tree, id, None);
+            let doomed = descendants_of(tree, id, None);
             if !doomed.is_empty() && !recursive {
                 return Err(Failure::reply(
                     Code::FailedPrecondition,
@@ -268,10 +376,9 @@ impl ResourceStore {
                 tree.nodes.remove(r);
             }
             tree.order.retain(|x| !removed.contains(x));
-            removed
-        };
-        self.persist()?;
-        Ok(removed)
+            Ok(removed)
+        });
+        self.saved(change).await
     }
 
     /// The chain of ancestors from the parent up to the root.
@@ -323,41 +430,84 @@ impl ResourceStore {
             .collect()
     }
 
-    fn insert(&self, parent: Option<String>, resource: Resource) -> Result<Resource, Failure> {
-        {
-            let mut tree = self.lock();
-            let id = resource.id.clone();
-            tree.order.push(id.clone());
-            tree.nodes.insert(
-                id,
-                Node {
-                    parent,
-                    resource: resource.clone(),
-                },
-            );
-        }
-        self.persist()?;
-        Ok(resource)
+    /// Applies `change` to the tree and, when it succeeds, takes a snapshot of the tree with
+    /// it, under the same lock: snapshots are numbered in the order of their changes.
+    fn change<T>(
+        &self,
+        change: impl FnOnce(&mut Tree) -> Result<T, Failure>,
+    ) -> Result<(T, Snapshot), Failure> {
+        let mut tree = self.lock();
+        let value = change(&mut tree)?;
+        tree.version += 1;
+        let snapshot = Snapshot {
+            version: tree.version,
+            text: to_text(&tree)?,
+        };
+        Ok((value, snapshot))
     }
 
-    fn persist(&self) -> Result<(), Failure> {
-        // Serialise and write under the lock: writers never interleave on the temporary file,
-        // and the file always holds the newest tree.
-        let tree = self.lock();
-        let mut nodes = Vec::with_capacity(tree.order.len());
-        for id in &tree.order {
-            if let Some(n) = tree.nodes.get(id) {
-                nodes.push(json!({
-                    "parent": n.parent,
-                    "resource": resource_to_json(&n.resource)?,
-                }));
-            }
+    /// Writes a change's snapshot on a blocking thread, off the async runtime, and returns the
+    /// change's value once the file holds it. The write finishes even when the caller stops
+    /// waiting.
+    async fn saved<T>(&self, change: Result<(T, Snapshot), Failure>) -> Result<T, Failure> {
+        let (value, snapshot) = change?;
+        let file = Arc::clone(&self.file);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn_blocking(move || file.write(&snapshot))
+                .await
+                .map_err(|e| Failure::internal("saving resources", e))??,
+            // Not on a runtime after all: nothing else to keep going meanwhile.
+            Err(_) => file.write(&snapshot)?,
         }
-        let text = serde_json::to_string_pretty(&json!({ "resources": nodes }))
-            .map_err(|e| Failure::internal("saving resources", e))?;
-        write_atomic(&self.path, text.as_bytes(), Access::Private)
-            .map_err(|e| Failure::internal("saving resources", e))
+        Ok(value)
     }
+
+    /// Writes a change's snapshot on this thread, and returns the change's value.
+    fn saved_blocking<T>(&self, change: Result<(T, Snapshot), Failure>) -> Result<T, Failure> {
+        let (value, snapshot) = change?;
+        self.file.write(&snapshot)?;
+        Ok(value)
+    }
+}
+
+/// Adds a node to the tree; returns its resource.
+fn insert(tree: &mut Tree, parent: Option<String>, resource: Resource) -> Resource {
+    let id = resource.id.clone();
+    tree.order.push(id.clone());
+    tree.nodes.insert(
+        id,
+        Node {
+            parent,
+            resource: resource.clone(),
+        },
+    );
+    resource
+}
+
+/// The template of a client's home folder.
+fn home_folder(name: &str) -> Resource {
+    Resource {
+        name: name.to_owned(),
+        description: format!("home of {name}"),
+        kind: vec![kind::HOME.to_owned(), kind::FOLDER.to_owned()],
+        ..Resource::default()
+    }
+}
+
+/// The tree as the file holds it.
+fn to_text(tree: &Tree) -> Result<String, Failure> {
+    let mut nodes = Vec::with_capacity(tree.order.len());
+    for id in &tree.order {
+        if let Some(n) = tree.nodes.get(id) {
+            nodes.push(json!({
+                "parent": n.parent,
+                "resource": resource_to_json(&n.resource)?,
+            }));
+        }
+    }
+    serde_json::to_string_pretty(&json!({ "resources": nodes }))
+        .map_err(|e| Failure::internal("saving resources", e))
 }
 
 fn descendants_of(tree: &Tree, id: &str, depth: Option<u32>) -> Vec<String> {
@@ -424,12 +574,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tree_survives_reopen_and_deletes_need_recursive() {
+    #[tokio::test]
+    async fn tree_survives_reopen_and_deletes_need_recursive() {
         let dir = tempdir();
         let store = ResourceStore::open(&dir, "did:volt:abc", "Test").unwrap();
-        let a = store.create("did:volt:abc", "c1", folder("a")).unwrap();
-        let b = store.create(&a.id, "c1", folder("b")).unwrap();
+        let a = store
+            .create("did:volt:abc", "c1", folder("a"))
+            .await
+            .unwrap();
+        let b = store.create(&a.id, "c1", folder("b")).await.unwrap();
         assert_eq!(store.ancestors(&b.id).unwrap().len(), 2);
         assert_eq!(store.descendants("did:volt:abc", 1).unwrap().len(), 1);
         assert_eq!(store.descendants("did:volt:abc", 0).unwrap().len(), 2);
@@ -438,18 +591,50 @@ mod tests {
         let store = ResourceStore::open(&dir, "did:volt:abc", "Test").unwrap();
         assert_eq!(store.get(&b.id).unwrap().name, "b");
         assert_eq!(store.parent_of(&b.id).as_deref(), Some(a.id.as_str()));
-        let err = store.delete(&a.id, false).unwrap_err();
+        let err = store.delete(&a.id, false).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
-        assert_eq!(store.delete(&a.id, true).unwrap().len(), 2);
+        assert_eq!(store.delete(&a.id, true).await.unwrap().len(), 2);
         assert!(store.get(&b.id).is_none());
         assert_eq!(
-            store.delete("did:volt:abc", true).unwrap_err().code(),
+            store.delete("did:volt:abc", true).await.unwrap_err().code(),
             Code::PermissionDenied
         );
         assert_eq!(
-            store.create("nope", "c1", folder("x")).unwrap_err().code(),
+            store
+                .create("nope", "c1", folder("x"))
+                .await
+                .unwrap_err()
+                .code(),
             Code::NotFound
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_changes_leave_the_newest_tree_in_the_file() {
+        let dir = tempdir();
+        let store = Arc::new(ResourceStore::open(&dir, "did:volt:abc", "Test").unwrap());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..32 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move {
+                let name = format!("f{i}");
+                store.create("did:volt:abc", "c1", folder(&name)).await
+            });
+        }
+        while let Some(created) = tasks.join_next().await {
+            created.unwrap().unwrap();
+        }
+        drop(store);
+
+        let store = ResourceStore::open(&dir, "did:volt:abc", "Test").unwrap();
+        assert_eq!(store.children("did:volt:abc").len(), 32);
+        // Snapshots that lost to a newer one left no temporary file behind.
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

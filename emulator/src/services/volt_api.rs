@@ -61,7 +61,7 @@ pub async fn dispatch(
                     .ok_or_else(|| Failure::invalid("SaveResource needs a resource"))?;
                 let saved = if r.create || store.get(&resource.id).is_none() {
                     let parent = if r.create_in_parent_id.is_empty() {
-                        home_of(svc, caller)
+                        home_of(svc, caller).await
                     } else {
                         r.create_in_parent_id
                     };
@@ -69,9 +69,9 @@ pub async fn dispatch(
                     if template.kind.is_empty() {
                         template.kind = vec![kind::FOLDER.to_owned()];
                     }
-                    store.create(&parent, &caller.client_id, template)?
+                    store.create(&parent, &caller.client_id, template).await?
                 } else {
-                    store.update(&resource, r.purge_attributes)?
+                    store.update(&resource, r.purge_attributes).await?
                 };
                 Ok(pb::SaveResourceResponse {
                     status: None,
@@ -85,7 +85,7 @@ pub async fn dispatch(
                 inbound,
                 outbound,
                 |r: pb::DeleteResourceRequest| async move {
-                    let removed = store.delete(&r.resource_id, r.recursive)?;
+                    let removed = store.delete(&r.resource_id, r.recursive).await?;
                     for id in &removed {
                         svc.sqlite().forget(id);
                         svc.files().forget(id);
@@ -182,7 +182,7 @@ pub async fn dispatch(
             .await
         }
         "Connect" => connect(inbound, outbound).await,
-        "Authenticate" => crate::authenticate::handle(svc, inbound, outbound).await,
+        "Authenticate" => super::authenticate::handle(svc, inbound, outbound).await,
         _ => Err(Failure::unimplemented(&format!(
             "/tdx.volt_api.volt.v1.VoltAPI/{name}"
         ))),
@@ -191,7 +191,7 @@ pub async fn dispatch(
 
 /// The caller's home folder, created on first use for a client issued by another process.
 /// Falls back to the Volt root when the session is unknown or the folder cannot be made.
-pub fn home_of(svc: &Services, caller: &Caller) -> String {
+pub async fn home_of(svc: &Services, caller: &Caller) -> String {
     let root = || svc.resources().root_id().to_owned();
     let Some(mut session) = svc.clients().by_session(&caller.session_id) else {
         return root();
@@ -199,7 +199,11 @@ pub fn home_of(svc: &Services, caller: &Caller) -> String {
     if !session.home_id.is_empty() && svc.resources().get(&session.home_id).is_some() {
         return session.home_id;
     }
-    match crate::issue::create_home_folder(svc, &session.client_id, &session.client_name) {
+    match svc
+        .resources()
+        .create_home_folder(&session.client_id, &session.client_name)
+        .await
+    {
         Ok(home_id) => {
             session.home_id = home_id.clone();
             if svc.clients().insert(session).is_err() {

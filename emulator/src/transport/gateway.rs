@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use prost::Message as _;
 use serde_json::Value;
 use tdx_volt::protocol::body::Body;
 use tdx_volt::protocol::schema::{self, Method};
@@ -34,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
-use crate::auth::verify_token_with_key;
+use crate::auth::verify_sessionless_proof;
 use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
 use crate::services::Services;
 
@@ -437,11 +436,7 @@ impl<P: Protocol> Connection<P> {
             ));
         }
         let bytes = request_bytes(method, request_json)?;
-        let request = tdx_volt::proto::volt::AuthenticateRequest::decode(bytes)
-            .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))?;
-        let key = crate::authenticate::request_key(&self.svc, &request)
-            .map_err(|f| Failure::abort(f.code(), f.message()))?;
-        verify_token_with_key(&self.svc, token, &key)?;
+        verify_sessionless_proof(&self.svc, token, &bytes)?;
         Ok(Caller {
             client_id: String::new(),
             session_id: String::new(),

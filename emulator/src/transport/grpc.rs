@@ -26,7 +26,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Status, Streaming};
 use tracing::debug;
 
-use crate::auth::verify_token;
+use crate::auth::{verify_sessionless_proof, verify_token};
 use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
 use crate::services::Services;
 
@@ -144,16 +144,6 @@ fn identify(
     let token = IdentityToken::parse(jwt)
         .map_err(|e| Failure::abort(Code::Unauthenticated, format!("bad volt-token: {e}")))?;
     verify_token(svc, &token).map(|(caller, _)| caller)
-}
-
-/// Checks an Authenticate caller's token against the key its request presents.
-fn check_proof(svc: &Services, token: &IdentityToken, message: &[u8]) -> Result<(), Failure> {
-    use prost::Message as _;
-    let request = tdx_volt::proto::volt::AuthenticateRequest::decode(message)
-        .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))?;
-    let key = crate::authenticate::request_key(svc, &request)
-        .map_err(|f| Failure::abort(f.code(), f.message()))?;
-    crate::auth::verify_token_with_key(svc, token, &key).map(|_| ())
 }
 
 fn to_status(failure: &Failure) -> Status {
@@ -294,7 +284,7 @@ impl RequestPump {
             return;
         };
         if let Some(token) = self.proof.take() {
-            if let Err(f) = check_proof(&self.svc, &token, &message) {
+            if let Err(f) = verify_sessionless_proof(&self.svc, &token, &message) {
                 if let Some(failure) = self.failure.take() {
                     let _ = failure.send(f);
                 }

@@ -26,9 +26,9 @@ use tdx_volt::PublicKey;
 
 use crate::call::{Failure, Inbound, Outbound};
 use crate::clients::Session;
-use crate::issue::create_home_folder;
-use crate::services::resources::new_id;
-use crate::services::{unary, AuthenticatePolicy, Services};
+
+use super::resources::new_id;
+use super::{unary, AuthenticatePolicy, Services};
 
 /// Answers one Authenticate call.
 pub async fn handle(
@@ -39,12 +39,12 @@ pub async fn handle(
     unary(
         inbound,
         outbound,
-        |request: pb::AuthenticateRequest| async move { authenticate(svc, request) },
+        |request: pb::AuthenticateRequest| async move { authenticate(svc, request).await },
     )
     .await
 }
 
-fn authenticate(
+async fn authenticate(
     svc: &Services,
     request: pb::AuthenticateRequest,
 ) -> Result<pb::AuthenticateResponse, Failure> {
@@ -103,7 +103,10 @@ fn authenticate(
         Some(s) => (s.client_id, s.home_id),
         None => {
             let client_id = new_id();
-            let home_id = create_home_folder(svc, &client_id, &client_name)?;
+            let home_id = svc
+                .resources()
+                .create_home_folder(&client_id, &client_name)
+                .await?;
             (client_id, home_id)
         }
     };

@@ -1,0 +1,181 @@
+//! CSV for ImportCSV: RFC 4180 records, and the SQLite column type their values fit.
+
+use rusqlite::types::Value;
+
+/// A column type inferred from CSV data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CsvType {
+    Integer,
+    Real,
+    Text,
+}
+
+impl CsvType {
+    pub(super) fn sql(self) -> &'static str {
+        match self {
+            CsvType::Integer => "INTEGER",
+            CsvType::Real => "REAL",
+            CsvType::Text => "TEXT",
+        }
+    }
+
+    /// A CSV field as the value to insert: empty is NULL; a field that does not fit the
+    /// column's type (possible beyond the scanned rows) is kept as text.
+    pub(super) fn value(self, field: &str) -> Value {
+        if field.is_empty() {
+            return Value::Null;
+        }
+        let number = match self {
+            CsvType::Integer if is_integer(field) => field.parse().ok().map(Value::Integer),
+            CsvType::Real if is_integer(field) || is_real(field) => {
+                field.parse().ok().map(Value::Real)
+            }
+            _ => None,
+        };
+        number.unwrap_or_else(|| Value::Text(field.to_owned()))
+    }
+}
+
+/// INTEGER when every non-empty value is an integer, REAL when every one is a number, else
+/// TEXT (also when every value is empty).
+pub(super) fn infer_type<'a>(values: impl Iterator<Item = &'a str>) -> CsvType {
+    let mut inferred = CsvType::Integer;
+    let mut seen = false;
+    for v in values.filter(|v| !v.is_empty()) {
+        seen = true;
+        if inferred == CsvType::Integer && !is_integer(v) {
+            inferred = CsvType::Real;
+        }
+        if inferred == CsvType::Real && !is_real(v) && !is_integer(v) {
+            return CsvType::Text;
+        }
+    }
+    if seen {
+        inferred
+    } else {
+        CsvType::Text
+    }
+}
+
+/// A 64-bit integer written plainly: optional `-`, digits, no leading zero (so codes like
+/// `007` stay text).
+fn is_integer(v: &str) -> bool {
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && v.parse::<i64>().is_ok()
+}
+
+/// A finite decimal number with a fraction or exponent (`1.5`, `-0.25`, `.5`, `1e6`); digit
+/// strings that are not integers (leading zeros, beyond 64 bits) are not numbers here, so
+/// they stay text rather than losing digits.
+fn is_real(v: &str) -> bool {
+    let body = v.strip_prefix(['-', '+']).unwrap_or(v);
+    let numeric = body
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    let has_digit = body.bytes().any(|b| b.is_ascii_digit());
+    let has_point_or_exponent = body.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
+    let leading_zero =
+        body.starts_with('0') && body.as_bytes().get(1).is_some_and(u8::is_ascii_digit);
+    numeric
+        && has_digit
+        && has_point_or_exponent
+        && !leading_zero
+        && v.parse::<f64>().is_ok_and(f64::is_finite)
+}
+
+/// Where the CSV parser is within a record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CsvState {
+    /// At the start of a field.
+    FieldStart,
+    /// Inside a field that did not start with a quote.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after a quote inside a quoted field: an escaped quote or the closing one.
+    QuoteInQuoted,
+}
+
+/// Parses RFC 4180 CSV (comma separated; fields may be quoted with `"`, a quote inside one is
+/// written `""`, quoted fields may span lines; records end with CRLF, LF or CR). A UTF-8 BOM is
+/// skipped and blank lines are ignored. Errors name the line.
+pub(super) fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut records = Vec::new();
+    let mut record: Vec<String> = Vec::new();
+    let mut field = String::new();
+    let mut state = CsvState::FieldStart;
+    let mut line = 1usize;
+    let mut quote_line = 1usize;
+    let mut chars = text.chars().peekable();
+
+    // Ends the current record; a line holding nothing at all is skipped.
+    fn end_record(
+        records: &mut Vec<Vec<String>>,
+        record: &mut Vec<String>,
+        field: &mut String,
+        blank: bool,
+    ) {
+        if blank && record.is_empty() {
+            return;
+        }
+        record.push(std::mem::take(field));
+        records.push(std::mem::take(record));
+    }
+
+    while let Some(c) = chars.next() {
+        match (state, c) {
+            (CsvState::Quoted, '"') => state = CsvState::QuoteInQuoted,
+            (CsvState::Quoted, c) => {
+                if c == '\n' || (c == '\r' && chars.peek() != Some(&'\n')) {
+                    line += 1;
+                }
+                field.push(c);
+            }
+            (CsvState::QuoteInQuoted, '"') => {
+                field.push('"');
+                state = CsvState::Quoted;
+            }
+            (CsvState::FieldStart, '"') => {
+                state = CsvState::Quoted;
+                quote_line = line;
+            }
+            (_, ',') => {
+                record.push(std::mem::take(&mut field));
+                state = CsvState::FieldStart;
+            }
+            (_, '\r' | '\n') => {
+                if c == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                let blank = state == CsvState::FieldStart && field.is_empty();
+                end_record(&mut records, &mut record, &mut field, blank);
+                state = CsvState::FieldStart;
+                line += 1;
+            }
+            (CsvState::QuoteInQuoted, other) => {
+                return Err(format!(
+                    "CSV line {line}: unexpected {other:?} after the closing quote of a field \
+                     (a quote inside a quoted field is written \"\")"
+                ));
+            }
+            (CsvState::FieldStart | CsvState::Unquoted, c) => {
+                field.push(c);
+                state = CsvState::Unquoted;
+            }
+        }
+    }
+    match state {
+        CsvState::Quoted => {
+            return Err(format!(
+                "CSV line {quote_line}: a quoted field is never closed"
+            ));
+        }
+        CsvState::FieldStart if record.is_empty() => {}
+        _ => end_record(&mut records, &mut record, &mut field, false),
+    }
+    Ok(records)
+}
