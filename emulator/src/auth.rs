@@ -10,10 +10,10 @@ use crate::clients::Session;
 use crate::services::authenticate::request_key;
 use crate::services::Services;
 
-/// Clock skew tolerated on `iat` / `exp`, in seconds.
-pub const TOKEN_LEEWAY_SECS: i64 = 30;
-/// The longest token lifetime accepted, in seconds.
-pub const TOKEN_MAX_LIFETIME_SECS: i64 = 3600;
+/// Clock skew tolerated on `iat` / `exp`, in seconds (the protocol core's default).
+pub const TOKEN_LEEWAY_SECS: i64 = tdx_volt::protocol::token::DEFAULT_LEEWAY_SECS;
+/// The longest token lifetime accepted, in seconds (the protocol core's default).
+pub const TOKEN_MAX_LIFETIME_SECS: i64 = tdx_volt::protocol::token::DEFAULT_MAX_LIFETIME_SECS;
 
 fn unauthenticated(message: impl Into<String>) -> Failure {
     Failure::abort(Code::Unauthenticated, message)

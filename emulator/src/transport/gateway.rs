@@ -40,12 +40,12 @@ use crate::services::Services;
 /// The path of the gateway.
 pub const API_PATH: &str = "/api";
 /// The largest frame the gateway answers; a larger one gets an error on its call.
-pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+pub const MAX_MESSAGE_LEN: usize = tdx_volt::protocol::limits::MAX_MESSAGE_LEN;
 /// The largest websocket message read at all; beyond it the socket is closed.
 pub const HARD_MESSAGE_LIMIT: usize = MAX_MESSAGE_LEN + 64 * 1024;
 /// Calls open at once on one socket; a call beyond it is refused with an error.
 pub const MAX_CALLS_PER_CONNECTION: usize = 10_000;
-const AUTHENTICATE: &str = "/tdx.volt_api.volt.v1.VoltAPI/Authenticate";
+use tdx_volt::protocol::grpc::AUTHENTICATE_PATH as AUTHENTICATE;
 /// Frames queued for the socket writer.
 const OUTGOING_CAPACITY: usize = 256;
 /// Finished calls remembered so that a client's late frames for them are dropped quietly.

@@ -16,13 +16,12 @@ use std::sync::Arc;
 use std::task::ready;
 use std::time::Duration;
 
-use bytes::{Buf as _, BufMut as _, Bytes};
+use bytes::Bytes;
 use futures_util::Stream;
 use tdx_volt::protocol::schema::{self, Method};
 use tdx_volt::protocol::token::IdentityToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Status, Streaming};
 use tracing::debug;
 
@@ -30,14 +29,13 @@ use crate::auth::{verify_sessionless_proof, verify_token};
 use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
 use crate::services::Services;
 
-/// The metadata key carrying the identity token.
-pub const TOKEN_METADATA: &str = "volt-token";
+pub use tdx_volt::protocol::grpc::TOKEN_METADATA;
 /// The largest message decoded or encoded.
-pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+pub use tdx_volt::protocol::limits::MAX_MESSAGE_LEN;
 /// Streams one connection may have open at once (hyper's default is 200).
 pub const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 
-const AUTHENTICATE: &str = "/tdx.volt_api.volt.v1.VoltAPI/Authenticate";
+use tdx_volt::protocol::grpc::AUTHENTICATE_PATH as AUTHENTICATE;
 
 /// Serves HTTP/2 gRPC on an established (TLS or plain) stream until it closes.
 /// `peer_certificate` is the DER of the client certificate TLS verified, if one was presented.
@@ -378,43 +376,8 @@ impl Drop for ResponseStream {
     }
 }
 
-/// A codec that passes message bytes through unchanged.
-#[derive(Clone, Copy, Default)]
-pub struct PassThrough;
-
-impl Codec for PassThrough {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = PassThrough;
-    type Decoder = PassThrough;
-
-    fn encoder(&mut self) -> PassThrough {
-        PassThrough
-    }
-
-    fn decoder(&mut self) -> PassThrough {
-        PassThrough
-    }
-}
-
-impl Encoder for PassThrough {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for PassThrough {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
+/// The pass-through codec of the protocol core: message bytes cross tonic unchanged.
+pub use tdx_volt::protocol::grpc::Encoded as PassThrough;
 
 #[cfg(test)]
 mod tests {
