@@ -45,10 +45,10 @@ async fn record(client: &VoltClient, path: &str, request: Value) -> Value {
             Err(e) => json!({ "error": error_record(&e) }),
         };
     }
-    let mut call = client
-        .streaming(path, Some(request))
-        .await
-        .expect("call opens");
+    let mut call = match client.streaming(path, Some(request)).await {
+        Ok(call) => call,
+        Err(e) => return json!({ "refused": error_record(&e) }),
+    };
     let mut events = Vec::new();
     while let Some(event) = within(path, call.next()).await {
         events.push(match event {
@@ -116,6 +116,15 @@ fn scenario(volt_id: &str, f: &Fixture) -> Vec<(String, Value)> {
                          "page_size": page_size}})
     };
     vec![
+        // A request that does not fit the method's schema: the same error on every transport.
+        (
+            format!("{VOLT_API}/GetResource"),
+            json!({"resource_id": {"not": "a string"}}),
+        ),
+        (
+            SQL_EXECUTE.to_owned(),
+            json!({"start": {"database_id": f.database_id, "page_size": "many"}}),
+        ),
         (
             format!("{VOLT_API}/GetResource"),
             json!({"resource_id": volt_id}),

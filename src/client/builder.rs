@@ -206,26 +206,30 @@ impl VoltClientBuilder {
         self
     }
 
-    /// Loads the configuration and key, and connects.
+    /// Loads the configuration and key, and connects. Reading the file and decrypting the key
+    /// (PBKDF2, up to millions of iterations) run on tokio's blocking pool, so the runtime's
+    /// other tasks carry on meanwhile.
     pub async fn connect(self) -> Result<VoltClient> {
-        let (config, path) = match self.source {
-            None => {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    "no client configuration: use config_file, config_json or config",
-                ))
-            }
-            Some(Source::File(path)) => {
-                let config = ClientConfig::from_file(&path)?;
-                // Saved later to the file itself (not a symlink to it), wherever the working
-                // directory is by then.
-                (config, Some(std::fs::canonicalize(&path).unwrap_or(path)))
-            }
-            Some(Source::Json(text)) => (ClientConfig::from_json_str(&text)?, None),
-            Some(Source::Value(value)) => (ClientConfig::from_value(value)?, None),
-            Some(Source::Config(config)) => (*config, None),
+        let Some(source) = self.source else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "no client configuration: use config_file, config_json or config",
+            ));
         };
-        let key = Arc::new(config.private_key(self.passphrase.as_ref().map(|p| p.as_str()))?);
+        let passphrase = self.passphrase;
+        let (config, path, key) = tokio::task::spawn_blocking(move || {
+            let (config, path) = load(source)?;
+            let key = config.private_key(passphrase.as_ref().map(|p| p.as_str()))?;
+            Ok::<_, Error>((config, path, Arc::new(key)))
+        })
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                "loading the configuration did not finish",
+            )
+            .with_source(e)
+        })??;
         let options = ConnectOptions {
             transport: self.transport,
             connect_timeout: self.connect_timeout,
@@ -251,4 +255,20 @@ impl VoltClientBuilder {
             request_timeout: self.request_timeout,
         })
     }
+}
+
+/// Reads the configuration from where the builder was told, with the canonical path of its
+/// file (to save what Authenticate grants). Blocking: file I/O.
+fn load(source: Source) -> Result<(ClientConfig, Option<PathBuf>)> {
+    Ok(match source {
+        Source::File(path) => {
+            let config = ClientConfig::from_file(&path)?;
+            // Saved later to the file itself (not a symlink to it), wherever the working
+            // directory is by then.
+            (config, Some(std::fs::canonicalize(&path).unwrap_or(path)))
+        }
+        Source::Json(text) => (ClientConfig::from_json_str(&text)?, None),
+        Source::Value(value) => (ClientConfig::from_value(value)?, None),
+        Source::Config(config) => (*config, None),
+    })
 }

@@ -69,6 +69,7 @@ impl VoltClient {
 /// A streaming call with typed messages: a [`Stream`] of responses (`Err` items are the
 /// call's errors; as with [`CallEvent::Error`], one the Volt reports in a response lets the
 /// call go on), ending when the call ends. Dropping it cancels the call.
+#[must_use = "dropping a call cancels it"]
 pub struct TypedCall<Req, Resp> {
     call: Call,
     input: MessageDescriptor,

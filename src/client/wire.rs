@@ -49,6 +49,7 @@ impl VoltClient {
 /// Yields `Ok(bytes)` per chunk and `Err` for an error the Volt reports; the stream is over
 /// when the subscription ends.
 #[derive(Debug)]
+#[must_use = "dropping a subscription cancels it"]
 pub struct WireChunks {
     call: Call,
 }
@@ -102,6 +103,7 @@ fn decode_chunk(chunk: &Value) -> Result<Vec<u8>> {
 /// Publishes chunks to a wire. Made by [`VoltClient::publish_wire_chunks`]. Dropping it
 /// without [`finish`](WirePublisher::finish) cancels the publication.
 #[derive(Debug)]
+#[must_use = "dropping a publisher without finish cancels the publication"]
 pub struct WirePublisher {
     call: Call,
 }

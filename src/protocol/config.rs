@@ -35,6 +35,7 @@ pub struct ClientConfig {
 
 /// The `credential` section: who the client is.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Credential {
     /// `client_id`.
     pub client_id: String,
@@ -54,6 +55,7 @@ pub struct Credential {
 
 /// The `volt` section: which Volt to reach and how to trust it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct VoltInfo {
     /// `id`: the Volt's DID, the audience of identity tokens.
     pub id: String,
@@ -76,6 +78,7 @@ pub struct VoltInfo {
 
 /// The `volt.relay` value: a URL, or an object.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Relay {
     /// The relay's websocket gateway URL.
     Url(String),

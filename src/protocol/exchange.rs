@@ -66,17 +66,19 @@ impl CallKey {
         }
     }
 
-    /// Derives the call key from our X25519 secret and the peer's public key.
-    pub fn derive(secret: &x25519_dalek::StaticSecret, peer: &[u8; 32]) -> Result<CallKey> {
-        let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
-        if !shared.was_contributory() {
-            return Err(Error::key_exchange("peer key is a low-order point"));
+    third_party_fn! {
+        /// Derives the call key from our X25519 secret and the peer's public key.
+        fn derive(secret: &x25519_dalek::StaticSecret, peer: &[u8; 32]) -> Result<CallKey> {
+            let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
+            if !shared.was_contributory() {
+                return Err(Error::key_exchange("peer key is a low-order point"));
+            }
+            let hk = hkdf::Hkdf::<Sha256>::new(Some(HKDF_SALT), shared.as_bytes());
+            let mut key = Zeroizing::new([0u8; 32]);
+            hk.expand(HKDF_INFO, key.as_mut())
+                .map_err(|_| Error::key_exchange("key derivation failed"))?;
+            Ok(CallKey { key })
         }
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(HKDF_SALT), shared.as_bytes());
-        let mut key = Zeroizing::new([0u8; 32]);
-        hk.expand(HKDF_INFO, key.as_mut())
-            .map_err(|_| Error::key_exchange("key derivation failed"))?;
-        Ok(CallKey { key })
     }
 
     /// The raw key (for known-answer tests).
@@ -155,10 +157,12 @@ impl ClientKeyExchange {
         ClientKeyExchange::from_secret(x25519_dalek::StaticSecret::random_from_rng(OsRng))
     }
 
-    /// Uses the given secret (for known-answer tests).
-    pub fn from_secret(secret: x25519_dalek::StaticSecret) -> ClientKeyExchange {
-        let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
-        ClientKeyExchange { secret, public }
+    third_party_fn! {
+        /// Uses the given secret (for known-answer tests).
+        fn from_secret(secret: x25519_dalek::StaticSecret) -> ClientKeyExchange {
+            let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+            ClientKeyExchange { secret, public }
+        }
     }
 
     /// Our public key as SPKI DER.

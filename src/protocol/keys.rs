@@ -220,19 +220,23 @@ impl PrivateKey {
         Ok(pem::encode("ENCRYPTED PRIVATE KEY", &encrypted))
     }
 
-    /// The Ed25519 signing key, when this is one.
-    pub fn as_ed25519(&self) -> Option<&ed25519_dalek::SigningKey> {
-        match &self.inner {
-            PrivateInner::Ed25519(k) => Some(k),
-            PrivateInner::Rsa(_) => None,
+    third_party_fn! {
+        /// The Ed25519 signing key, when this is one.
+        fn as_ed25519(&self) -> Option<&ed25519_dalek::SigningKey> {
+            match &self.inner {
+                PrivateInner::Ed25519(k) => Some(k),
+                PrivateInner::Rsa(_) => None,
+            }
         }
     }
 
-    /// The RSA key, when this is one.
-    pub fn as_rsa(&self) -> Option<&rsa::RsaPrivateKey> {
-        match &self.inner {
-            PrivateInner::Rsa(k) => Some(k),
-            PrivateInner::Ed25519(_) => None,
+    third_party_fn! {
+        /// The RSA key, when this is one.
+        fn as_rsa(&self) -> Option<&rsa::RsaPrivateKey> {
+            match &self.inner {
+                PrivateInner::Rsa(k) => Some(k),
+                PrivateInner::Ed25519(_) => None,
+            }
         }
     }
 }
@@ -383,19 +387,23 @@ impl PublicKey {
         }
     }
 
-    /// The Ed25519 key, when this is one.
-    pub fn as_ed25519(&self) -> Option<&ed25519_dalek::VerifyingKey> {
-        match &self.inner {
-            PublicInner::Ed25519(k) => Some(k),
-            PublicInner::Rsa(_) => None,
+    third_party_fn! {
+        /// The Ed25519 key, when this is one.
+        fn as_ed25519(&self) -> Option<&ed25519_dalek::VerifyingKey> {
+            match &self.inner {
+                PublicInner::Ed25519(k) => Some(k),
+                PublicInner::Rsa(_) => None,
+            }
         }
     }
 
-    /// The RSA key, when this is one.
-    pub fn as_rsa(&self) -> Option<&rsa::RsaPublicKey> {
-        match &self.inner {
-            PublicInner::Rsa(k) => Some(k),
-            PublicInner::Ed25519(_) => None,
+    third_party_fn! {
+        /// The RSA key, when this is one.
+        fn as_rsa(&self) -> Option<&rsa::RsaPublicKey> {
+            match &self.inner {
+                PublicInner::Rsa(k) => Some(k),
+                PublicInner::Ed25519(_) => None,
+            }
         }
     }
 }

@@ -20,15 +20,17 @@ use super::error::{Error, Result};
 /// The compiled `FileDescriptorSet` of `proto/`, embedded at build time.
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/volt_descriptor.bin"));
 
-/// The descriptor pool of the whole Volt API.
-pub fn descriptor_pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        // The set was produced by protox in build.rs from the same sources; a failure here
-        // is a build defect, covered by the `pool_loads` test.
-        DescriptorPool::decode(DESCRIPTOR_SET)
-            .unwrap_or_else(|e| unreachable!("embedded descriptor set is invalid: {e}"))
-    })
+third_party_fn! {
+    /// The descriptor pool of the whole Volt API.
+    fn descriptor_pool() -> &'static DescriptorPool {
+        static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+        POOL.get_or_init(|| {
+            // The set was produced by protox in build.rs from the same sources; a failure here
+            // is a build defect, covered by the `pool_loads` test.
+            DescriptorPool::decode(DESCRIPTOR_SET)
+                .unwrap_or_else(|e| unreachable!("embedded descriptor set is invalid: {e}"))
+        })
+    }
 }
 
 /// How many messages flow each way in an RPC.
@@ -90,13 +92,17 @@ impl Method {
     pub fn kind(&self) -> MethodKind {
         self.kind
     }
-    /// The request message type.
-    pub fn input(&self) -> &MessageDescriptor {
-        &self.input
+    third_party_fn! {
+        /// The request message type.
+        fn input(&self) -> &MessageDescriptor {
+            &self.input
+        }
     }
-    /// The response message type.
-    pub fn output(&self) -> &MessageDescriptor {
-        &self.output
+    third_party_fn! {
+        /// The response message type.
+        fn output(&self) -> &MessageDescriptor {
+            &self.output
+        }
     }
 }
 
@@ -169,11 +175,13 @@ pub fn methods() -> &'static MethodTable {
     TABLE.get_or_init(|| MethodTable::build(descriptor_pool()))
 }
 
-/// The descriptor of the message with this full name (`tdx.volt_api.volt.v1.Status`).
-pub fn message(full_name: &str) -> Result<MessageDescriptor> {
-    descriptor_pool()
-        .get_message_by_name(full_name)
-        .ok_or_else(|| Error::schema(format!("unknown message {full_name:?}")))
+third_party_fn! {
+    /// The descriptor of the message with this full name (`tdx.volt_api.volt.v1.Status`).
+    fn message(full_name: &str) -> Result<MessageDescriptor> {
+        descriptor_pool()
+            .get_message_by_name(full_name)
+            .ok_or_else(|| Error::schema(format!("unknown message {full_name:?}")))
+    }
 }
 
 fn serialize_options() -> SerializeOptions {
@@ -184,35 +192,43 @@ fn serialize_options() -> SerializeOptions {
         .skip_default_fields(true)
 }
 
-/// Builds a message of type `desc` from proto3 JSON.
-pub fn message_from_json(desc: &MessageDescriptor, json: &Value) -> Result<DynamicMessage> {
-    DynamicMessage::deserialize_with_options(desc.clone(), json, &DeserializeOptions::new())
-        .map_err(|e| Error::schema(format!("JSON does not fit {}: {e}", desc.full_name())))
+third_party_fn! {
+    /// Builds a message of type `desc` from proto3 JSON.
+    fn message_from_json(desc: &MessageDescriptor, json: &Value) -> Result<DynamicMessage> {
+        DynamicMessage::deserialize_with_options(desc.clone(), json, &DeserializeOptions::new())
+            .map_err(|e| Error::schema(format!("JSON does not fit {}: {e}", desc.full_name())))
+    }
 }
 
-/// The proto3 JSON of a message.
-pub fn message_to_json(message: &DynamicMessage) -> Result<Value> {
-    message
-        .serialize_with_options(serde_json::value::Serializer, &serialize_options())
-        .map_err(|e| {
-            Error::schema(format!(
-                "{} does not convert to JSON: {e}",
-                message.descriptor().full_name()
-            ))
-        })
+third_party_fn! {
+    /// The proto3 JSON of a message.
+    fn message_to_json(message: &DynamicMessage) -> Result<Value> {
+        message
+            .serialize_with_options(serde_json::value::Serializer, &serialize_options())
+            .map_err(|e| {
+                Error::schema(format!(
+                    "{} does not convert to JSON: {e}",
+                    message.descriptor().full_name()
+                ))
+            })
+    }
 }
 
-/// Encodes proto3 JSON as protobuf bytes of type `desc`.
-pub fn json_to_protobuf(desc: &MessageDescriptor, json: &Value) -> Result<Vec<u8>> {
-    Ok(message_from_json(desc, json)?.encode_to_vec())
+third_party_fn! {
+    /// Encodes proto3 JSON as protobuf bytes of type `desc`.
+    fn json_to_protobuf(desc: &MessageDescriptor, json: &Value) -> Result<Vec<u8>> {
+        Ok(message_from_json(desc, json)?.encode_to_vec())
+    }
 }
 
-/// Decodes protobuf bytes of type `desc` into proto3 JSON.
-pub fn protobuf_to_json(desc: &MessageDescriptor, bytes: &[u8]) -> Result<Value> {
-    let message = DynamicMessage::decode(desc.clone(), bytes).map_err(|e| {
-        Error::schema(format!("bytes are not a valid {}", desc.full_name())).with_source(e)
-    })?;
-    message_to_json(&message)
+third_party_fn! {
+    /// Decodes protobuf bytes of type `desc` into proto3 JSON.
+    fn protobuf_to_json(desc: &MessageDescriptor, bytes: &[u8]) -> Result<Value> {
+        let message = DynamicMessage::decode(desc.clone(), bytes).map_err(|e| {
+            Error::schema(format!("bytes are not a valid {}", desc.full_name())).with_source(e)
+        })?;
+        message_to_json(&message)
+    }
 }
 
 #[cfg(test)]

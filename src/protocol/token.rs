@@ -29,6 +29,7 @@ pub const DEFAULT_MAX_LIFETIME_SECS: i64 = 3600;
 
 /// The claims of an identity token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Claims {
     /// Audience: the Volt id, or a service host's client id.
     pub aud: String,

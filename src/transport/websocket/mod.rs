@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use prost_reflect::MessageDescriptor;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -30,6 +31,7 @@ use crate::protocol::body;
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::frame::{self, ClientHello};
 use crate::protocol::legacy::{client_frame_len_bound, LegacyKey};
+use crate::protocol::schema;
 use crate::protocol::token::TokenSigner;
 use crate::{Error, ErrorKind, PublicKey, Result};
 
@@ -187,6 +189,12 @@ impl Connection {
             timeout,
             unread,
         } = spec;
+        // The Volt checks a request against the method's schema too; checking it here makes a
+        // request that does not fit the same Schema error as on gRPC, where encoding checks it.
+        let input = schema::methods().get(&path).map(|m| m.input().clone());
+        if let (Some(input), Some(request)) = (&input, &first) {
+            schema::json_to_protobuf(input, request)?;
+        }
         let first = first.as_ref().map(to_json_text).transpose()?;
         let settings = &self.settings;
         let mut opening = self.opening()?;
@@ -233,6 +241,7 @@ impl Connection {
             timeout,
             settings: self.settings.clone(),
             token_len,
+            input,
             first_frame,
             ended: AtomicBool::new(end_after_first),
             queued: AtomicU64::new(1),
@@ -339,6 +348,9 @@ pub(crate) struct CallHandle {
     /// The length of the token an older-protocol call's first frame carries; messages are
     /// sized as if they were that frame (0 for v1).
     token_len: usize,
+    /// The method's input message, when the method is in the schema: requests are checked
+    /// against it.
+    input: Option<MessageDescriptor>,
     /// An older-protocol call opened without its request, until its first frame is queued.
     first_frame: Option<FirstFrame>,
     ended: AtomicBool,
@@ -370,7 +382,12 @@ impl FirstFrame {
 
 impl CallIo for CallHandle {
     fn send<'a>(&'a self, message: &'a Value) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.send_text(to_json_text(message)?).await })
+        Box::pin(async move {
+            if let Some(input) = &self.input {
+                schema::json_to_protobuf(input, message)?;
+            }
+            self.send_text(to_json_text(message)?).await
+        })
     }
 
     fn end(&self) -> BoxFuture<'_, Result<()>> {
