@@ -11,9 +11,9 @@ use prost_reflect::MessageDescriptor;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tonic::transport::Channel;
 use tonic::Code;
 
+use super::observed::{Observed, Seen};
 use super::Settings;
 use crate::protocol::grpc::Encoded;
 use crate::protocol::schema;
@@ -102,12 +102,13 @@ pub(super) fn request_stream(
 
 /// Runs one call to its end and settles its outcome.
 pub(super) async fn run<S>(
-    grpc: tonic::client::Grpc<Channel>,
+    grpc: tonic::client::Grpc<Observed>,
     request: tonic::Request<S>,
     rpc: PathAndQuery,
     path: Arc<str>,
     output: MessageDescriptor,
     delivery: Delivery,
+    seen: Arc<Seen>,
 ) where
     S: Stream<Item = Bytes> + Send + 'static,
 {
@@ -115,18 +116,19 @@ pub(super) async fn run<S>(
         // A caller that has gone needs nothing more; returning drops the call's streams,
         // which resets it on the wire.
         () = delivery.gone() => return,
-        outcome = read(grpc, request, rpc, &path, &output, &delivery) => outcome,
+        outcome = read(grpc, request, rpc, &path, &output, &delivery, &seen) => outcome,
     };
     delivery.finish(outcome);
 }
 
 async fn read<S>(
-    mut grpc: tonic::client::Grpc<Channel>,
+    mut grpc: tonic::client::Grpc<Observed>,
     request: tonic::Request<S>,
     rpc: PathAndQuery,
     path: &str,
     output: &MessageDescriptor,
     delivery: &Delivery,
+    seen: &Seen,
 ) -> Result<()>
 where
     S: Stream<Item = Bytes> + Send + 'static,
@@ -135,12 +137,12 @@ where
     let mut responses = grpc
         .streaming(request, rpc, Encoded)
         .await
-        .map_err(|s| status_error(path, s))?
+        .map_err(|s| status_error(path, s, Showed::from(seen)))?
         .into_inner();
     while let Some(bytes) = responses
         .message()
         .await
-        .map_err(|s| status_error(path, s))?
+        .map_err(|s| status_error(path, s, Showed::from(seen)))?
     {
         let value = schema::protobuf_to_json(output, &bytes).map_err(|e| {
             Error::new(
@@ -158,14 +160,35 @@ where
     Ok(())
 }
 
-/// The error of a call that failed with `status`:
-/// - the connection failed on our side (connect, TLS, timeout): that failure's own kind;
+/// What the call's stream had shown when tonic reported a status.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Showed {
+    /// The Volt sent a gRPC status.
+    pub volt_status: bool,
+    /// The response body ended.
+    pub body_ended: bool,
+}
+
+impl From<&Seen> for Showed {
+    fn from(seen: &Seen) -> Showed {
+        Showed {
+            volt_status: seen.volt_status(),
+            body_ended: seen.body_ended(),
+        }
+    }
+}
+
+/// The error of a call that failed with `status`, told apart by its cause, by whether the
+/// Volt sent a status, and by its code (never by the wording of tonic's messages):
+/// - a cause of ours (connect, TLS, timeout): that cause's own kind;
 /// - an HTTP/2 ping went unanswered: [`Timeout`](ErrorKind::Timeout);
-/// - the connection broke or was reset: [`Closed`](ErrorKind::Closed);
-/// - tonic refused what came (a response over the size limit, a malformed stream, no gRPC
-///   status): [`Limit`](ErrorKind::Limit) or [`Protocol`](ErrorKind::Protocol);
-/// - otherwise the Volt's status, code and message kept.
-pub(super) fn status_error(path: &str, status: tonic::Status) -> Error {
+/// - any other cause (the connection broke or was reset): [`Closed`](ErrorKind::Closed);
+/// - a status the Volt sent: the Volt's status, code and message kept;
+/// - a status tonic made of what arrived, which has no cause: a message over the size limit
+///   ([`Limit`](ErrorKind::Limit): `OutOfRange` or `ResourceExhausted`), a body that ended
+///   mid-message ([`Closed`](ErrorKind::Closed): `Internal`), anything else (no status, a
+///   malformed stream) [`Protocol`](ErrorKind::Protocol).
+pub(super) fn status_error(path: &str, status: tonic::Status, showed: Showed) -> Error {
     if let Some(cause) = std::error::Error::source(&status) {
         if let Some(ours) = find::<Error>(cause) {
             return Error::new(ours.kind(), format!("{path}: {}", chain_text(ours)));
@@ -177,18 +200,18 @@ pub(super) fn status_error(path: &str, status: tonic::Status) -> Error {
             )
             .with_source(status);
         }
-        if matches!(
-            status.code(),
-            Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
-        ) {
-            return Error::new(
-                ErrorKind::Closed,
-                format!("{path}: the connection failed: {}", status.message()),
-            )
-            .with_source(status);
-        }
+        return Error::new(
+            ErrorKind::Closed,
+            format!("{path}: the connection failed: {}", status.message()),
+        )
+        .with_source(status);
     }
-    if let Some(kind) = local_failure(&status) {
+    if !showed.volt_status {
+        let kind = match status.code() {
+            Code::OutOfRange | Code::ResourceExhausted => ErrorKind::Limit,
+            Code::Internal if showed.body_ended => ErrorKind::Closed,
+            _ => ErrorKind::Protocol,
+        };
         return Error::new(kind, format!("{path}: {}", status.message())).with_source(status);
     }
     Error::from_status(Status {
@@ -200,31 +223,6 @@ pub(super) fn status_error(path: &str, status: tonic::Status) -> Error {
         },
         description: String::new(),
     })
-}
-
-/// The kind of a status tonic made itself (it carries no cause), recognised by the fixed
-/// messages tonic gives them.
-fn local_failure(status: &tonic::Status) -> Option<ErrorKind> {
-    let message = status.message();
-    match status.code() {
-        Code::OutOfRange | Code::ResourceExhausted
-            if message.starts_with("Error, decoded message length too large")
-                || message.starts_with("Error decompressing: size limit") =>
-        {
-            Some(ErrorKind::Limit)
-        }
-        Code::Internal if message.starts_with("Unexpected EOF decoding stream") => {
-            Some(ErrorKind::Closed)
-        }
-        Code::Internal | Code::Unknown | Code::Unimplemented | Code::Unavailable
-            if message.starts_with("protocol error:")
-                || message.starts_with("grpc-status header missing")
-                || message.starts_with("Error decompressing") =>
-        {
-            Some(ErrorKind::Protocol)
-        }
-        _ => None,
-    }
 }
 
 /// The error of a connection that could not be made: the cause's own kind when it is one of
@@ -274,35 +272,69 @@ mod tests {
 
     #[test]
     fn statuses_map_to_kinds() {
-        let kind = |status: tonic::Status| status_error("/p.S/M", status).kind();
+        // Statuses tonic makes of what arrived: the Volt sent none.
+        let local = Showed::default();
+        let ended = Showed {
+            body_ended: true,
+            ..Showed::default()
+        };
+        let volt_sent = Showed {
+            volt_status: true,
+            body_ended: true,
+        };
+        let kind = |status: tonic::Status, showed| status_error("/p.S/M", status, showed).kind();
         assert_eq!(
-            kind(tonic::Status::out_of_range(
-                "Error, decoded message length too large: found 70000000 bytes, the limit is: \
-                 67108864 bytes"
-            )),
+            kind(
+                tonic::Status::out_of_range(
+                    "Error, decoded message length too large: found 70000000 bytes, the limit \
+                     is: 67108864 bytes"
+                ),
+                local
+            ),
             ErrorKind::Limit
         );
         assert_eq!(
-            kind(tonic::Status::internal("Unexpected EOF decoding stream.")),
+            kind(
+                tonic::Status::internal("Unexpected EOF decoding stream."),
+                ended
+            ),
             ErrorKind::Closed
         );
         assert_eq!(
-            kind(tonic::Status::unknown(
-                "protocol error: missing grpc-status trailer, stream was terminated"
-            )),
+            kind(
+                tonic::Status::unknown(
+                    "protocol error: missing grpc-status trailer, stream was terminated"
+                ),
+                ended
+            ),
             ErrorKind::Protocol
         );
         assert_eq!(
-            kind(tonic::Status::unavailable(
-                "grpc-status header missing, mapped from HTTP status code 502"
-            )),
+            kind(
+                tonic::Status::unavailable(
+                    "grpc-status header missing, mapped from HTTP status code 502"
+                ),
+                local
+            ),
             ErrorKind::Protocol
+        );
+        // The wording plays no part: the same text from the Volt is the Volt's status.
+        let volt_limit = status_error(
+            "/p.S/M",
+            tonic::Status::out_of_range("Error, decoded message length too large"),
+            volt_sent,
+        );
+        assert_eq!(
+            volt_limit.status().map(|s| s.code),
+            Some(11),
+            "{volt_limit:?}"
         );
 
         // What the Volt says is kept as its status, even with a code tonic also uses.
         let volt = status_error(
             "/p.S/M",
             tonic::Status::unauthenticated("token has expired"),
+            volt_sent,
         );
         assert!(volt.is_status());
         let status = volt.status().expect("status");
@@ -310,17 +342,21 @@ mod tests {
             (status.code, status.message.as_str()),
             (16, "token has expired")
         );
-        let bare = status_error("/p.S/M", tonic::Status::new(Code::Internal, ""));
+        let bare = status_error("/p.S/M", tonic::Status::new(Code::Internal, ""), volt_sent);
         assert_eq!(
             bare.status().map(|s| s.message.as_str()),
             Some("Internal error")
         );
-        let deadline = status_error("/p.S/M", tonic::Status::deadline_exceeded("slow"));
+        let deadline = status_error(
+            "/p.S/M",
+            tonic::Status::deadline_exceeded("slow"),
+            volt_sent,
+        );
         assert_eq!(deadline.status().map(|s| s.code), Some(4));
 
         // A failure of ours inside a status keeps its kind.
         let ours = Error::new(ErrorKind::Tls, "TLS handshake with h:1");
         let wrapped = tonic::Status::from_error(Box::new(ours));
-        assert_eq!(kind(wrapped), ErrorKind::Tls);
+        assert_eq!(kind(wrapped, local), ErrorKind::Tls);
     }
 }

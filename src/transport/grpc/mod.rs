@@ -8,6 +8,7 @@
 
 mod call;
 mod connector;
+mod observed;
 mod setup;
 
 use std::sync::Arc;
@@ -162,7 +163,8 @@ impl Connection {
         let mut request = tonic::Request::new(call::request_stream(queue));
         request.metadata_mut().insert(TOKEN_METADATA, token);
 
-        let grpc = tonic::client::Grpc::new(self.channel.clone())
+        let (service, seen) = observed::Observed::new(self.channel.clone());
+        let grpc = tonic::client::Grpc::new(service)
             .max_decoding_message_size(settings.max_inbound)
             .max_encoding_message_size(settings.max_outbound);
         let (delivery, receivers) = delivery::channels(settings.call_buffer, unread);
@@ -173,6 +175,7 @@ impl Connection {
             path.clone(),
             method.output().clone(),
             delivery,
+            seen,
         ));
         let handle = CallHandle::new(
             path,
