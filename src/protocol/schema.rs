@@ -104,6 +104,31 @@ impl Method {
             &self.output
         }
     }
+    /// The full name of the request message, `tdx.volt_api.volt.v1.GetResourceRequest`.
+    pub fn input_name(&self) -> &str {
+        self.input.full_name()
+    }
+    /// The full name of the response message.
+    pub fn output_name(&self) -> &str {
+        self.output.full_name()
+    }
+    /// Encodes a request given as proto3 JSON; one that does not fit is a
+    /// [`Schema`](crate::ErrorKind::Schema) error.
+    pub fn encode_request(&self, request: &Value) -> Result<Vec<u8>> {
+        json_to_protobuf(&self.input, request)
+    }
+    /// Decodes a request as proto3 JSON.
+    pub fn decode_request(&self, bytes: &[u8]) -> Result<Value> {
+        protobuf_to_json(&self.input, bytes)
+    }
+    /// Encodes a response given as proto3 JSON.
+    pub fn encode_response(&self, response: &Value) -> Result<Vec<u8>> {
+        json_to_protobuf(&self.output, response)
+    }
+    /// Decodes a response as proto3 JSON.
+    pub fn decode_response(&self, bytes: &[u8]) -> Result<Value> {
+        protobuf_to_json(&self.output, bytes)
+    }
 }
 
 /// Every RPC of the API, by path.
