@@ -492,6 +492,52 @@ export async function runScenario(client, config, adapter) {
     return {};
   });
 
+  // e. Resources saved as the vendor's helpers (@tdxvolt/volt-utility) make them, with the
+  //    `volt:` kinds: they work as a database and a wire, and carry millisecond timestamps.
+  await step("vendor_kinds", async () => {
+    const before = Date.now();
+    const db = await client.SaveResource({
+      resource: { name: `kinds-db-${tag}`, kind: ["volt:database", "volt:sqlite-database"] },
+      create: true
+    });
+    check(db && db.resource, `no resource in the response: ${JSON.stringify(db)}`);
+    const rows = await withTimeout(
+      client.SqlExecuteJSON({ database_id: db.resource.id, statement: "SELECT 41 + 1 AS answer" }),
+      WAIT_TIMEOUT_MS,
+      "a query on the saved database"
+    );
+    checkEqual(rows, [{ answer: 42 }], "rows of a query on a volt:sqlite-database resource");
+    // uint64 arrives as a number, a string or a Long, depending on the client.
+    const created = Number(String(db.resource.created));
+    check(
+      created >= before - 1000 && created <= Date.now() + 1000,
+      `created is not milliseconds since the epoch: ${db.resource.created} (now ${Date.now()})`
+    );
+
+    const wire = await client.SaveResource({
+      resource: { name: `kinds-wire-${tag}`, kind: ["volt:wire"] },
+      create: true
+    });
+    check(wire && wire.resource, `no resource in the response: ${JSON.stringify(wire)}`);
+    const publisher = client.PublishWire({ wire_id: wire.resource.id });
+    const ended = new Promise((resolve, reject) => {
+      publisher.on("end", resolve);
+      publisher.on("error", (err) => reject(new Error(`PublishWire error: ${describeError(err)}`)));
+      publisher.on("data", (payload) => {
+        if (payload?.status?.message) {
+          reject(new Error(`PublishWire status: ${JSON.stringify(payload.status)}`));
+        }
+      });
+    });
+    ended.catch(() => {});
+    // As above: the first request goes out on the next tick of the gRPC client.
+    await new Promise((resolve) => setImmediate(resolve));
+    publisher.write({ chunk: adapter.encodeChunk(Buffer.from("to a volt:wire")) });
+    publisher.end();
+    await withTimeout(ended, WAIT_TIMEOUT_MS, "PublishWire on a volt:wire resource to end");
+    return { database_id: db.resource.id, wire_id: wire.resource.id, created };
+  });
+
   // d. Execute on a database that does not exist: the client reports the status message.
   await step("sql_error_unknown_database", async () => {
     const missing = randomUUID();

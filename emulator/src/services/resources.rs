@@ -20,20 +20,59 @@ use crate::files::{read_optional, replace, temp_path, write_synced, Access};
 /// The file the tree is kept in.
 pub const RESOURCES_FILE: &str = "resources.json";
 
-/// Resource kinds the emulator creates.
+/// Resource kinds. What the emulator creates carries the vendor's `volt:` kinds, as its
+/// `@tdxvolt/volt-utility` package names them (`volt:folder`, `volt:wire`, `volt:database`
+/// with `volt:sqlite-database`, `volt:file`); the bare kinds earlier emulator versions wrote
+/// (`folder`, `wire`, `database`, `file`) are recognised as the same.
 pub mod kind {
     /// The Volt itself (the root).
     pub const VOLT: &str = "volt";
     /// A folder.
-    pub const FOLDER: &str = "folder";
+    pub const FOLDER: &str = "volt:folder";
     /// A client's home folder.
     pub const HOME: &str = "home";
+    /// A database, of whatever engine.
+    pub const DATABASE: &str = "volt:database";
     /// A SQLite database.
-    pub const DATABASE: &str = "database";
+    pub const SQLITE_DATABASE: &str = "volt:sqlite-database";
     /// A wire.
-    pub const WIRE: &str = "wire";
+    pub const WIRE: &str = "volt:wire";
     /// A file.
-    pub const FILE: &str = "file";
+    pub const FILE: &str = "volt:file";
+
+    /// What a kind makes a resource, for the services that serve it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Role {
+        /// Holds other resources: the Volt, a home, a folder.
+        Container,
+        /// A SQLite database (SqliteDatabaseAPI).
+        Database,
+        /// A wire (WireAPI).
+        Wire,
+        /// A file (FileAPI).
+        File,
+    }
+
+    /// The role `kind` gives a resource, if any.
+    pub fn role(kind: &str) -> Option<Role> {
+        match kind {
+            VOLT | HOME | FOLDER | "folder" | "volt:system-folder" => Some(Role::Container),
+            DATABASE | SQLITE_DATABASE | "database" => Some(Role::Database),
+            WIRE | "wire" => Some(Role::Wire),
+            FILE | "file" => Some(Role::File),
+            _ => None,
+        }
+    }
+
+    /// Whether one of `kinds` gives the resource `role`.
+    pub fn has(kinds: &[String], role: Role) -> bool {
+        kinds.iter().any(|k| self::role(k) == Some(role))
+    }
+
+    /// The kinds a new database gets.
+    pub fn database() -> Vec<String> {
+        vec![DATABASE.to_owned(), SQLITE_DATABASE.to_owned()]
+    }
 }
 
 #[derive(Clone)]
@@ -108,11 +147,11 @@ impl TreeFile {
     }
 }
 
-/// Seconds since the epoch, for `created` / `modified`.
-pub fn now_secs() -> u64 {
+/// Milliseconds since the epoch, for `created` / `modified` (the API's unit).
+pub fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -154,7 +193,7 @@ impl ResourceStore {
             }),
         };
         if store.get(volt_id).is_none() {
-            let now = now_secs();
+            let now = now_millis();
             let root = Resource {
                 id: volt_id.to_owned(),
                 name: volt_name.to_owned(),
@@ -252,7 +291,7 @@ impl ResourceStore {
         if template.id.is_empty() {
             template.id = new_id();
         }
-        let now = now_secs();
+        let now = now_millis();
         template.volt_id = self.volt_id.clone();
         if template.owner.is_empty() {
             template.owner = owner.to_owned();
@@ -322,7 +361,7 @@ impl ResourceStore {
                 }
             }
             r.version += 1;
-            r.modified = now_secs();
+            r.modified = now_millis();
             Ok(r.clone())
         });
         self.saved(change).await
@@ -347,7 +386,7 @@ impl ResourceStore {
             if let Some(size) = size {
                 node.resource.size = size;
             }
-            node.resource.modified = now_secs();
+            node.resource.modified = now_millis();
             node.resource.version += 1;
             Ok(())
         })

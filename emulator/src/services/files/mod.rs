@@ -53,15 +53,6 @@ pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
 /// The size of the blocks `DownloadFile` sends, in bytes.
 pub const DOWNLOAD_BLOCK_BYTES: usize = 64 * 1024;
 
-/// Kinds that make a resource something other than a file.
-const NOT_FILE_KINDS: [&str; 5] = [
-    kind::VOLT,
-    kind::FOLDER,
-    kind::HOME,
-    kind::DATABASE,
-    kind::WIRE,
-];
-
 /// File contents.
 pub struct FileStore {
     dir: PathBuf,
@@ -214,11 +205,11 @@ fn require_file(
         .resources()
         .get(resource_id)
         .ok_or_else(|| Failure::not_found(format!("file not found: {resource_id}")))?;
-    let is_file = resource.kind.iter().any(|k| k == kind::FILE);
+    let is_file = kind::has(&resource.kind, kind::Role::File);
     if let Some(other) = resource
         .kind
         .iter()
-        .find(|k| NOT_FILE_KINDS.contains(&k.as_str()))
+        .find(|k| kind::role(k).is_some_and(|role| role != kind::Role::File))
         .filter(|_| !is_file)
     {
         return Err(Failure::invalid(format!(

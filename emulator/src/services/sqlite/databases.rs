@@ -76,7 +76,7 @@ pub(super) fn resolve_database(
     if database_id.is_empty() {
         return Err(Failure::invalid("database_id is required"));
     }
-    let is_database = |r: &Resource| r.kind.iter().any(|k| k == kind::DATABASE);
+    let is_database = |r: &Resource| kind::has(&r.kind, kind::Role::Database);
     let resource = match svc.resources().get(database_id) {
         Some(r) => r,
         None => svc
@@ -92,11 +92,13 @@ pub(super) fn resolve_database(
             "resource {database_id} is not a database"
         )));
     }
-    let path = svc
-        .sqlite()
-        .path_of(&resource.id)
-        .filter(|p| p.is_file())
-        .ok_or_else(|| Failure::not_found(format!("database file not found for {database_id}")))?;
+    // A resource saved with a database kind (as the vendor's helpers make one) gets its file
+    // on first use: `connect` creates it.
+    let path = svc.sqlite().path_of(&resource.id).ok_or_else(|| {
+        Failure::invalid(format!(
+            "database {database_id}: its id cannot name a database file"
+        ))
+    })?;
     Ok((resource, path))
 }
 
@@ -113,6 +115,9 @@ pub(super) fn touch(svc: &Services, resource_id: &str, path: &Path) {
 
 /// Opens a connection to an existing database file for one call.
 pub(super) fn connect(path: &Path) -> Result<Connection, Failure> {
+    if !path.is_file() {
+        create_file(path)?;
+    }
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -172,7 +177,7 @@ pub(super) async fn create_database(
         id: id.clone(),
         name: r.name,
         description: r.description,
-        kind: vec![kind::DATABASE.to_owned()],
+        kind: kind::database(),
         alias: r.alias,
         size,
         ..Resource::default()

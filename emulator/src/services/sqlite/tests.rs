@@ -210,7 +210,7 @@ async fn create_insert_select_with_typed_header_and_rows() {
     let volt = Volt::new();
     let db = volt.create_database("people").await;
     let resource = volt.svc.resources().get(&db).unwrap();
-    assert_eq!(resource.kind, vec![kind::DATABASE.to_owned()]);
+    assert_eq!(resource.kind, kind::database());
     assert_eq!(resource.name, "people");
     let path = volt.svc.sqlite().path_of(&db).unwrap();
     assert!(path.is_file());

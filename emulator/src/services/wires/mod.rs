@@ -249,7 +249,7 @@ pub async fn dispatch(
 }
 
 fn is_wire(resource: &pb::Resource) -> bool {
-    resource.kind.iter().any(|k| k == kind::WIRE)
+    kind::has(&resource.kind, kind::Role::Wire)
 }
 
 /// The wire resource, or the reply failure for an unusable id.
