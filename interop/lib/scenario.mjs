@@ -538,6 +538,31 @@ export async function runScenario(client, config, adapter) {
     return { database_id: db.resource.id, wire_id: wire.resource.id, created };
   });
 
+  // f. An `@alias` stands for the resource's id, as the docs publish to `@demo-wire`.
+  await step("alias", async () => {
+    const alias = `demo-wire-${tag}`;
+    const saved = await client.SaveWire({ resource: { name: alias, alias: [alias] }, create: true });
+    check(saved && saved.resource, `no resource in the response: ${JSON.stringify(saved)}`);
+    const found = await client.GetResource({ resource_id: `@${alias}` });
+    checkEqual(found?.resource?.id, saved.resource.id, "the resource GetResource finds by alias");
+    const publisher = client.PublishWire({ wire_id: `@${alias}` });
+    const ended = new Promise((resolve, reject) => {
+      publisher.on("end", resolve);
+      publisher.on("error", (err) => reject(new Error(`PublishWire error: ${describeError(err)}`)));
+      publisher.on("data", (payload) => {
+        if (payload?.status?.message) {
+          reject(new Error(`PublishWire status: ${JSON.stringify(payload.status)}`));
+        }
+      });
+    });
+    ended.catch(() => {});
+    await new Promise((resolve) => setImmediate(resolve));
+    publisher.write({ chunk: adapter.encodeChunk(Buffer.from("to an alias")) });
+    publisher.end();
+    await withTimeout(ended, WAIT_TIMEOUT_MS, `PublishWire to @${alias} to end`);
+    return { alias: `@${alias}`, wire_id: saved.resource.id };
+  });
+
   // d. Execute on a database that does not exist: the client reports the status message.
   await step("sql_error_unknown_database", async () => {
     const missing = randomUUID();

@@ -225,9 +225,11 @@ impl ResourceStore {
         self.tree.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One resource.
+    /// One resource, by id or `@alias`.
     pub fn get(&self, id: &str) -> Option<Resource> {
-        self.lock().nodes.get(id).map(|n| n.resource.clone())
+        let tree = self.lock();
+        let id = resolved(&tree, id);
+        tree.nodes.get(&id).map(|n| n.resource.clone())
     }
 
     /// One resource, or a NOT_FOUND reply naming it.
@@ -238,7 +240,9 @@ impl ResourceStore {
 
     /// The parent id of a resource (`None` for the root or an unknown id).
     pub fn parent_of(&self, id: &str) -> Option<String> {
-        self.lock().nodes.get(id).and_then(|n| n.parent.clone())
+        let tree = self.lock();
+        let id = resolved(&tree, id);
+        tree.nodes.get(&id).and_then(|n| n.parent.clone())
     }
 
     /// Creates a resource under `parent_id` (which must exist). `template` supplies name,
@@ -304,7 +308,8 @@ impl ResourceStore {
         }
         template.child.clear();
         self.change(|tree| {
-            if !tree.nodes.contains_key(parent_id) {
+            let parent_id = resolved(tree, parent_id);
+            if !tree.nodes.contains_key(&parent_id) {
                 return Err(Failure::not_found(format!(
                     "parent resource not found: {parent_id}"
                 )));
@@ -315,7 +320,8 @@ impl ResourceStore {
                     format!("resource exists: {}", template.id),
                 ));
             }
-            Ok(insert(tree, Some(parent_id.to_owned()), template))
+            check_aliases(tree, &template.alias, &template.id)?;
+            Ok(insert(tree, Some(parent_id), template))
         })
     }
 
@@ -327,7 +333,11 @@ impl ResourceStore {
         purge_attributes: bool,
     ) -> Result<Resource, Failure> {
         let change = self.change(|tree| {
-            let node = tree.nodes.get_mut(&incoming.id).ok_or_else(|| {
+            let id = resolved(tree, &incoming.id);
+            if !incoming.alias.is_empty() {
+                check_aliases(tree, &incoming.alias, &id)?;
+            }
+            let node = tree.nodes.get_mut(&id).ok_or_else(|| {
                 Failure::not_found(format!("resource not found: {}", incoming.id))
             })?;
             let r = &mut node.resource;
@@ -380,7 +390,8 @@ impl ResourceStore {
 
     fn touched(&self, id: &str, size: Option<u64>) -> Result<((), Snapshot), Failure> {
         self.change(|tree| {
-            let Some(node) = tree.nodes.get_mut(id) else {
+            let id = resolved(tree, id);
+            let Some(node) = tree.nodes.get_mut(&id) else {
                 return Err(Failure::not_found(format!("resource not found: {id}")));
             };
             if let Some(size) = size {
@@ -395,14 +406,16 @@ impl ResourceStore {
     /// Deletes a resource; with children it needs `recursive`. The root cannot be deleted.
     /// Returns the ids removed.
     pub async fn delete(&self, id: &str, recursive: bool) -> Result<Vec<String>, Failure> {
-        if id == self.volt_id {
-            return Err(Failure::denied("the Volt root cannot be deleted"));
-        }
         let change = self.change(|tree| {
-            if !tree.nodes.contains_key(id) {
-                return Err(Failure::not_found(format!("resource not found: {id}")));
+            let named = id;
+            let id = resolved(tree, named);
+            if id == self.volt_id {
+                return Err(Failure::denied("the Volt root cannot be deleted"));
             }
-            let doomed = descendants_of(tree, id, None);
+            if !tree.nodes.contains_key(&id) {
+                return Err(Failure::not_found(format!("resource not found: {named}")));
+            }
+            let doomed = descendants_of(tree, &id, None);
             if !doomed.is_empty() && !recursive {
                 return Err(Failure::reply(
                     Code::FailedPrecondition,
@@ -410,7 +423,7 @@ impl ResourceStore {
                 ));
             }
             let mut removed: Vec<String> = doomed;
-            removed.push(id.to_owned());
+            removed.push(id);
             for r in &removed {
                 tree.nodes.remove(r);
             }
@@ -425,7 +438,7 @@ impl ResourceStore {
         let tree = self.lock();
         let mut node = tree
             .nodes
-            .get(id)
+            .get(&resolved(&tree, id))
             .ok_or_else(|| Failure::not_found(format!("resource not found: {id}")))?;
         let mut out = Vec::new();
         while let Some(parent) = node.parent.as_deref().and_then(|p| tree.nodes.get(p)) {
@@ -438,11 +451,13 @@ impl ResourceStore {
     /// Descendants breadth first, to `depth` levels (0 = unlimited).
     pub fn descendants(&self, id: &str, depth: u32) -> Result<Vec<Resource>, Failure> {
         let tree = self.lock();
-        if !tree.nodes.contains_key(id) {
-            return Err(Failure::not_found(format!("resource not found: {id}")));
+        let named = id;
+        let id = resolved(&tree, named);
+        if !tree.nodes.contains_key(&id) {
+            return Err(Failure::not_found(format!("resource not found: {named}")));
         }
         let depth = if depth == 0 { None } else { Some(depth) };
-        Ok(descendants_of(&tree, id, depth)
+        Ok(descendants_of(&tree, &id, depth)
             .iter()
             .filter_map(|d| tree.nodes.get(d).map(|n| n.resource.clone()))
             .collect())
@@ -461,10 +476,11 @@ impl ResourceStore {
     /// The direct children of a resource.
     pub fn children(&self, id: &str) -> Vec<Resource> {
         let tree = self.lock();
+        let id = resolved(&tree, id);
         tree.order
             .iter()
             .filter_map(|c| tree.nodes.get(c))
-            .filter(|n| n.parent.as_deref() == Some(id))
+            .filter(|n| n.parent.as_deref() == Some(id.as_str()))
             .map(|n| n.resource.clone())
             .collect()
     }
@@ -522,6 +538,48 @@ fn insert(tree: &mut Tree, parent: Option<String>, resource: Resource) -> Resour
         },
     );
     resource
+}
+
+/// The id `id` names: itself when a resource has it, else for `@alias` the resource holding
+/// that alias (stored with or without its `@`); otherwise `id` unchanged (and not found).
+fn resolved(tree: &Tree, id: &str) -> String {
+    if tree.nodes.contains_key(id) {
+        return id.to_owned();
+    }
+    let Some(alias) = id.strip_prefix('@') else {
+        return id.to_owned();
+    };
+    tree.order
+        .iter()
+        .find(|rid| {
+            tree.nodes
+                .get(*rid)
+                .is_some_and(|n| n.resource.alias.iter().any(|a| bare(a) == alias))
+        })
+        .cloned()
+        .unwrap_or_else(|| id.to_owned())
+}
+
+/// An alias without the `@` it is referred to with.
+fn bare(alias: &str) -> &str {
+    alias.strip_prefix('@').unwrap_or(alias)
+}
+
+/// Each alias is unique to the Volt (the API enforces it): refuses `aliases` for resource
+/// `owner_id` when another resource holds one of them.
+fn check_aliases(tree: &Tree, aliases: &[String], owner_id: &str) -> Result<(), Failure> {
+    for alias in aliases {
+        let taken = tree.nodes.iter().any(|(id, n)| {
+            id != owner_id && n.resource.alias.iter().any(|a| bare(a) == bare(alias))
+        });
+        if taken {
+            return Err(Failure::reply(
+                Code::AlreadyExists,
+                format!("alias {alias} is already in use"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The template of a client's home folder.

@@ -132,8 +132,8 @@ pub async fn dispatch(
                 inbound,
                 outbound,
                 |r: pb::GetFileContentRequest| async move {
-                    require_file(svc, &r.resource_id, &r.file_path)?;
-                    let path = svc.files().path_of(&r.resource_id);
+                    let resource = require_file(svc, &r.resource_id, &r.file_path)?;
+                    let path = svc.files().path_of(&resource.id);
                     let size = content_size(&path).await?;
                     if size > MAX_CONTENT_BYTES as u64 {
                         return Err(Failure::reply(

@@ -322,12 +322,13 @@ async fn publish(
             "PublishWire: the first request must name wire_id",
         ));
     }
-    let wire_id = first.wire_id.clone();
-    require_wire(svc, &wire_id)?;
+    // The hub knows a wire by its id, whichever way the caller named it (`@alias` too).
+    let named = first.wire_id.clone();
+    let wire_id = require_wire(svc, &named)?.id;
     let hub = svc.wires();
     let mut next = Some(first);
     while let Some(request) = next {
-        if !request.wire_id.is_empty() && request.wire_id != wire_id {
+        if !request.wire_id.is_empty() && request.wire_id != named && request.wire_id != wire_id {
             return Err(Failure::invalid(format!(
                 "PublishWire: this call publishes to {wire_id}, not {}",
                 request.wire_id
@@ -365,7 +366,7 @@ async fn subscribe(
             }
         },
     };
-    require_wire(svc, &wire_id)?;
+    let wire_id = require_wire(svc, &wire_id)?.id;
     let mut subscription = svc.wires().subscribe(&wire_id);
     // A chunk taken from the queue but not yet accepted by the transport.
     let mut pending: Option<Bytes> = None;

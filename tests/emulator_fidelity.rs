@@ -1,0 +1,119 @@
+//! volt-emulator behaves as a real Volt does where applications notice, seen through our
+//! client on every transport: `@alias` ids, the vendor's resource kinds, millisecond times.
+
+mod support;
+
+use futures_util::StreamExt as _;
+use serde_json::{json, Value};
+use tdx_volt::{Transport, VoltClient};
+
+use support::{publish, subscribed, within, TestVolt};
+
+fn id_of(saved: &Value) -> String {
+    saved["resource"]["id"].as_str().expect("id").to_owned()
+}
+
+/// Every id field takes an `@alias`: reading, querying, publishing, file content; an alias
+/// names one resource only.
+async fn aliases(client: &VoltClient, tag: &str) {
+    let db = client
+        .save_resource(
+            json!({"resource": {"name": "db", "alias": [format!("db-{tag}")],
+                                           "kind": ["volt:database", "volt:sqlite-database"]},
+                              "create": true}),
+        )
+        .await
+        .expect("SaveResource");
+    let by_alias = client
+        .get_resource(json!({"resource_id": format!("@db-{tag}")}))
+        .await
+        .expect("GetResource by alias");
+    assert_eq!(by_alias["resource"]["id"], json!(id_of(&db)));
+    let rows = client
+        .sql_execute_json(
+            json!({"database_id": format!("@db-{tag}"), "statement": "SELECT 7 AS n"}),
+        )
+        .await
+        .expect("a query by alias");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["n"], json!(7));
+
+    let wire = client
+        .save_wire(
+            json!({"resource": {"name": "w", "alias": [format!("wire-{tag}")]},
+                          "create": true}),
+        )
+        .await
+        .expect("SaveWire");
+    // Subscribed by id, published to by alias: one wire.
+    let mut chunks = subscribed(client, &id_of(&wire)).await;
+    publish(client, &format!("@wire-{tag}"), b"by alias").await;
+    let chunk = within("the chunk published by alias", chunks.next()).await;
+    assert_eq!(chunk.expect("open").expect("chunk"), b"by alias");
+
+    let file = client
+        .save_resource(
+            json!({"resource": {"name": "f", "alias": [format!("file-{tag}")],
+                                           "kind": ["volt:file"]}, "create": true}),
+        )
+        .await
+        .expect("SaveResource");
+    client
+        .set_file_content(json!({"resource_id": format!("@file-{tag}"), "content": "aGk="}))
+        .await
+        .expect("SetFileContent by alias");
+    let content = client
+        .get_file_content(json!({"resource_id": id_of(&file)}))
+        .await
+        .expect("GetFileContent");
+    assert_eq!(content["content"], json!("aGk="));
+
+    let taken = client
+        .save_resource(
+            json!({"resource": {"name": "again", "alias": [format!("db-{tag}")]},
+                              "create": true}),
+        )
+        .await
+        .expect_err("an alias already in use");
+    assert!(taken.is_status(), "{taken:?}");
+    assert_eq!(taken.status().map(|s| s.code), Some(6), "{taken:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_resolve_in_every_id_field_on_every_transport() {
+    let volt = TestVolt::start("fidelity-alias").await;
+    for transport in [Transport::Websocket, Transport::Grpc] {
+        let client = volt.client_over(transport).await;
+        aliases(&client, &format!("{transport:?}").to_lowercase()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_are_milliseconds_and_kinds_the_vendors() {
+    let volt = TestVolt::start("fidelity-kinds").await;
+    let client = volt.client().await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let created = client
+        .create_database(json!({"name": "kinds"}))
+        .await
+        .expect("CreateDatabase");
+    let kinds = &created["resource"]["kind"];
+    assert_eq!(kinds, &json!(["volt:database", "volt:sqlite-database"]));
+    // uint64 is a string in proto3 JSON.
+    let at: u64 = created["resource"]["created"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("created");
+    assert!(
+        at + 1000 >= before,
+        "created {at} is not in milliseconds (now {before})"
+    );
+    let wire = client
+        .save_wire(json!({"resource": {"name": "w"}, "create": true}))
+        .await
+        .expect("SaveWire");
+    assert_eq!(wire["resource"]["kind"], json!(["volt:wire"]));
+}
