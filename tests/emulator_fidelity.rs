@@ -117,3 +117,71 @@ async fn times_are_milliseconds_and_kinds_the_vendors() {
         .expect("SaveWire");
     assert_eq!(wire["resource"]["kind"], json!(["volt:wire"]));
 }
+
+/// GetResources: wildcards in names and kinds, terms combined with AND unless
+/// `combine_terms_exclusive`, attribute queries all (or any, with `any_of`) matching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_resources_follows_the_apis_rules() {
+    let volt = TestVolt::start("fidelity-query").await;
+    let client = volt.client_over(Transport::Grpc).await;
+    let save = |name: &str, kind: &str, colour: &str| {
+        json!({"resource": {"name": name, "kind": [kind],
+                            "attribute": [{"attribute_id": "colour",
+                                           "value": [{"string": colour}]}]},
+               "create": true})
+    };
+    for (name, kind, colour) in [
+        ("report-2025.csv", "volt:file", "red"),
+        ("report-2026.csv", "volt:file", "blue"),
+        ("notes.txt", "volt:file", "red"),
+        ("report-wire", "volt:wire", "blue"),
+    ] {
+        client
+            .save_resource(save(name, kind, colour))
+            .await
+            .expect("SaveResource");
+    }
+    let names = |response: Value| -> Vec<String> {
+        let mut names: Vec<String> = response["resource"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let query = |q: Value| client.get_resources(q);
+
+    let reports = query(json!({"name": ["report-*.csv"]}))
+        .await
+        .expect("query");
+    assert_eq!(names(reports), ["report-2025.csv", "report-2026.csv"]);
+    // Terms combine with AND by default...
+    let both = query(json!({"name": ["report*"], "kind": ["volt:w?re"]}))
+        .await
+        .expect("query");
+    assert_eq!(names(both), ["report-wire"]);
+    // ... and with OR when asked.
+    let either = query(json!({"name": ["notes.txt"], "kind": ["*:wire"],
+                              "combine_terms_exclusive": true}))
+    .await
+    .expect("query");
+    assert_eq!(names(either), ["notes.txt", "report-wire"]);
+    // Attribute queries: every one must match, or any with any_of.
+    let red = json!({"attribute_id": "colour", "value": {"string": "red"}});
+    let blue = json!({"attribute_id": "colour", "value": {"string": "blue"}});
+    let all = query(json!({"kind": ["volt:file"], "attribute": [red, blue]}))
+        .await
+        .expect("query");
+    assert_eq!(names(all), Vec::<String>::new());
+    let any = query(json!({"kind": ["volt:file"], "attribute": [red, blue], "any_of": true}))
+        .await
+        .expect("query");
+    assert_eq!(
+        names(any),
+        ["notes.txt", "report-2025.csv", "report-2026.csv"]
+    );
+}

@@ -563,6 +563,24 @@ export async function runScenario(client, config, adapter) {
     return { alias: `@${alias}`, wire_id: saved.resource.id };
   });
 
+  // g. GetResources with wildcards; terms combine with AND unless combine_terms_exclusive.
+  await step("get_resources_wildcards", async () => {
+    const ids = (response) => (response?.resource ?? []).map((r) => r.id).sort();
+    const both = await client.GetResources({ name: [`interop-*-${tag}`], kind: ["volt:w?re"] });
+    checkEqual(ids(both), [wireId], "resources named interop-*-<tag> AND of kind volt:w?re");
+    const either = await client.GetResources({
+      name: [`interop-*-${tag}`],
+      kind: ["volt:sqlite-*"],
+      id: [databaseId],
+      combine_terms_exclusive: true
+    });
+    check(
+      ids(either).includes(wireId) && ids(either).includes(databaseId),
+      `combine_terms_exclusive should OR the terms: ${JSON.stringify(ids(either))}`
+    );
+    return { and: ids(both).length, or: ids(either).length };
+  });
+
   // d. Execute on a database that does not exist: the client reports the status message.
   await step("sql_error_unknown_database", async () => {
     const missing = randomUUID();

@@ -231,31 +231,95 @@ fn query(
     out
 }
 
-/// Each non-empty term of the query is a filter; terms combine with AND, or with OR when
-/// `any_of` is set. An empty query matches everything.
+/// GetResources as the API's comments define it: each non-empty term is a filter, and terms
+/// combine with AND, or with OR when `combine_terms_exclusive` is set. `alias`, `name`,
+/// `description`, `kind` and `service_api` take wildcards ([`wildcard`]). The attribute
+/// queries are one term: all of them must match, or any of them with `any_of`. An empty query
+/// matches everything.
 fn matches_query(r: &pb::GetResourcesRequest, parent: Option<&str>, x: &pb::Resource) -> bool {
-    let any = |list: &[String], values: &[String]| values.iter().any(|v| list.contains(v));
+    let like = |patterns: &[String], value: &str| patterns.iter().any(|p| wildcard(p, value));
+    let like_any =
+        |patterns: &[String], values: &[String]| values.iter().any(|v| like(patterns, v));
+    let service_api = x
+        .service_description
+        .as_ref()
+        .map(|d| d.service_api.as_slice())
+        .unwrap_or_default();
     let terms: Vec<bool> = [
         (!r.id.is_empty()).then(|| r.id.contains(&x.id)),
-        (!r.name.is_empty()).then(|| r.name.contains(&x.name)),
-        (!r.description.is_empty()).then(|| r.description.contains(&x.description)),
-        (!r.kind.is_empty()).then(|| any(&r.kind, &x.kind)),
+        (!r.alias.is_empty()).then(|| like_any(&r.alias, &x.alias)),
+        (!r.name.is_empty()).then(|| like(&r.name, &x.name)),
+        (!r.description.is_empty()).then(|| like(&r.description, &x.description)),
+        (!r.kind.is_empty()).then(|| like_any(&r.kind, &x.kind)),
         (!r.parent_id.is_empty())
             .then(|| parent.is_some_and(|p| r.parent_id.iter().any(|q| q == p))),
+        (!r.service_api.is_empty()).then(|| like_any(&r.service_api, service_api)),
         (!r.owner.is_empty()).then(|| r.owner.contains(&x.owner)),
-        (!r.alias.is_empty()).then(|| any(&r.alias, &x.alias)),
-        (r.modified_since > 0).then_some(x.modified >= r.modified_since),
+        (!r.store.is_empty()).then(|| r.store.contains(&x.store)),
+        (!r.attribute.is_empty()).then(|| {
+            let hit = |q: &pb::ResourceAttributeQuery| attribute_matches(q, x);
+            if r.any_of {
+                r.attribute.iter().any(hit)
+            } else {
+                r.attribute.iter().all(hit)
+            }
+        }),
+        (r.modified_since > 0).then_some(x.modified > r.modified_since),
     ]
     .into_iter()
     .flatten()
     .collect();
     if terms.is_empty() {
         true
-    } else if r.any_of {
+    } else if r.combine_terms_exclusive {
         terms.iter().any(|t| *t)
     } else {
         terms.iter().all(|t| *t)
     }
+}
+
+/// Whether the resource has the queried attribute, with the queried value when one is given.
+fn attribute_matches(q: &pb::ResourceAttributeQuery, x: &pb::Resource) -> bool {
+    x.attribute.iter().any(|a| {
+        a.attribute_id == q.attribute_id
+            && q.value
+                .as_ref()
+                .and_then(|v| v.value.as_ref())
+                .is_none_or(|wanted| a.value.iter().any(|v| v.value.as_ref() == Some(wanted)))
+    })
+}
+
+/// Matches `text` against a wildcard `pattern`: `*` (or SQL's `%`) stands for any run of
+/// characters, `?` for exactly one; anything else matches itself. The API says wildcards are
+/// permitted without naming them: these are the two spellings a user is likely to try
+/// (`_` is not one, since names and aliases use it).
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Greedy matching with one backtrack point: the last star and where it resumed.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*' | '%') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(c) if *c == '?' || *c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| matches!(c, '*' | '%'))
 }
 
 /// Connect: hello is acknowledged with a connection id, the time and a ping interval (all in
@@ -327,4 +391,34 @@ fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn wildcards_match_runs_and_single_characters() {
+        for (pattern, text) in [
+            ("*", ""),
+            ("*", "anything"),
+            ("volt:*", "volt:wire"),
+            ("%wire", "volt:wire"),
+            ("v?lt:w*e", "volt:wire"),
+            ("a*b*c", "aXbYbZc"),
+            ("report_2026", "report_2026"),
+            ("é*", "été"),
+        ] {
+            assert!(wildcard(pattern, text), "{pattern} ~ {text}");
+        }
+        for (pattern, text) in [
+            ("volt:*", "wire"),
+            ("?", ""),
+            ("a*b", "aXbY"),
+            ("report_2026", "reportX2026"),
+            ("", "x"),
+        ] {
+            assert!(!wildcard(pattern, text), "{pattern} !~ {text}");
+        }
+    }
 }
