@@ -3,6 +3,7 @@
 
 mod support;
 
+use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use tdx_volt::{Transport, VoltClient};
@@ -184,4 +185,50 @@ async fn get_resources_follows_the_apis_rules() {
         names(any),
         ["notes.txt", "report-2025.csv", "report-2026.csv"]
     );
+}
+
+/// File content up to the API's 64 MiB works on both transports; a larger one fails its own
+/// call only, and the connection carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_content_of_64_mib_on_both_transports() {
+    const LIMIT: usize = 64 * 1024 * 1024;
+    let volt = TestVolt::start("fidelity-64mib").await;
+    let content: Vec<u8> = (0..LIMIT).map(|i| (i % 251) as u8).collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&content);
+    for transport in [Transport::Websocket, Transport::Grpc] {
+        let client = volt.client_over(transport).await;
+        let file = client
+            .save_resource(
+                json!({"resource": {"name": "big.bin", "kind": ["volt:file"]},
+                                  "create": true}),
+            )
+            .await
+            .expect("SaveResource");
+        let id = id_of(&file);
+        client
+            .set_file_content(json!({"resource_id": id, "content": encoded}))
+            .await
+            .unwrap_or_else(|e| panic!("{transport:?}: 64 MiB of content: {e}"));
+        let read = client
+            .get_file_content(json!({"resource_id": id}))
+            .await
+            .unwrap_or_else(|e| panic!("{transport:?}: reading 64 MiB back: {e}"));
+        assert!(
+            read["content"] == json!(encoded),
+            "{transport:?}: content differs"
+        );
+
+        let mut over = content.clone();
+        over.push(0);
+        let refused = client
+            .set_file_content(json!({"resource_id": id, "content":
+                base64::engine::general_purpose::STANDARD.encode(&over)}))
+            .await
+            .expect_err("over 64 MiB");
+        assert!(refused.is_status(), "{transport:?}: {refused:?}");
+        client
+            .get_resource(json!({"resource_id": client.volt_id()}))
+            .await
+            .unwrap_or_else(|e| panic!("{transport:?}: the connection after a refusal: {e}"));
+    }
 }

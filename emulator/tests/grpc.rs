@@ -423,7 +423,12 @@ async fn a_broken_request_stream_fails_the_call_instead_of_ending_it() {
         payload: Some(pb::upload_file_request::Payload::Block(vec![1; 1000])),
     };
     let huge = pb::UploadFileRequest {
-        payload: Some(pb::upload_file_request::Payload::Block(vec![2; 17 << 20])),
+        // Over the emulator's gRPC message limit.
+        payload: Some(pb::upload_file_request::Payload::Block(vec![
+            2;
+            tdx_volt_emulator::transport::grpc::MAX_MESSAGE_LEN
+                + 1
+        ])),
     };
     let messages: Vec<Bytes> = [
         start.encode_to_vec(),

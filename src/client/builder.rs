@@ -24,8 +24,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection is considered dead and its calls fail (on gRPC: an HTTP/2 ping this often, and
 /// dead when one goes unanswered as long): 30 s.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
-/// The largest message sent, in bytes: 16 MiB, the websocket gateway's own limit.
-pub const DEFAULT_MAX_MESSAGE_LEN: usize = crate::protocol::limits::MAX_MESSAGE_LEN;
+/// The largest message sent, in bytes: 96 MiB on the websocket gateway (a frame holding 64 MiB
+/// of file content, the API's limit, as base64 JSON); over gRPC, messages are also kept within
+/// [`MAX_MESSAGE_LEN`](crate::protocol::limits::MAX_MESSAGE_LEN) (64 MiB and 64 KiB).
+pub const DEFAULT_MAX_MESSAGE_LEN: usize = MAX_FRAME_LEN;
 /// Responses a call may hold unread: 1,024 (see [`VoltClientBuilder::call_buffer`]).
 pub const DEFAULT_CALL_BUFFER: usize = 1024;
 /// The most [`call_buffer`](VoltClientBuilder::call_buffer) takes: 1,048,576 responses.
@@ -173,8 +175,9 @@ impl VoltClientBuilder {
         self
     }
 
-    /// Largest message sent; [`DEFAULT_MAX_MESSAGE_LEN`] by default. Responses are accepted
-    /// up to the frame codec's limit of 64 MiB.
+    /// Largest message sent; [`DEFAULT_MAX_MESSAGE_LEN`] by default, and at most that (over
+    /// gRPC, at most [`MAX_MESSAGE_LEN`](crate::protocol::limits::MAX_MESSAGE_LEN)). Responses
+    /// are accepted up to the frame codec's limit of 96 MiB.
     pub fn max_message_len(mut self, bytes: usize) -> Self {
         self.max_message_len = bytes.min(MAX_FRAME_LEN);
         self

@@ -16,8 +16,9 @@ use serde_json::{Map, Value};
 /// The only protocol version this codec speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
 
-/// Largest frame accepted or produced, in bytes (64 MiB).
-pub const MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
+/// Largest frame accepted or produced, in bytes (96 MiB): a message of 64 MiB of file content
+/// (the API's limit) travels base64 in JSON, about 85.4 MiB, and is then sealed.
+pub const MAX_FRAME_LEN: usize = 96 * 1024 * 1024;
 
 /// AES block and IV size.
 pub const IV_LEN: usize = 16;

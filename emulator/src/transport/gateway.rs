@@ -40,9 +40,9 @@ use crate::services::Services;
 /// The path of the gateway.
 pub const API_PATH: &str = "/api";
 /// The largest frame the gateway answers; a larger one gets an error on its call.
-pub const MAX_MESSAGE_LEN: usize = tdx_volt::protocol::limits::MAX_MESSAGE_LEN;
+pub const MAX_MESSAGE_LEN: usize = tdx_volt::protocol::frame::MAX_FRAME_LEN;
 /// The largest websocket message read at all; beyond it the socket is closed.
-pub const HARD_MESSAGE_LIMIT: usize = MAX_MESSAGE_LEN + 64 * 1024;
+pub const HARD_MESSAGE_LIMIT: usize = MAX_MESSAGE_LEN + 32 * 1024 * 1024;
 /// Calls open at once on one socket; a call beyond it is refused with an error.
 pub const MAX_CALLS_PER_CONNECTION: usize = 10_000;
 use tdx_volt::protocol::grpc::AUTHENTICATE_PATH as AUTHENTICATE;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{Connection, Settings};
 use crate::protocol::frame::MAX_FRAME_LEN;
+use crate::protocol::limits::MAX_MESSAGE_LEN;
 use crate::protocol::token::TokenSigner;
 use crate::transport::connect::ConnectOptions;
 use crate::transport::link::Link;
@@ -43,7 +44,7 @@ pub(crate) async fn connect(
             config.volt().id.clone(),
             config.credential().session_id.clone(),
         ),
-        max_outbound: options.max_message_len,
+        max_outbound: options.max_message_len.min(MAX_MESSAGE_LEN),
         max_inbound: MAX_FRAME_LEN,
         call_buffer: options.call_buffer,
     };
