@@ -21,9 +21,10 @@ serve   starts the Volt with its state in DIR (created on first start), writes
         older JSON text protocol (Python volt_client_web 0.1.x). A directory keeps the era
         it was created with.
 client  issues a further client configuration (fresh key and session) for the Volt in
-        DIR, written to FILE (default DIR/<NAME>.config.json); with --passphrase the key
-        is encrypted (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC). The key is RSA when the
-        Volt in DIR is an RSA-era one.
+        DIR, written to FILE (default DIR/<NAME>.config.json); with --passphrase (or,
+        without it, the environment variable VOLT_KEY_PASSPHRASE, which the clients also
+        read to decrypt the key) the key is encrypted (PBES2, PBKDF2-HMAC-SHA256,
+        AES-256-CBC). The key is RSA when the Volt in DIR is an RSA-era one.
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.";
 
@@ -137,6 +138,12 @@ fn main() -> ExitCode {
                 })
                 .collect();
             let out = out.unwrap_or_else(|| dir.join(format!("{safe}.config.json")));
+            // A passphrase kept out of the command line (and so out of `ps` and shell history).
+            let passphrase = passphrase.or_else(|| {
+                std::env::var(tdx_volt::protocol::keys::PASSPHRASE_ENV)
+                    .ok()
+                    .filter(|p| !p.is_empty())
+            });
             issue_client_file(&dir, &name, passphrase.as_deref(), &out).map(|()| {
                 println!("{}", out.display());
             })

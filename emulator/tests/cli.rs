@@ -164,6 +164,24 @@ async fn serve_prints_ready_line_issues_clients_survives_bad_input_and_stops_on_
     );
     get_root(&alice, &alice_key, 1).await;
 
+    // The passphrase may come from the environment instead of the command line.
+    let out = dir.join("bob.json");
+    let status = Command::new(BIN)
+        .args(["client", "--name", "bob", "--dir"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .env(tdx_volt::protocol::keys::PASSPHRASE_ENV, "from-the-env")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bob = ClientConfig::from_file(&out).unwrap();
+    assert!(bob.credential().key_pem().contains("ENCRYPTED PRIVATE KEY"));
+    assert!(bob.private_key(Some("s3cret")).is_err());
+    let bob_key = bob.private_key(Some("from-the-env")).unwrap();
+    get_root(&bob, &bob_key, 1).await;
+
     // Garbage at the running process, then a good call still works.
     let ca = config.volt().ca_pem.clone().unwrap();
     let mut socket = RawSocket::connect(&http, &ca).await;

@@ -15,7 +15,7 @@ use tdx_volt::proto::volt::AttributeValue;
 use tokio::task::JoinHandle;
 
 use crate::call::{InboundSender, OutboundReceiver};
-use crate::services::resources::kind;
+use crate::services::resources::{kind, new_id};
 use crate::services::test_support::{caller, TestServices};
 
 use super::csv::{infer_type, parse_csv, CsvType};
@@ -812,4 +812,30 @@ fn csv_parser_and_type_inference() {
     assert_eq!(infer_type(["inf", "NaN"].into_iter()), CsvType::Text);
     assert_eq!(infer_type(["", ""].into_iter()), CsvType::Text);
     assert_eq!(CsvType::Integer.value("x"), Value::Text("x".into()));
+}
+
+/// SQL that would reach outside the data directory is refused: ATTACH (of a file or another
+/// database), VACUUM INTO a path, loading an extension; the refusal is a status on the call,
+/// and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_that_reaches_outside_the_data_directory_is_refused() {
+    let volt = Volt::new();
+    let db = volt.create_database("outside").await;
+    let outside = std::env::temp_dir().join(format!("volt-outside-{}.db", new_id()));
+    let target = outside.display().to_string();
+    for sql in [
+        format!("ATTACH DATABASE '{target}' AS other"),
+        format!("VACUUM INTO '{target}'"),
+        format!("VACUUM main INTO '{target}'"),
+        "SELECT load_extension('/usr/lib/x86_64-linux-gnu/libsqlite3.so.0')".to_owned(),
+    ] {
+        let (_, result) = volt.exec_start(start(&db, &sql)).await;
+        let failure = result.expect_err(&sql);
+        assert_eq!(failure.code(), Code::InvalidArgument, "{sql}: {failure:?}");
+        assert!(!failure.is_abort(), "{sql}");
+        assert!(!outside.exists(), "{sql} wrote {target}");
+    }
+    // The database itself still serves.
+    let (_, result) = volt.exec_start(start(&db, "SELECT 1")).await;
+    assert!(result.is_ok());
 }
