@@ -15,8 +15,8 @@ use crate::issue::{issue_client, write_config, write_default_config, Endpoints};
 use crate::services::{AuthenticatePolicy, ConnectionCounts, Services};
 use crate::transport::{grpc, legacy_websocket, websocket};
 
-/// How long a TLS handshake may take before the connection is dropped.
-pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a TLS handshake may take before the connection is dropped, by default.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = crate::services::DEFAULT_HANDSHAKE_TIMEOUT;
 
 /// Settings for an [`Emulator`]; [`EmulatorBuilder::start`] starts it.
 #[derive(Clone, Debug)]
@@ -29,6 +29,7 @@ pub struct EmulatorBuilder {
     legacy: bool,
     clock_offset: i64,
     authenticate_policy: AuthenticatePolicy,
+    handshake_timeout: std::time::Duration,
 }
 
 impl EmulatorBuilder {
@@ -68,7 +69,15 @@ impl EmulatorBuilder {
         self
     }
 
-    /// How Authenticate requests are decided; [`AuthenticatePolicy::Permit`] by default.
+    /// How long a new connection may take to become usable: the TLS handshake, then the
+    /// websocket upgrade or the HTTP/2 preface, each within it. A connection that takes longer
+    /// is dropped. 10 s by default.
+    pub fn handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How the emulator decides Authenticate requests (see [`AuthenticatePolicy`]).
     pub fn authenticate_policy(mut self, policy: AuthenticatePolicy) -> Self {
         self.authenticate_policy = policy;
         self
@@ -94,7 +103,8 @@ impl EmulatorBuilder {
         let svc = Arc::new(
             Services::open(identity)?
                 .with_clock_offset(self.clock_offset)
-                .with_authenticate_policy(self.authenticate_policy),
+                .with_authenticate_policy(self.authenticate_policy)
+                .with_handshake_timeout(self.handshake_timeout),
         );
         let ws_listener = bind(self.ws_listen).await?;
         let grpc_listener = bind(self.grpc_listen).await?;
@@ -171,6 +181,7 @@ impl Emulator {
             legacy: false,
             clock_offset: 0,
             authenticate_policy: AuthenticatePolicy::Permit,
+            handshake_timeout: crate::services::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
@@ -337,7 +348,7 @@ async fn serve_connection(
             }
         },
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let handshake = tokio::time::timeout(svc.handshake_timeout(), acceptor.accept(stream));
             let stream = match handshake.await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return debug!(%peer, "TLS handshake failed: {e}"),

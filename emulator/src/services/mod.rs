@@ -36,9 +36,14 @@ pub struct Services {
     clock_offset: i64,
     connections: Connections,
     authenticate_policy: AuthenticatePolicy,
+    handshake_timeout: std::time::Duration,
     /// Authenticate requests seen per client key, for [`AuthenticatePolicy::PendingThenPermit`].
     authenticate_requests: Mutex<HashMap<String, u32>>,
 }
+
+/// How long a new connection may take to become usable, by default: 10 s for the TLS
+/// handshake, then 10 s for the websocket upgrade or the HTTP/2 preface.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How the emulator decides Authenticate requests (it has no administrator to ask).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,8 +118,21 @@ impl Services {
             clock_offset: 0,
             connections: Connections::default(),
             authenticate_policy: AuthenticatePolicy::default(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             authenticate_requests: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Bounds how long a new connection may take to become usable.
+    pub fn with_handshake_timeout(mut self, timeout: std::time::Duration) -> Services {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a new connection may take to become usable: the TLS handshake, then the
+    /// websocket upgrade or the HTTP/2 preface, each.
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        self.handshake_timeout
     }
 
     /// Decides Authenticate requests by `policy`.

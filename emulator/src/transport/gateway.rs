@@ -99,9 +99,11 @@ where
             Err(refusal)
         }
     };
-    match tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config)).await {
-        Ok(ws) => Connection::<P>::new(svc).run(ws).await,
-        Err(e) => debug!("websocket handshake failed: {e}"),
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config));
+    match tokio::time::timeout(svc.handshake_timeout(), upgrade).await {
+        Ok(Ok(ws)) => Connection::<P>::new(svc).run(ws).await,
+        Ok(Err(e)) => debug!("websocket handshake failed: {e}"),
+        Err(_) => debug!("no websocket upgrade within the handshake timeout"),
     }
 }
 

@@ -43,6 +43,11 @@ pub async fn serve_stream<S>(svc: Arc<Services>, stream: S, peer_certificate: Op
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // hyper would wait for the preface as long as the client likes.
+    let stream = match super::preface::read(stream, svc.handshake_timeout()).await {
+        Ok(stream) => stream,
+        Err(why) => return debug!("gRPC connection dropped: {why}"),
+    };
     let peer = peer_certificate
         .and_then(|der| svc.clients().by_certificate(&der))
         .map(|session| Caller {

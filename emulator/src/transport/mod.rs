@@ -4,4 +4,5 @@
 mod gateway;
 pub mod grpc;
 pub mod legacy_websocket;
+mod preface;
 pub mod websocket;

@@ -1,0 +1,54 @@
+//! A connection that never becomes usable is dropped after the handshake timeout, in each of
+//! its phases: TLS done but no websocket upgrade, TLS done but no HTTP/2 preface. The Volt
+//! serves other connections meanwhile and after.
+
+mod support;
+
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use serde_json::json;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
+
+use support::{tls_connector, RawSocket, TestVolt, WAIT};
+
+/// Completes TLS with the Volt, then says nothing: the Volt hangs up within the wait.
+async fn silent_after_tls(address: &str, ca_pem: &str) {
+    let tcp = TcpStream::connect(address).await.expect("connect");
+    let mut tls = tls_connector(ca_pem)
+        .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+        .await
+        .expect("TLS");
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, tls.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{address}: a silent connection was kept for {WAIT:?}"));
+    assert!(matches!(read, Ok(0) | Err(_)), "{address}: {read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_dropped_after_the_handshake_timeout() {
+    let volt = TestVolt::start_with("handshake", |b| {
+        b.handshake_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let emulator = volt.emulator();
+    let gateway = emulator.http_address().trim_start_matches("https://");
+    silent_after_tls(gateway, emulator.ca_pem()).await;
+    silent_after_tls(emulator.address(), emulator.ca_pem()).await;
+
+    // A connection that does its part is served.
+    let mut socket = RawSocket::connect(emulator.http_address(), emulator.ca_pem()).await;
+    let bodies = socket
+        .unary(
+            &volt,
+            1,
+            "/tdx.volt_api.volt.v1.VoltAPI/GetResource",
+            &json!({"resource_id": volt.volt_id()}),
+        )
+        .await;
+    let (values, error) = support::payloads(&bodies);
+    assert_eq!(error, None);
+    assert_eq!(values[0]["resource"]["id"], json!(volt.volt_id()));
+}
