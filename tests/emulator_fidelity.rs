@@ -6,6 +6,7 @@ mod support;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
+use tdx_volt::client::CallEvent;
 use tdx_volt::{Transport, VoltClient};
 
 use support::{publish, subscribed, within, TestVolt};
@@ -230,5 +231,53 @@ async fn file_content_of_64_mib_on_both_transports() {
             .get_resource(json!({"resource_id": client.volt_id()}))
             .await
             .unwrap_or_else(|e| panic!("{transport:?}: the connection after a refusal: {e}"));
+    }
+}
+
+/// An open transaction whose client goes silent is rolled back after the Volt's idle timeout,
+/// and the call ends with DEADLINE_EXCEEDED, instead of holding the database's write lock for
+/// as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_transaction_is_rolled_back() {
+    let volt = TestVolt::start_with("fidelity-idle", |b| {
+        b.execute_idle_timeout(std::time::Duration::from_millis(300))
+    })
+    .await;
+    for transport in [Transport::Websocket, Transport::Grpc] {
+        let client = volt.client_over(transport).await;
+        let created = client
+            .create_database(json!({"name": "idle"}))
+            .await
+            .expect("CreateDatabase");
+        let db = id_of(&created);
+        client
+            .bulk_update(json!({"database_id": db, "statement": ["CREATE TABLE t (x)"]}))
+            .await
+            .expect("BulkUpdate");
+        let mut call = client
+            .sql_execute(json!({"start": {"database_id": db, "transaction": true,
+                                          "statement": "INSERT INTO t VALUES (1)"}}))
+            .await
+            .expect("Execute opens");
+        // The insert's result comes; then the client says nothing more.
+        let mut deadline = None;
+        while let Some(event) = within("the idle transaction's end", call.next()).await {
+            match event {
+                CallEvent::Error(e) | CallEvent::Failed(e) => {
+                    deadline = e.status().map(|s| s.code);
+                }
+                CallEvent::Data(_) => {}
+                CallEvent::End => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(deadline, Some(4), "{transport:?}: DEADLINE_EXCEEDED");
+        let rows = client
+            .sql_execute_json(
+                json!({"database_id": db, "statement": "SELECT count(*) AS n FROM t"}),
+            )
+            .await
+            .expect("count");
+        assert_eq!(rows[0]["n"], json!(0), "{transport:?}: rolled back");
     }
 }

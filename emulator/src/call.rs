@@ -191,6 +191,27 @@ impl Inbound {
             None => Ok(None),
         }
     }
+
+    /// [`Inbound::blocking_next`] that waits at most `idle`: a client silent that long gets
+    /// `DEADLINE_EXCEEDED`, with `what` in the message. Off a runtime's blocking thread it
+    /// waits without the bound.
+    pub fn blocking_next_within<M: Message + Default>(
+        &mut self,
+        idle: std::time::Duration,
+        what: &str,
+    ) -> Result<Option<M>, Failure> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.blocking_next();
+        };
+        match runtime.block_on(tokio::time::timeout(idle, self.rx.recv())) {
+            Ok(Some(bytes)) => decode(&bytes).map(Some),
+            Ok(None) => Ok(None),
+            Err(_) => Err(Failure::reply(
+                Code::DeadlineExceeded,
+                format!("{what}: the client was silent for {idle:?}"),
+            )),
+        }
+    }
 }
 
 fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, Failure> {

@@ -30,6 +30,7 @@ pub struct EmulatorBuilder {
     clock_offset: i64,
     authenticate_policy: AuthenticatePolicy,
     handshake_timeout: std::time::Duration,
+    execute_idle_timeout: std::time::Duration,
 }
 
 impl EmulatorBuilder {
@@ -77,7 +78,15 @@ impl EmulatorBuilder {
         self
     }
 
-    /// How the emulator decides Authenticate requests (see [`AuthenticatePolicy`]).
+    /// How long an Execute call with a page sent or a transaction open waits for its client's
+    /// next request; a client silent longer gets `DEADLINE_EXCEEDED` and its transaction is
+    /// rolled back. 5 minutes by default.
+    pub fn execute_idle_timeout(mut self, idle: std::time::Duration) -> Self {
+        self.execute_idle_timeout = idle;
+        self
+    }
+
+    /// How Authenticate requests are decided; [`AuthenticatePolicy::Permit`] by default.
     pub fn authenticate_policy(mut self, policy: AuthenticatePolicy) -> Self {
         self.authenticate_policy = policy;
         self
@@ -104,7 +113,8 @@ impl EmulatorBuilder {
             Services::open(identity)?
                 .with_clock_offset(self.clock_offset)
                 .with_authenticate_policy(self.authenticate_policy)
-                .with_handshake_timeout(self.handshake_timeout),
+                .with_handshake_timeout(self.handshake_timeout)
+                .with_execute_idle_timeout(self.execute_idle_timeout),
         );
         let ws_listener = bind(self.ws_listen).await?;
         let grpc_listener = bind(self.grpc_listen).await?;
@@ -182,6 +192,7 @@ impl Emulator {
             clock_offset: 0,
             authenticate_policy: AuthenticatePolicy::Permit,
             handshake_timeout: crate::services::DEFAULT_HANDSHAKE_TIMEOUT,
+            execute_idle_timeout: crate::services::DEFAULT_EXECUTE_IDLE_TIMEOUT,
         }
     }
 

@@ -37,6 +37,7 @@ pub struct Services {
     connections: Connections,
     authenticate_policy: AuthenticatePolicy,
     handshake_timeout: std::time::Duration,
+    execute_idle_timeout: std::time::Duration,
     /// Authenticate requests seen per client key, for [`AuthenticatePolicy::PendingThenPermit`].
     authenticate_requests: Mutex<HashMap<String, u32>>,
 }
@@ -44,6 +45,10 @@ pub struct Services {
 /// How long a new connection may take to become usable, by default: 10 s for the TLS
 /// handshake, then 10 s for the websocket upgrade or the HTTP/2 preface.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a paused Execute (a page sent, or a transaction open) waits for its client's next
+/// request by default: 5 minutes. A transaction holds the database's write lock meanwhile.
+pub const DEFAULT_EXECUTE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// How the emulator decides Authenticate requests (it has no administrator to ask).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -119,6 +124,7 @@ impl Services {
             connections: Connections::default(),
             authenticate_policy: AuthenticatePolicy::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            execute_idle_timeout: DEFAULT_EXECUTE_IDLE_TIMEOUT,
             authenticate_requests: Mutex::new(HashMap::new()),
         })
     }
@@ -133,6 +139,18 @@ impl Services {
     /// websocket upgrade or the HTTP/2 preface, each.
     pub fn handshake_timeout(&self) -> std::time::Duration {
         self.handshake_timeout
+    }
+
+    /// Bounds how long a paused Execute waits for its client.
+    pub fn with_execute_idle_timeout(mut self, idle: std::time::Duration) -> Services {
+        self.execute_idle_timeout = idle;
+        self
+    }
+
+    /// How long an Execute call with a page sent or a transaction open waits for its client's
+    /// next request before it is ended (the transaction rolled back).
+    pub fn execute_idle_timeout(&self) -> std::time::Duration {
+        self.execute_idle_timeout
     }
 
     /// Decides Authenticate requests by `policy`.

@@ -67,9 +67,14 @@ pub(super) async fn execute(
     let (resource, path) = resolve_database(svc, &start.database_id)?;
     let svc = Arc::clone(svc);
     let outbound = outbound.clone();
+    let idle = svc.execute_idle_timeout();
     run_blocking(move || {
         let conn = connect(&path)?;
-        let mut pipe = Pipe { inbound, outbound };
+        let mut pipe = Pipe {
+            inbound,
+            outbound,
+            idle,
+        };
         let mut state = ExecState {
             names: [start.database_id.clone(), resource.id.clone()],
             transaction: start.transaction,
@@ -96,6 +101,8 @@ pub(super) async fn execute(
 struct Pipe {
     inbound: Inbound,
     outbound: Outbound,
+    /// How long a paused query or open transaction waits for the client's next request.
+    idle: std::time::Duration,
 }
 
 impl Pipe {
@@ -107,7 +114,11 @@ impl Pipe {
 
     /// Waits, with a page sent, for the client to ask for more.
     fn pull(&mut self) -> Result<Pull, Failure> {
-        match self.inbound.blocking_next::<pb::SqlExecuteRequest>()? {
+        let idle = self.idle;
+        match self
+            .inbound
+            .blocking_next_within::<pb::SqlExecuteRequest>(idle, "a paused query was let go")?
+        {
             None => Ok(Pull::Gone),
             Some(request) => match request.payload {
                 Some(ExecRequest::Next(_)) => Ok(Pull::More),
@@ -191,7 +202,12 @@ fn run_execute(
 /// goes away ends the call without commit.
 fn after_result(pipe: &mut Pipe, names: &[String; 2]) -> Result<After, Failure> {
     loop {
-        let Some(request) = pipe.inbound.blocking_next::<pb::SqlExecuteRequest>()? else {
+        let idle = pipe.idle;
+        let Some(request) = pipe.inbound.blocking_next_within::<pb::SqlExecuteRequest>(
+            idle,
+            "an open transaction was rolled back",
+        )?
+        else {
             return Ok(After::End(false));
         };
         match request.payload {
