@@ -31,7 +31,11 @@ pub struct EmulatorBuilder {
     authenticate_policy: AuthenticatePolicy,
     handshake_timeout: std::time::Duration,
     execute_idle_timeout: std::time::Duration,
+    max_connections: usize,
 }
+
+/// Connections each listener serves at once, by default; further ones are closed at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 impl EmulatorBuilder {
     /// The websocket gateway's listen address (default `127.0.0.1:0`).
@@ -83,6 +87,13 @@ impl EmulatorBuilder {
     /// rolled back. 5 minutes by default.
     pub fn execute_idle_timeout(mut self, idle: std::time::Duration) -> Self {
         self.execute_idle_timeout = idle;
+        self
+    }
+
+    /// Connections each listener (the gateway, gRPC) serves at once; one more is closed as soon
+    /// as it is accepted. [`DEFAULT_MAX_CONNECTIONS`] by default; at least 1.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
         self
     }
 
@@ -138,12 +149,14 @@ impl EmulatorBuilder {
             ws_listener,
             ws_tls,
             Kind::Websocket,
+            self.max_connections,
         ));
         tasks.spawn(accept_loop(
             svc.clone(),
             grpc_listener,
             grpc_tls,
             Kind::Grpc,
+            self.max_connections,
         ));
         info!(
             websocket = %endpoints.http_address,
@@ -193,6 +206,7 @@ impl Emulator {
             authenticate_policy: AuthenticatePolicy::Permit,
             handshake_timeout: crate::services::DEFAULT_HANDSHAKE_TIMEOUT,
             execute_idle_timeout: crate::services::DEFAULT_EXECUTE_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -322,12 +336,20 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     kind: Kind,
+    max_connections: usize,
 ) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Connections that ended count no more.
+                    while connections.try_join_next().is_some() {}
+                    if connections.len() >= max_connections {
+                        debug!(%peer, ?kind, "connection refused: {max_connections} served already");
+                        drop(stream);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     connections.spawn(serve_connection(svc.clone(), stream, tls.clone(), kind, peer));
                 }

@@ -52,3 +52,46 @@ async fn silent_connections_are_dropped_after_the_handshake_timeout() {
     assert_eq!(error, None);
     assert_eq!(values[0]["resource"]["id"], json!(volt.volt_id()));
 }
+
+/// Each listener serves at most its connection cap at once: one more is closed as soon as it
+/// is accepted, and once a connection ends a new one is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed() {
+    let volt = TestVolt::start_with("conn-cap", |b| b.max_connections(2)).await;
+    let emulator = volt.emulator();
+    let first = RawSocket::connect(emulator.http_address(), emulator.ca_pem()).await;
+    let _second = RawSocket::connect(emulator.http_address(), emulator.ca_pem()).await;
+
+    let gateway = emulator.http_address().trim_start_matches("https://");
+    let tcp = TcpStream::connect(gateway).await.expect("connect");
+    let third = tokio::time::timeout(
+        WAIT,
+        tls_connector(emulator.ca_pem())
+            .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp),
+    )
+    .await
+    .expect("the third connection was answered");
+    assert!(third.is_err(), "a third connection was served");
+
+    // One ends; a new connection is served once the Volt has seen it go.
+    drop(first);
+    let served = tokio::time::timeout(WAIT, async {
+        loop {
+            let tcp = TcpStream::connect(gateway).await.expect("connect");
+            let name = ServerName::try_from("127.0.0.1").expect("name");
+            if tls_connector(emulator.ca_pem())
+                .connect(name, tcp)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        served.is_ok(),
+        "no connection was served again after one ended"
+    );
+}
