@@ -273,6 +273,29 @@ function cellKindValue(cell) {
  *                                  //   cell in a column whose header type is `type`
  * }
  */
+/**
+ * Publishes one chunk of `text` to `wireId` in a PublishWire call of its own, and waits for
+ * the call to end; a status with a message or an error fails it.
+ */
+async function publishOnce(client, adapter, wireId, text) {
+  const publisher = client.PublishWire({ wire_id: wireId });
+  const ended = new Promise((resolve, reject) => {
+    publisher.on("end", resolve);
+    publisher.on("error", (err) => reject(new Error(`PublishWire error: ${describeError(err)}`)));
+    publisher.on("data", (payload) => {
+      if (payload?.status?.message) {
+        reject(new Error(`PublishWire status: ${JSON.stringify(payload.status)}`));
+      }
+    });
+  });
+  ended.catch(() => {});
+  // The gRPC client sends a call's first request on the next tick: let it go first.
+  await new Promise((resolve) => setImmediate(resolve));
+  publisher.write({ chunk: adapter.encodeChunk(Buffer.from(text)) });
+  publisher.end();
+  await withTimeout(ended, WAIT_TIMEOUT_MS, `PublishWire to ${wireId} to end`);
+}
+
 export async function runScenario(client, config, adapter) {
   const voltId = config.volt.id;
   const tag = `${adapter.name}-${randomBytes(4).toString("hex")}`;
@@ -519,22 +542,7 @@ export async function runScenario(client, config, adapter) {
       create: true
     });
     check(wire && wire.resource, `no resource in the response: ${JSON.stringify(wire)}`);
-    const publisher = client.PublishWire({ wire_id: wire.resource.id });
-    const ended = new Promise((resolve, reject) => {
-      publisher.on("end", resolve);
-      publisher.on("error", (err) => reject(new Error(`PublishWire error: ${describeError(err)}`)));
-      publisher.on("data", (payload) => {
-        if (payload?.status?.message) {
-          reject(new Error(`PublishWire status: ${JSON.stringify(payload.status)}`));
-        }
-      });
-    });
-    ended.catch(() => {});
-    // As above: the first request goes out on the next tick of the gRPC client.
-    await new Promise((resolve) => setImmediate(resolve));
-    publisher.write({ chunk: adapter.encodeChunk(Buffer.from("to a volt:wire")) });
-    publisher.end();
-    await withTimeout(ended, WAIT_TIMEOUT_MS, "PublishWire on a volt:wire resource to end");
+    await publishOnce(client, adapter, wire.resource.id, "to a volt:wire");
     return { database_id: db.resource.id, wire_id: wire.resource.id, created };
   });
 
@@ -545,21 +553,7 @@ export async function runScenario(client, config, adapter) {
     check(saved && saved.resource, `no resource in the response: ${JSON.stringify(saved)}`);
     const found = await client.GetResource({ resource_id: `@${alias}` });
     checkEqual(found?.resource?.id, saved.resource.id, "the resource GetResource finds by alias");
-    const publisher = client.PublishWire({ wire_id: `@${alias}` });
-    const ended = new Promise((resolve, reject) => {
-      publisher.on("end", resolve);
-      publisher.on("error", (err) => reject(new Error(`PublishWire error: ${describeError(err)}`)));
-      publisher.on("data", (payload) => {
-        if (payload?.status?.message) {
-          reject(new Error(`PublishWire status: ${JSON.stringify(payload.status)}`));
-        }
-      });
-    });
-    ended.catch(() => {});
-    await new Promise((resolve) => setImmediate(resolve));
-    publisher.write({ chunk: adapter.encodeChunk(Buffer.from("to an alias")) });
-    publisher.end();
-    await withTimeout(ended, WAIT_TIMEOUT_MS, `PublishWire to @${alias} to end`);
+    await publishOnce(client, adapter, `@${alias}`, "to an alias");
     return { alias: `@${alias}`, wire_id: saved.resource.id };
   });
 
