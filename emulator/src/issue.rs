@@ -9,7 +9,7 @@ use tdx_volt::{Error, ErrorKind, PublicKey, Result};
 
 use crate::clients::Session;
 use crate::files::{read_optional, write_atomic, Access};
-use crate::identity::Era;
+use crate::identity::{Era, VoltIdentity};
 use crate::services::resources::new_id;
 use crate::services::Services;
 
@@ -139,14 +139,13 @@ pub fn issue_client_for_key(
             "key": key_pem,
             "session_id": session_id,
         },
-        "volt": volt_section(svc, endpoints)?,
+        "volt": volt_section(svc.identity(), endpoints)?,
     }))
 }
 
 /// How to reach and trust the Volt; an RSA-era Volt's also carries its `fingerprint`, as the
 /// configurations such Volts issued did.
-fn volt_section(svc: &Services, endpoints: &Endpoints) -> Result<Value> {
-    let identity = svc.identity();
+pub fn volt_section(identity: &VoltIdentity, endpoints: &Endpoints) -> Result<Value> {
     let mut volt = json!({
         "id": identity.id(),
         "display_name": identity.display_name(),
@@ -179,7 +178,7 @@ pub fn write_default_config(svc: &Services, endpoints: &Endpoints) -> Result<Pat
     let config = match existing {
         Some(mut config) => {
             if let Some(obj) = config.as_object_mut() {
-                obj.insert("volt".into(), volt_section(svc, endpoints)?);
+                obj.insert("volt".into(), volt_section(svc.identity(), endpoints)?);
             }
             config
         }

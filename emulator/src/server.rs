@@ -13,7 +13,7 @@ use tracing::{debug, info};
 use crate::identity::{Era, VoltIdentity};
 use crate::issue::{issue_client, write_config, write_default_config, Endpoints};
 use crate::services::{AuthenticatePolicy, ConnectionCounts, Services};
-use crate::transport::{grpc, legacy_websocket, websocket};
+use crate::transport::{grpc, legacy_websocket, preface, websocket};
 
 /// How long a TLS handshake may take before the connection is dropped, by default.
 pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = crate::services::DEFAULT_HANDSHAKE_TIMEOUT;
@@ -120,13 +120,6 @@ impl EmulatorBuilder {
                 TlsAcceptor::from(crate::tls::grpc_config(&identity)?),
             ))
         };
-        let svc = Arc::new(
-            Services::open(identity)?
-                .with_clock_offset(self.clock_offset)
-                .with_authenticate_policy(self.authenticate_policy)
-                .with_handshake_timeout(self.handshake_timeout)
-                .with_execute_idle_timeout(self.execute_idle_timeout),
-        );
         let ws_listener = bind(self.ws_listen).await?;
         let grpc_listener = bind(self.grpc_listen).await?;
         let ws_addr = local_addr(&ws_listener)?;
@@ -136,6 +129,16 @@ impl EmulatorBuilder {
             address: grpc_addr.to_string(),
             http_address: format!("{scheme}://{ws_addr}"),
         };
+        // What `GET /discover` answers: the configuration's `volt` section.
+        let discovery = crate::issue::volt_section(&identity, &endpoints)?.to_string();
+        let svc = Arc::new(
+            Services::open(identity)?
+                .with_clock_offset(self.clock_offset)
+                .with_authenticate_policy(self.authenticate_policy)
+                .with_handshake_timeout(self.handshake_timeout)
+                .with_execute_idle_timeout(self.execute_idle_timeout)
+                .with_discovery(discovery),
+        );
         endpoints.save(svc.dir())?;
         let config_path = write_default_config(&svc, &endpoints)?;
 
@@ -410,8 +413,47 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     svc.connections().websocket_accepted();
+    // The request head first: `GET /discover` is answered here; anything else goes on to the
+    // websocket upgrade, which reads the head again.
+    let (head, mut stream) = match preface::read_head(stream, svc.handshake_timeout()).await {
+        Ok(read) => read,
+        Err(why) => return debug!("gateway connection dropped: {why}"),
+    };
+    if is_discover(&head) {
+        return answer_discover(&svc, stream.get_mut()).await;
+    }
     match svc.identity().era() {
         Era::Current => websocket::serve_stream(svc, stream).await,
         Era::Legacy => legacy_websocket::serve_stream(svc, stream).await,
     }
+}
+
+/// Whether a request head is `GET /discover` (with or without a query).
+fn is_discover(head: &[u8]) -> bool {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    method == b"GET" && path == b"/discover"
+}
+
+/// Answers `GET /discover` with the Volt's discovery document (what the vendor's helpers fetch
+/// to resolve a configuration), then closes.
+async fn answer_discover<S>(svc: &Services, stream: &mut S)
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let body = svc.discovery();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Access-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = stream.write_all(response.as_bytes()).await {
+        return debug!("answering /discover: {e}");
+    }
+    let _ = stream.shutdown().await;
 }

@@ -95,3 +95,50 @@ async fn connections_beyond_the_cap_are_closed() {
         "no connection was served again after one ended"
     );
 }
+
+/// `GET /discover` on the gateway answers the Volt's discovery document, as the vendor's
+/// helpers fetch it to resolve a configuration: the `volt` section of the configurations it
+/// issues. The websocket upgrade on the same port is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_answers_discover() {
+    use tokio::io::AsyncWriteExt as _;
+    let volt = TestVolt::start("discover").await;
+    let emulator = volt.emulator();
+    let gateway = emulator.http_address().trim_start_matches("https://");
+    let tcp = TcpStream::connect(gateway).await.expect("connect");
+    let mut tls = tls_connector(emulator.ca_pem())
+        .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+        .await
+        .expect("TLS");
+    tls.write_all(b"GET /discover HTTP/1.1\r\nHost: volt\r\nAccept: application/json\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(WAIT, tls.read_to_end(&mut response))
+        .await
+        .expect("the response within the wait");
+    // A close without close_notify is fine: the whole response came first.
+    let _ = read;
+    let text = String::from_utf8(response).expect("UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/json"), "{head}");
+    let document: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(emulator.config_path()).expect("config"))
+            .expect("config JSON");
+    assert_eq!(document, config["volt"]);
+    assert_eq!(document["id"], json!(volt.volt_id()));
+
+    // The upgrade still works beside it.
+    let mut socket = RawSocket::connect(emulator.http_address(), emulator.ca_pem()).await;
+    let bodies = socket
+        .unary(
+            &volt,
+            1,
+            "/tdx.volt_api.volt.v1.VoltAPI/GetResource",
+            &json!({"resource_id": volt.volt_id()}),
+        )
+        .await;
+    assert_eq!(support::payloads(&bodies).1, None);
+}

@@ -38,6 +38,7 @@ pub struct Services {
     authenticate_policy: AuthenticatePolicy,
     handshake_timeout: std::time::Duration,
     execute_idle_timeout: std::time::Duration,
+    discovery: String,
     /// Authenticate requests seen per client key, for [`AuthenticatePolicy::PendingThenPermit`].
     authenticate_requests: Mutex<HashMap<String, u32>>,
 }
@@ -125,6 +126,7 @@ impl Services {
             authenticate_policy: AuthenticatePolicy::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             execute_idle_timeout: DEFAULT_EXECUTE_IDLE_TIMEOUT,
+            discovery: "{}".to_owned(),
             authenticate_requests: Mutex::new(HashMap::new()),
         })
     }
@@ -151,6 +153,17 @@ impl Services {
     /// next request before it is ended (the transaction rolled back).
     pub fn execute_idle_timeout(&self) -> std::time::Duration {
         self.execute_idle_timeout
+    }
+
+    /// The discovery document (JSON) the gateway answers `GET /discover` with.
+    pub fn with_discovery(mut self, document: String) -> Services {
+        self.discovery = document;
+        self
+    }
+
+    /// The discovery document: the Volt's id, name, keys, CA and addresses, as JSON.
+    pub fn discovery(&self) -> &str {
+        &self.discovery
     }
 
     /// Decides Authenticate requests by `policy`.

@@ -4,5 +4,5 @@
 mod gateway;
 pub mod grpc;
 pub mod legacy_websocket;
-mod preface;
+pub(crate) mod preface;
 pub mod websocket;

@@ -1,6 +1,7 @@
-//! The HTTP/2 connection preface, read within the handshake timeout before a connection is
-//! handed to hyper (which would wait for it as long as the client likes), then replayed to
-//! hyper as if unread.
+//! What a connection sends first, read within the handshake timeout before the connection is
+//! handed on (hyper would wait for the HTTP/2 preface, tungstenite for the upgrade request, as
+//! long as the client likes), then replayed as if unread: the HTTP/2 preface, or an HTTP/1.1
+//! request head (so that the gateway can answer `GET /discover` itself).
 
 use std::io;
 use std::pin::Pin;
@@ -22,18 +23,65 @@ where
     match tokio::time::timeout(timeout, stream.read_exact(&mut head)).await {
         Err(_) => Err("no HTTP/2 preface within the handshake timeout"),
         Ok(Err(_)) => Err("the connection ended before the HTTP/2 preface"),
-        Ok(Ok(_)) if &head == PREFACE => Ok(Replayed {
-            replayed: 0,
-            inner: stream,
-        }),
+        Ok(Ok(_)) if &head == PREFACE => Ok(Replayed::new(PREFACE.to_vec(), stream)),
         Ok(Ok(_)) => Err("not an HTTP/2 connection"),
     }
 }
 
-/// A stream whose first bytes read are the preface already taken from it.
+/// The largest HTTP/1.1 request head read before the websocket upgrade.
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+
+/// Reads an HTTP/1.1 request head (up to the blank line; at most [`MAX_HEAD`] bytes) from
+/// `stream` within `timeout`; returns it, and the stream that replays everything read.
+pub(crate) async fn read_head<S>(
+    mut stream: S,
+    timeout: Duration,
+) -> Result<(Vec<u8>, Replayed<S>), &'static str>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut head = Vec::with_capacity(1024);
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            if head.len() >= MAX_HEAD {
+                return Err("request head too large");
+            }
+            let n = stream.read(&mut chunk).await.map_err(|_| "read failed")?;
+            if n == 0 {
+                return Err("the connection ended before its request");
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err("no request within the handshake timeout"),
+        Ok(Err(why)) => Err(why),
+        Ok(Ok(())) => Ok((head.clone(), Replayed::new(head, stream))),
+    }
+}
+
+/// A stream whose first bytes read are those already taken from it.
 pub(crate) struct Replayed<S> {
+    head: Vec<u8>,
     replayed: usize,
     inner: S,
+}
+
+impl<S> Replayed<S> {
+    fn new(head: Vec<u8>, inner: S) -> Replayed<S> {
+        Replayed {
+            head,
+            replayed: 0,
+            inner,
+        }
+    }
+
+    /// The stream itself, for writing an answer of one's own.
+    pub(crate) fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
@@ -42,13 +90,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let rest = &PREFACE[self.replayed..];
+        let this = &mut *self;
+        let rest = &this.head[this.replayed..];
         if rest.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         let n = rest.len().min(buf.remaining());
         buf.put_slice(&rest[..n]);
-        self.replayed += n;
+        this.replayed += n;
         Poll::Ready(Ok(()))
     }
 }
