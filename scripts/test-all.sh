@@ -26,6 +26,22 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== import layers and file sizes"
+# No import cycles, and each layer imports only those below it (README, Layout).
+python3 scripts/import-layers.py src --depth=1 --depth=2 \
+  transport:client protocol:client protocol:transport
+python3 scripts/import-layers.py emulator/src --depth=1 --depth=2
+# No source file over 700 lines (tests and generated code aside), unless its first lines say
+# why ("over 700 lines because ...").
+big=$(find src emulator/src -name '*.rs' ! -name tests.rs \
+  -exec awk 'FNR <= 5 && /over 700 lines because/ { next_file = 1 }
+             END { if (NR > 700 && !next_file) print FILENAME ": " NR " lines" }' {} \;)
+if [ -n "$big" ]; then
+  echo "$big" >&2
+  echo "source files over 700 lines: split them, or say why in their first lines" >&2
+  exit 1
+fi
+
 echo "== fuzz targets compile"
 cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
 

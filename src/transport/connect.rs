@@ -4,54 +4,10 @@
 
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use super::link::Link;
+use super::options::{ConnectOptions, Transport};
 use super::{grpc, websocket};
 use crate::{ClientConfig, KeyAlgorithm, PrivateKey, Result};
-
-/// Which protocol carries the calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Transport {
-    /// Native gRPC when the configuration has a gRPC address (`volt.address`) and names no
-    /// relay; the websocket gateway otherwise, and also when the gRPC endpoint cannot be
-    /// reached (refused, unreachable, or silent for the connect timeout) but the gateway can.
-    /// With an RSA credential key (an RSA-era configuration) it is the gateway in the older
-    /// protocol ([`LegacyWebsocket`](Self::LegacyWebsocket)) whenever there is a gateway.
-    /// [`VoltClient::transport`](crate::VoltClient::transport) tells which was chosen.
-    #[default]
-    Auto,
-    /// The websocket gateway (`volt.http_address`, or the relay): protocol v1, or the older
-    /// protocol when the credential key is RSA (see [`LegacyWebsocket`](Self::LegacyWebsocket)).
-    Websocket,
-    /// Native gRPC (`volt.address`) over one HTTP/2 connection, with mutual TLS when the
-    /// credential has a certificate. Calls through a relay are not supported on it.
-    Grpc,
-    /// The websocket gateway of an RSA-era Volt, in the older protocol its clients (the Python
-    /// `volt_client_web` 0.1.x) speak: JSON text frames, and each call's AES key sent
-    /// RSA-encrypted to the Volt in an RS256 identity token. Needs an RSA credential key and an
-    /// RSA Volt key. [`Auto`](Self::Auto) and [`Websocket`](Self::Websocket) choose it by
-    /// themselves when the credential key is RSA; the API, calls and errors are the same.
-    LegacyWebsocket,
-}
-
-/// How to connect, as the client's settings say (kept to connect again after Authenticate).
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectOptions {
-    /// The transport asked for.
-    pub transport: Transport,
-    /// Bound on each step of connecting.
-    pub connect_timeout: Duration,
-    /// Ping after this long without traffic.
-    pub keepalive: Duration,
-    /// Largest message sent.
-    pub max_message_len: usize,
-    /// Unread responses a call may hold.
-    pub call_buffer: usize,
-    /// Also trust the public web PKI.
-    pub public_roots: bool,
-}
 
 /// The transport `wanted` comes to with this configuration and key. An RSA key belongs to an
 /// RSA-era Volt, whose gateway speaks the older protocol: [`Transport::Websocket`] is then

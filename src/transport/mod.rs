@@ -7,12 +7,14 @@ mod delivery;
 mod grpc;
 mod link;
 mod net;
+mod options;
 mod tls;
 mod websocket;
 
-pub use connect::Transport;
 pub use delivery::CallEvent;
+pub use options::Transport;
 
-pub(crate) use connect::{open, ConnectOptions};
+pub(crate) use connect::open;
 pub(crate) use delivery::{Receivers, Unread};
 pub(crate) use link::{CallIo, CallSpec, Link, Opened};
+pub(crate) use options::ConnectOptions;

@@ -6,8 +6,8 @@ use super::{Connection, Settings};
 use crate::protocol::frame::MAX_FRAME_LEN;
 use crate::protocol::limits::MAX_MESSAGE_LEN;
 use crate::protocol::token::TokenSigner;
-use crate::transport::connect::ConnectOptions;
 use crate::transport::link::Link;
+use crate::transport::options::ConnectOptions;
 use crate::transport::tls::{self, Trust};
 use crate::{ClientConfig, Error, ErrorKind, PrivateKey, Result};
 

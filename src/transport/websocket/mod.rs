@@ -24,6 +24,8 @@ use prost_reflect::MessageDescriptor;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
+use tokio_tungstenite::tungstenite::Message;
+
 use super::delivery::{self, Delivery};
 use super::link::{CallIo, CallSpec, Link, Opened};
 use super::Transport;
@@ -35,6 +37,7 @@ use crate::protocol::schema;
 use crate::protocol::token::TokenSigner;
 use crate::{Error, ErrorKind, PublicKey, Result};
 
+use seal::Inbound;
 pub(crate) use setup::connect;
 use socket::Target;
 
@@ -267,6 +270,27 @@ impl Link for Connection {
 
     fn open(&self, spec: CallSpec) -> BoxFuture<'_, Result<Opened>> {
         Box::pin(self.open_call(spec))
+    }
+}
+
+impl Protocol {
+    /// What `message` means in this protocol.
+    fn read(&self, message: &Message) -> Inbound {
+        match (self, message) {
+            (Protocol::V1, Message::Binary(bytes)) => v1::read(bytes),
+            (Protocol::Legacy { .. }, Message::Text(text)) => legacy::read(text),
+            (Protocol::V1, Message::Text(_)) => {
+                tracing::debug!("ignoring a text frame from the Volt (protocol v1 has none)");
+                Inbound::Nothing
+            }
+            (Protocol::Legacy { .. }, Message::Binary(_)) => {
+                tracing::debug!(
+                    "ignoring a binary frame from the Volt (the older protocol has none)"
+                );
+                Inbound::Nothing
+            }
+            _ => Inbound::Nothing,
+        }
     }
 }
 

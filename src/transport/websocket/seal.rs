@@ -5,7 +5,6 @@
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{legacy, v1, Protocol};
 use crate::protocol::body::Body;
 use crate::protocol::frame::{SealedFrame, ServerHello};
 use crate::{Error, Result};
@@ -54,25 +53,4 @@ pub(super) enum Inbound {
     Unreadable { id: Option<u64>, error: Error },
     /// Nothing for the calls (logged where it is read).
     Nothing,
-}
-
-impl Protocol {
-    /// What `message` means in this protocol.
-    pub(super) fn read(&self, message: &Message) -> Inbound {
-        match (self, message) {
-            (Protocol::V1, Message::Binary(bytes)) => v1::read(bytes),
-            (Protocol::Legacy { .. }, Message::Text(text)) => legacy::read(text),
-            (Protocol::V1, Message::Text(_)) => {
-                tracing::debug!("ignoring a text frame from the Volt (protocol v1 has none)");
-                Inbound::Nothing
-            }
-            (Protocol::Legacy { .. }, Message::Binary(_)) => {
-                tracing::debug!(
-                    "ignoring a binary frame from the Volt (the older protocol has none)"
-                );
-                Inbound::Nothing
-            }
-            _ => Inbound::Nothing,
-        }
-    }
 }

@@ -9,8 +9,8 @@ use super::{Connection, Protocol, Settings, Target};
 use crate::protocol::config::Relay;
 use crate::protocol::frame::MAX_FRAME_LEN;
 use crate::protocol::token::TokenSigner;
-use crate::transport::connect::ConnectOptions;
 use crate::transport::link::Link;
+use crate::transport::options::ConnectOptions;
 use crate::transport::tls::{self, Trust};
 use crate::{ClientConfig, Error, ErrorKind, KeyAlgorithm, PrivateKey, Result};
 
