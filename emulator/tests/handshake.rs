@@ -27,6 +27,23 @@ async fn silent_after_tls(address: &str, ca_pem: &str) {
     assert!(matches!(read, Ok(0) | Err(_)), "{address}: {read:?}");
 }
 
+/// GetResource of the Volt root over a fresh websocket; its responses, none an error.
+async fn get_root(volt: &TestVolt) -> Vec<serde_json::Value> {
+    let emulator = volt.emulator();
+    let mut socket = RawSocket::connect(emulator.http_address(), emulator.ca_pem()).await;
+    let bodies = socket
+        .unary(
+            volt,
+            1,
+            "/tdx.volt_api.volt.v1.VoltAPI/GetResource",
+            &json!({"resource_id": volt.volt_id()}),
+        )
+        .await;
+    let (values, error) = support::payloads(&bodies);
+    assert_eq!(error, None);
+    values
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_dropped_after_the_handshake_timeout() {
     let volt = TestVolt::start_with("handshake", |b| {
@@ -39,17 +56,7 @@ async fn silent_connections_are_dropped_after_the_handshake_timeout() {
     silent_after_tls(emulator.address(), emulator.ca_pem()).await;
 
     // A connection that does its part is served.
-    let mut socket = RawSocket::connect(emulator.http_address(), emulator.ca_pem()).await;
-    let bodies = socket
-        .unary(
-            &volt,
-            1,
-            "/tdx.volt_api.volt.v1.VoltAPI/GetResource",
-            &json!({"resource_id": volt.volt_id()}),
-        )
-        .await;
-    let (values, error) = support::payloads(&bodies);
-    assert_eq!(error, None);
+    let values = get_root(&volt).await;
     assert_eq!(values[0]["resource"]["id"], json!(volt.volt_id()));
 }
 
@@ -131,14 +138,5 @@ async fn the_gateway_answers_discover() {
     assert_eq!(document["id"], json!(volt.volt_id()));
 
     // The upgrade still works beside it.
-    let mut socket = RawSocket::connect(emulator.http_address(), emulator.ca_pem()).await;
-    let bodies = socket
-        .unary(
-            &volt,
-            1,
-            "/tdx.volt_api.volt.v1.VoltAPI/GetResource",
-            &json!({"resource_id": volt.volt_id()}),
-        )
-        .await;
-    assert_eq!(support::payloads(&bodies).1, None);
+    get_root(&volt).await;
 }
