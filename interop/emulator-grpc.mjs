@@ -19,7 +19,15 @@
 
 import { Buffer } from "node:buffer";
 
-import { finish, loadGrpcClient, runScenario, startRun, step } from "./lib/scenario.mjs";
+import {
+  authRequestQueue,
+  finish,
+  loadGrpcClient,
+  runScenario,
+  startRun,
+  step,
+  withTimeout
+} from "./lib/scenario.mjs";
 
 const config = startRun("grpc");
 
@@ -47,7 +55,30 @@ await runScenario(client, config, {
   encodeChunk: (buf) => Buffer.from(buf),
   decodeChunk: (value) => Buffer.from(value),
   // The gRPC helper decodes each cell by its own oneof member, so NULL is always null.
-  helperNullFor: () => null
+  helperNullFor: () => null,
+  connectOther: async (otherConfig) => {
+    const other = new VoltClient(grpc);
+    await other.initialise(structuredClone(otherConfig), { noResolve: true });
+    return other;
+  },
+  // The client's own session: connect() sends the hello, events arrive as "evt".
+  listenAuthRequests: async (owner) => {
+    const queue = authRequestQueue();
+    const onEvt = (evt) => queue.push(evt);
+    owner.on("evt", onEvt);
+    const connected = new Promise((resolve) => {
+      owner.once("connected", resolve);
+    });
+    await owner.connect({ hello: { subscribe_auth_requests: true } });
+    await withTimeout(connected, 10_000, "the Connect session");
+    return {
+      next: () => queue.next(),
+      close: () => {
+        owner.off("evt", onEvt);
+        owner.disconnect();
+      }
+    };
+  }
 });
 
 // The client's second run: the configuration it saved after Authenticate now holds the

@@ -16,7 +16,15 @@
 
 import { Buffer } from "node:buffer";
 
-import { fail, finish, runScenario, startRun, step } from "./lib/scenario.mjs";
+import {
+  authRequestQueue,
+  fail,
+  finish,
+  runScenario,
+  startRun,
+  step,
+  withTimeout
+} from "./lib/scenario.mjs";
 
 const config = startRun("web");
 
@@ -49,6 +57,21 @@ function helperNullFor(type) {
   }
 }
 
+/** A web client connected with `cfg`, trusting the Volt CA it carries. */
+async function connectWeb(cfg) {
+  const caPem = cfg.volt.ca_pem;
+  class VoltCaWebSocket extends WebSocket {
+    constructor(address, protocols) {
+      super(address, protocols, { ca: caPem });
+    }
+  }
+  // The constructor's second argument is unused by the JS build; initialise() takes the
+  // configuration (a copy: the client keeps and may update it).
+  const connected = new VoltClient(VoltCaWebSocket);
+  await connected.initialise(structuredClone(cfg));
+  return connected;
+}
+
 let client;
 
 await step("connect", async () => {
@@ -60,16 +83,7 @@ await step("connect", async () => {
     throw new Error("the configuration has no volt.http_address");
   }
 
-  class VoltCaWebSocket extends WebSocket {
-    constructor(address, protocols) {
-      super(address, protocols, { ca: caPem });
-    }
-  }
-
-  // The constructor's second argument is unused by the JS build; initialise() takes the
-  // configuration (a copy: the client keeps and may update it).
-  client = new VoltClient(VoltCaWebSocket);
-  await client.initialise(structuredClone(config));
+  client = await connectWeb(config);
 
   let authenticated = false;
   if (!config.credential?.session_id) {
@@ -87,7 +101,23 @@ await runScenario(client, config, {
   name: "web",
   encodeChunk: (buf) => Buffer.from(buf).toString("base64"),
   decodeChunk: (b64) => Buffer.from(b64, "base64"),
-  helperNullFor
+  helperNullFor,
+  connectOther: connectWeb,
+  // The web client's Connect is a bare streaming call: the application writes the hello.
+  listenAuthRequests: async (owner) => {
+    const queue = authRequestQueue();
+    const call = owner.Connect();
+    const acknowledged = new Promise((resolve, reject) => {
+      call.on("data", (response) => {
+        if (response?.acknowledge) resolve();
+        if (response?.evt) queue.push(response.evt);
+      });
+      call.on("error", reject);
+    });
+    call.write({ hello: { subscribe_auth_requests: true, ping_interval: 10000 } });
+    await withTimeout(acknowledged, 10_000, "the Connect acknowledge");
+    return { next: () => queue.next(), close: () => call.end() };
+  }
 });
 
 client.close();

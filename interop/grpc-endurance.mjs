@@ -18,7 +18,15 @@
  * Output: one JSON line per step (see lib/scenario.mjs); exit status 0 when every step passed.
  */
 
-import { check, finish, loadGrpcClient, startRun, step } from "./lib/scenario.mjs";
+import {
+  busyFor,
+  check,
+  connectForSession,
+  finish,
+  loadGrpcClient,
+  startRun,
+  step
+} from "./lib/scenario.mjs";
 
 const CALLS = Number(process.argv[3] || 20_000);
 const PING_EVERY_MS = 50;
@@ -29,23 +37,7 @@ const config = startRun("grpc-endurance", { overallTimeoutMs: 300_000 });
 
 const { grpc, VoltClient } = await loadGrpcClient();
 
-function busyFor(ms) {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    // The application is busy: no timers or I/O run meanwhile.
-  }
-}
-
-const client = new VoltClient(grpc);
-
-await step("connect", async () => {
-  const settings = structuredClone(config);
-  // Read by the client's Connect session (VoltConnection), in milliseconds.
-  settings.pingInterval = PING_EVERY_MS;
-  settings.autoReconnect = false;
-  await client.initialise(settings, { noResolve: true });
-  return { address: config.volt.address };
-});
+const client = await connectForSession(VoltClient, grpc, config, PING_EVERY_MS);
 
 await step(
   "unary_calls",

@@ -50,9 +50,12 @@ pub mod protocol;
 mod transport;
 
 #[cfg(feature = "client")]
-pub use client::{Call, CallEvent, Transport, VoltClient, VoltClientBuilder};
+pub use client::{
+    Call, CallEvent, ConnectionState, ReconnectPolicy, ResourceEventKind, Session, SessionEvent,
+    SessionEvents, SessionOptions, SessionState, Transport, VoltClient, VoltClientBuilder,
+};
 pub use protocol::config::ClientConfig;
-pub use protocol::error::{Error, ErrorKind, Result};
+pub use protocol::error::{Error, ErrorKind, Reached, Result};
 pub use protocol::keys::{KeyAlgorithm, PrivateKey, PublicKey};
 pub use protocol::status::Status;
 

@@ -352,7 +352,12 @@ async fn stopping_the_volt_fails_every_live_call_and_the_next_call_reconnects() 
         Some(CallEvent::Failed(e)) => assert!(e.is_closed(), "{e:?}"),
         other => panic!("expected an error, got {other:?}"),
     }
-    let err = client.get_resource(json!({})).await.unwrap_err();
+    // While it is down a call waits for the connection within its own timeout, then fails.
+    let err = client
+        .with_request_timeout(std::time::Duration::from_millis(500))
+        .get_resource(json!({}))
+        .await
+        .unwrap_err();
     assert!(err.is_connect() || err.is_timeout(), "{err:?}");
 
     // The Volt comes back on the same port: the next call reconnects.

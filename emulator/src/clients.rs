@@ -10,10 +10,13 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 use tdx_volt::PublicKey;
 
-use crate::files::{write_atomic, Access};
+use crate::files::{write_atomic, Access, FileLock};
 
 /// The file the sessions are kept in.
 pub const CLIENTS_FILE: &str = "clients.json";
+/// The lock file every writer of [`CLIENTS_FILE`], in any process, holds while it reads,
+/// changes and replaces it.
+pub const CLIENTS_LOCK_FILE: &str = "clients.json.lock";
 
 /// One session: a client key the Volt accepts tokens from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +37,9 @@ pub struct Session {
     pub cert_pem: String,
     /// The issued certificate in DER (for matching a TLS peer), base64.
     pub cert_der_b64: String,
+    /// Revoked (`volt-emulator revoke`, `Emulator::revoke_session`): every call with this
+    /// session is refused from then on. Once revoked, a session stays revoked.
+    pub revoked: bool,
 }
 
 /// The registry of sessions.
@@ -46,11 +52,24 @@ pub struct Session {
 /// one last read: its `FileStamp` (inode, size, modification time) has changed. Every write
 /// replaces the file with a new one (temporary file, then rename), so a write by anyone changes
 /// the stamp, and a miss costs one `stat` otherwise. This process's own writes are not
-/// recorded as read: the next miss after one reads the file once more, which also picks up a
-/// write that raced with it.
+/// recorded as read: the next miss after one reads the file once more.
+///
+/// Revocation must reach a running emulator from another process too, so every lookup by
+/// session, certificate or key fingerprint first checks the file's stamp (one `stat`) and
+/// merges what changed, revocations included; [`ClientRegistry::refresh`] does the same for a
+/// caller that only wants to notice revocations, and [`ClientRegistry::revocations`] tells
+/// whoever watches that one was noticed.
+///
+/// Writers take turns: an insert holds this process's lock on the registry and then an
+/// exclusive lock on `clients.json.lock` ([`FileLock`]) while it reads the file afresh, adds its
+/// session and replaces the file, so two processes inserting at once never drop each other's
+/// sessions. Readers take no file lock: the file is always whole, being replaced by rename.
 pub struct ClientRegistry {
     path: PathBuf,
+    lock_path: PathBuf,
     state: Mutex<Registry>,
+    /// Counts the revocations noticed (made here or read from the file).
+    revoked: tokio::sync::watch::Sender<u64>,
 }
 
 struct Registry {
@@ -119,7 +138,9 @@ impl ClientRegistry {
         }
         Ok(ClientRegistry {
             path,
+            lock_path: dir.join(CLIENTS_LOCK_FILE),
             state: Mutex::new(registry),
+            revoked: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -131,15 +152,69 @@ impl ClientRegistry {
     /// process added to the file meanwhile (`volt-emulator client`) are kept.
     pub fn insert(&self, session: Session) -> tdx_volt::Result<()> {
         let mut registry = self.lock();
+        let _turn = FileLock::acquire(&self.lock_path)?;
+        // Under the lock, read what is on disk whatever its stamp says: the file cannot change
+        // until this write is done.
+        registry.read = None;
         self.merge_from_disk(&mut registry);
         let sessions = &mut registry.sessions;
+        let mut session = session;
+        // A copy taken before a revocation must not undo it.
+        session.revoked |= sessions
+            .iter()
+            .any(|s| s.session_id == session.session_id && s.revoked);
         sessions.retain(|s| s.session_id != session.session_id);
         sessions.push(session);
         write_atomic(&self.path, to_text(sessions).as_bytes(), Access::Private)
     }
 
-    /// Adds the sessions in the file that are not in memory (issued by another process), when
-    /// the file is not the one last read.
+    /// Revokes a session and saves the registry; `Ok(false)` when there is no such session.
+    /// Works on the file whether or not an emulator is serving it: a running one notices at
+    /// its next lookup or [`ClientRegistry::refresh`].
+    pub fn revoke(&self, session_id: &str) -> tdx_volt::Result<bool> {
+        let mut registry = self.lock();
+        let _turn = FileLock::acquire(&self.lock_path)?;
+        registry.read = None;
+        self.merge_from_disk(&mut registry);
+        let Some(session) = registry
+            .sessions
+            .iter_mut()
+            .find(|s| s.session_id == session_id)
+        else {
+            return Ok(false);
+        };
+        if !session.revoked {
+            session.revoked = true;
+            write_atomic(
+                &self.path,
+                to_text(&registry.sessions).as_bytes(),
+                Access::Private,
+            )?;
+            self.revoked.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(true)
+    }
+
+    /// Whether the session is revoked (an unknown session is not).
+    pub fn is_revoked(&self, session_id: &str) -> bool {
+        self.by_session(session_id).is_some_and(|s| s.revoked)
+    }
+
+    /// Merges what another process changed in the file, if anything (one `stat` otherwise):
+    /// for noticing revocations while no call looks a session up.
+    pub fn refresh(&self) {
+        let mut registry = self.lock();
+        self.merge_from_disk(&mut registry);
+    }
+
+    /// Changes each time a revocation is noticed: a live stream watches it and then checks
+    /// its own session.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revoked.subscribe()
+    }
+
+    /// Adds the sessions in the file that are not in memory (issued by another process), and
+    /// the revocations it records, when the file is not the one last read.
     fn merge_from_disk(&self, registry: &mut Registry) {
         let current = std::fs::metadata(&self.path)
             .ok()
@@ -153,29 +228,41 @@ impl ClientRegistry {
         // A file that does not parse is left to the next write to replace (and not read again
         // until then).
         registry.read = Some(stamp);
-        if let Ok(on_disk) = parse(&text) {
-            for s in on_disk {
-                if !registry
-                    .sessions
-                    .iter()
-                    .any(|m| m.session_id == s.session_id)
-                {
+        let Ok(on_disk) = parse(&text) else {
+            return;
+        };
+        let mut noticed = false;
+        for s in on_disk {
+            match registry
+                .sessions
+                .iter_mut()
+                .find(|m| m.session_id == s.session_id)
+            {
+                Some(known) => {
+                    noticed |= s.revoked && !known.revoked;
+                    known.revoked |= s.revoked;
+                }
+                None => {
+                    noticed |= s.revoked;
                     registry.sessions.push(s);
                 }
             }
+        }
+        if noticed {
+            self.revoked.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
     /// The session with this id.
     pub fn by_session(&self, session_id: &str) -> Option<Session> {
         let mut registry = self.lock();
-        let find = |list: &[Session]| list.iter().find(|s| s.session_id == session_id).cloned();
-        if let Some(found) = find(&registry.sessions) {
-            return Some(found);
-        }
-        // Not known here: perhaps issued by `volt-emulator client` since this process started.
+        // Perhaps issued, or revoked, by another process since this one last read the file.
         self.merge_from_disk(&mut registry);
-        find(&registry.sessions)
+        registry
+            .sessions
+            .iter()
+            .find(|s| s.session_id == session_id)
+            .cloned()
     }
 
     /// The first session whose client key has this fingerprint
@@ -192,9 +279,6 @@ impl ClientRegistry {
                 })
                 .cloned()
         };
-        if let Some(found) = find(&registry.sessions) {
-            return Some(found);
-        }
         self.merge_from_disk(&mut registry);
         find(&registry.sessions)
     }
@@ -203,7 +287,9 @@ impl ClientRegistry {
     pub fn by_certificate(&self, der: &[u8]) -> Option<Session> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        self.lock()
+        let mut registry = self.lock();
+        self.merge_from_disk(&mut registry);
+        registry
             .sessions
             .iter()
             .find(|s| !s.cert_der_b64.is_empty() && s.cert_der_b64 == b64)
@@ -241,6 +327,14 @@ impl ClientRegistry {
             })
             .cloned()
     }
+
+    /// Every session, in the order they were issued (sessions another process added to the
+    /// file are merged in first).
+    pub fn all(&self) -> Vec<Session> {
+        let mut registry = self.lock();
+        self.merge_from_disk(&mut registry);
+        registry.sessions.clone()
+    }
 }
 
 fn to_text(sessions: &[Session]) -> String {
@@ -256,6 +350,7 @@ fn to_text(sessions: &[Session]) -> String {
                 "identity_did": s.identity_did,
                 "cert": s.cert_pem,
                 "cert_der": s.cert_der_b64,
+                "revoked": s.revoked,
             })
         })
         .collect();
@@ -282,6 +377,7 @@ fn parse(text: &str) -> Result<Vec<Session>, String> {
                 identity_did: field(v, "identity_did"),
                 cert_pem: field(v, "cert"),
                 cert_der_b64: field(v, "cert_der"),
+                revoked: v.get("revoked").and_then(Value::as_bool).unwrap_or(false),
             };
             if s.session_id.is_empty() || s.public_key_pem.is_empty() {
                 return Err("a session without session_id or public_key".to_owned());
@@ -292,56 +388,4 @@ fn parse(text: &str) -> Result<Vec<Session>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session(id: &str) -> Session {
-        Session {
-            session_id: id.to_owned(),
-            client_id: format!("client-{id}"),
-            client_name: "test".to_owned(),
-            public_key_pem: "-----BEGIN PUBLIC KEY-----".to_owned(),
-            home_id: String::new(),
-            identity_did: String::new(),
-            cert_pem: String::new(),
-            cert_der_b64: String::new(),
-        }
-    }
-
-    fn tempdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "volt-clients-{}",
-            crate::services::resources::new_id()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    #[test]
-    fn sessions_written_by_another_process_are_found_and_misses_do_not_reread() {
-        let dir = tempdir();
-        let served = ClientRegistry::open(&dir).unwrap();
-        served.insert(session("s1")).unwrap();
-        // `volt-emulator client` in another process: its own registry on the same file.
-        let other = ClientRegistry::open(&dir).unwrap();
-        other.insert(session("s2")).unwrap();
-
-        assert_eq!(served.by_session("s2").unwrap().client_id, "client-s2");
-        assert!(served.by_session("nobody").is_none());
-        // The file is the one last read: further misses stat it, and read nothing.
-        let on_disk = std::fs::metadata(dir.join(CLIENTS_FILE)).unwrap();
-        assert_eq!(served.lock().read, Some(FileStamp::of(&on_disk)));
-        assert!(served.by_session("nobody").is_none());
-
-        // A later write by the other process is seen at the next miss.
-        other.insert(session("s3")).unwrap();
-        assert!(served.by_session("s3").is_some());
-        // Both processes' sessions survive either one's write.
-        served.insert(session("s4")).unwrap();
-        let reopened = ClientRegistry::open(&dir).unwrap();
-        for id in ["s1", "s2", "s3", "s4"] {
-            assert!(reopened.by_session(id).is_some(), "{id}");
-        }
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-}
+mod tests;

@@ -1,8 +1,10 @@
 //! Writing the emulator's state files: atomically (temp file, then rename) and, for secrets,
-//! readable by the owner only.
+//! readable by the owner only; and locking a file against other processes' writers.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tdx_volt::{Error, ErrorKind, Result};
 
@@ -15,16 +17,28 @@ pub enum Access {
     Public,
 }
 
-/// Writes `bytes` to `path` atomically with the given access.
+/// Writes `bytes` to `path` atomically with the given access. The temporary file is this
+/// write's own ([`unique_temp_path`]), so concurrent writers of one file, in this process or
+/// another, never write into each other's; it is removed when the write fails.
 pub fn write_atomic(path: &Path, bytes: &[u8], access: Access) -> Result<()> {
-    let tmp = temp_path(path, "");
-    write_synced(&tmp, path, bytes, access)?;
-    replace(&tmp, path)
+    let tmp = unique_temp_path(path);
+    let written = write_synced(&tmp, path, bytes, access).and_then(|()| replace(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// A [`temp_path`] no other write uses: tagged with this process's id and a counter.
+pub fn unique_temp_path(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    temp_path(path, &format!("{}-{n}", std::process::id()))
 }
 
 /// The temporary file next to `path` that a write goes through before [`replace`] puts it in
-/// place: `NAME.EXT.tmp` for `tag` `""` (what [`write_atomic`] uses), else `NAME.EXT.TAG.tmp`, so
-/// writers with different tags never write the same one.
+/// place: `NAME.EXT.tmp` for `tag` `""`, else `NAME.EXT.TAG.tmp`, so writers with different
+/// tags never write the same one.
 pub fn temp_path(path: &Path, tag: &str) -> PathBuf {
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("new");
     if tag.is_empty() {
@@ -77,4 +91,64 @@ pub fn read_optional(path: &Path) -> Result<Option<String>> {
             Err(Error::new(ErrorKind::Io, format!("reading {}", path.display())).with_source(e))
         }
     }
+}
+
+/// An exclusive advisory lock on a file (`flock` on Unix, `LockFileEx` on Windows), held until
+/// dropped. Every process that takes it for the same path waits for the others.
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+/// How long [`FileLock::acquire`] waits for another holder before giving up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+impl FileLock {
+    /// Locks `path` (created when missing, never truncated; owner-only on Unix), waiting at most
+    /// [`LOCK_WAIT`] for whoever holds it.
+    pub fn acquire(path: &Path) -> Result<FileLock> {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let file = options
+            .open(path)
+            .map_err(|e| io_error("opening the lock file", path, e))?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(FileLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    // Holders keep it for one read-modify-write: poll, backing off to 50 ms.
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        format!("{} is still locked after {LOCK_WAIT:?}", path.display()),
+                    ))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_error("locking", path, e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// A fresh, empty directory under the system's temporary folder for a unit test, named after
+/// `tag` and 64 random bits (the test removes it).
+#[cfg(test)]
+pub fn test_dir(tag: &str) -> PathBuf {
+    let mut bits = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bits);
+    let suffix: String = bits.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("volt-{tag}-{suffix}"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
 }

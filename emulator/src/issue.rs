@@ -131,6 +131,7 @@ pub fn issue_client_for_key(
         identity_did: String::new(),
         cert_pem: String::new(),
         cert_der_b64: String::new(),
+        revoked: false,
     })?;
     Ok(json!({
         "client_name": name,
@@ -177,15 +178,38 @@ pub fn write_default_config(svc: &Services, endpoints: &Endpoints) -> Result<Pat
         });
     let config = match existing {
         Some(mut config) => {
+            // A directory from before access control named no owner: the default client is.
+            if let Some(client_id) = config
+                .pointer("/credential/client_id")
+                .and_then(Value::as_str)
+            {
+                claim_volt_owner(svc, client_id)?;
+            }
             if let Some(obj) = config.as_object_mut() {
                 obj.insert("volt".into(), volt_section(svc.identity(), endpoints)?);
             }
             config
         }
-        None => issue_client(svc, endpoints, DEFAULT_CLIENT_NAME, None, true)?,
+        None => {
+            let config = issue_client(svc, endpoints, DEFAULT_CLIENT_NAME, None, true)?;
+            if let Some(client_id) = config
+                .pointer("/credential/client_id")
+                .and_then(Value::as_str)
+            {
+                claim_volt_owner(svc, client_id)?;
+            }
+            config
+        }
     };
     write_config(&path, &config)?;
     Ok(path)
+}
+
+/// Names `client_id` the Volt's owner, unless an owner is named already.
+fn claim_volt_owner(svc: &Services, client_id: &str) -> Result<()> {
+    svc.access()
+        .claim_volt_owner_blocking(client_id)
+        .map_err(|f| Error::new(ErrorKind::Io, f.to_string()))
 }
 
 /// Writes a configuration file, readable by the owner only (it holds a private key).

@@ -2,14 +2,16 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod auth;
 pub mod call;
 pub mod clients;
+pub mod fault;
 pub mod files;
 pub mod identity;
 pub mod issue;
+pub mod proto_json;
 pub mod server;
 pub mod services;
+pub mod snapshot_file;
 pub mod tls;
 pub mod transport;
 

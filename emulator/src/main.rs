@@ -13,10 +13,12 @@ volt-emulator: a local tdx Volt (websocket gateway + gRPC, TLS, SQLite)
 USAGE:
   volt-emulator serve --dir DIR [--ws-listen ADDR] [--grpc-listen ADDR] [--plain] [--legacy]
   volt-emulator client --dir DIR --name NAME [--passphrase P] [--out FILE]
+  volt-emulator revoke --dir DIR --session ID
 
 serve   starts the Volt with its state in DIR (created on first start), writes
         DIR/client.config.json, prints one JSON line with the bound addresses and runs
-        until SIGINT or SIGTERM. Listeners default to 127.0.0.1:0; TLS unless --plain.
+        until SIGINT, SIGTERM or a Shutdown call from the Volt's owner. Listeners
+        default to 127.0.0.1:0; TLS unless --plain.
         --legacy plays an RSA-era Volt: RSA keys, and a websocket gateway speaking the
         older JSON text protocol (Python volt_client_web 0.1.x). A directory keeps the era
         it was created with.
@@ -25,6 +27,9 @@ client  issues a further client configuration (fresh key and session) for the Vo
         without it, the environment variable VOLT_KEY_PASSPHRASE, which the clients also
         read to decrypt the key) the key is encrypted (PBES2, PBKDF2-HMAC-SHA256,
         AES-256-CBC). The key is RSA when the Volt in DIR is an RSA-era one.
+revoke  revokes session ID of the Volt in DIR, running or not: every later call with it,
+        and its open Connect streams, fail with UNAUTHENTICATED, the message ending with
+        `session invalid`.
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.";
 
@@ -42,6 +47,10 @@ enum Command {
         passphrase: Option<String>,
         out: Option<PathBuf>,
     },
+    Revoke {
+        dir: PathBuf,
+        session: String,
+    },
     Help,
 }
 
@@ -56,6 +65,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
     let mut name = None;
     let mut passphrase = None;
     let mut out = None;
+    let mut session = None;
     if command == "--help" || command == "-h" || command == "help" {
         return Ok(Command::Help);
     }
@@ -78,6 +88,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
             "--name" if command == "client" => name = Some(value("--name")?),
             "--passphrase" if command == "client" => passphrase = Some(value("--passphrase")?),
             "--out" if command == "client" => out = Some(PathBuf::from(value("--out")?)),
+            "--session" if command == "revoke" => session = Some(value("--session")?),
             "--help" | "-h" => return Ok(Command::Help),
             other => return Err(format!("unexpected argument for {command}: {other}")),
         }
@@ -96,6 +107,10 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
             name: name.ok_or("--name NAME is required")?,
             passphrase,
             out,
+        }),
+        "revoke" => Ok(Command::Revoke {
+            dir,
+            session: session.ok_or("--session ID is required")?,
         }),
         other => Err(format!("unknown command: {other}")),
     }
@@ -148,6 +163,7 @@ fn main() -> ExitCode {
                 println!("{}", out.display());
             })
         }
+        Command::Revoke { dir, session } => revoke(&dir, &session),
         Command::Serve {
             dir,
             ws_listen,
@@ -168,6 +184,19 @@ fn main() -> ExitCode {
             eprintln!("volt-emulator: {text}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn revoke(dir: &std::path::Path, session: &str) -> tdx_volt::Result<()> {
+    let registry = tdx_volt_emulator::clients::ClientRegistry::open(dir)?;
+    if registry.revoke(session)? {
+        println!("{session}");
+        Ok(())
+    } else {
+        Err(tdx_volt::Error::new(
+            tdx_volt::ErrorKind::Config,
+            format!("no session {session} in {}", dir.display()),
+        ))
     }
 }
 
@@ -208,7 +237,11 @@ fn serve(
             let _ = writeln!(stdout, "{}", emulator.ready_line());
             let _ = stdout.flush();
         }
-        signals.await;
+        // A signal, or a Shutdown call from the Volt's owner, stops it.
+        tokio::select! {
+            () = &mut signals => {}
+            () = emulator.stopped() => {}
+        }
         tracing::info!("stopping");
         emulator.shutdown().await;
         Ok(())

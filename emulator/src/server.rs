@@ -13,6 +13,7 @@ use tracing::{debug, info};
 use crate::identity::{Era, VoltIdentity};
 use crate::issue::{issue_client, write_config, write_default_config, Endpoints};
 use crate::services::{AuthenticatePolicy, ConnectionCounts, Services};
+use crate::transport::outgoing::OutgoingLimits;
 use crate::transport::{grpc, legacy_websocket, preface, websocket};
 
 /// How long a TLS handshake may take before the connection is dropped, by default.
@@ -32,6 +33,7 @@ pub struct EmulatorBuilder {
     handshake_timeout: std::time::Duration,
     execute_idle_timeout: std::time::Duration,
     max_connections: usize,
+    outgoing: OutgoingLimits,
 }
 
 /// Connections each listener serves at once, by default; further ones are closed at once.
@@ -97,6 +99,23 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The most bytes of frames a websocket connection's calls may have queued toward its
+    /// client ([`DEFAULT_MAX_QUEUED_BYTES`](crate::transport::outgoing::DEFAULT_MAX_QUEUED_BYTES)
+    /// by default: 64 MiB plus the largest frame). Calls wait while it is reached; a response
+    /// frame larger than it fails its call with `RESOURCE_EXHAUSTED`.
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.outgoing.max_queued_bytes = bytes.max(1);
+        self
+    }
+
+    /// How long a frame may wait for room under [`EmulatorBuilder::max_queued_bytes`] while the
+    /// websocket client reads nothing; then that socket is closed (logged) and its calls end.
+    /// 30 s by default.
+    pub fn write_stall_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.outgoing.stall_timeout = timeout;
+        self
+    }
+
     /// How Authenticate requests are decided; [`AuthenticatePolicy::Permit`] by default.
     pub fn authenticate_policy(mut self, policy: AuthenticatePolicy) -> Self {
         self.authenticate_policy = policy;
@@ -153,13 +172,16 @@ impl EmulatorBuilder {
             ws_tls,
             Kind::Websocket,
             self.max_connections,
+            self.outgoing,
         ));
+        tasks.spawn(watch_revocations(svc.clone()));
         tasks.spawn(accept_loop(
             svc.clone(),
             grpc_listener,
             grpc_tls,
             Kind::Grpc,
             self.max_connections,
+            self.outgoing,
         ));
         info!(
             websocket = %endpoints.http_address,
@@ -210,6 +232,7 @@ impl Emulator {
             handshake_timeout: crate::services::DEFAULT_HANDSHAKE_TIMEOUT,
             execute_idle_timeout: crate::services::DEFAULT_EXECUTE_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            outgoing: OutgoingLimits::default(),
         }
     }
 
@@ -293,6 +316,21 @@ impl Emulator {
         )
     }
 
+    /// Resolves once a client has asked this Volt to stop (the Shutdown method, for the Volt's
+    /// owner). The listeners have closed by then, and the connections are being dropped;
+    /// [`Emulator::shutdown`] completes the stop.
+    pub async fn stopped(&self) {
+        self.svc.admin().shutdown_requested().await
+    }
+
+    /// Revokes a session: from now on every call with it (identity token or client
+    /// certificate, on every transport) fails with UNAUTHENTICATED and a message ending
+    /// `session invalid`, and its open Connect streams end so. `Ok(false)` when there is no
+    /// such session. `volt-emulator revoke` does the same from another process.
+    pub fn revoke_session(&self, session_id: &str) -> Result<bool> {
+        self.svc.clients().revoke(session_id)
+    }
+
     /// Stops serving: the listeners close and every open connection is dropped.
     pub async fn shutdown(mut self) {
         self.tasks.shutdown().await;
@@ -321,6 +359,22 @@ enum Kind {
     Grpc,
 }
 
+/// How often a running emulator looks at `clients.json` (a `stat`) for revocations another
+/// process made, so that the revoked session's Connect streams end without waiting for a call.
+pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+async fn watch_revocations(svc: Arc<Services>) {
+    let mut tick = tokio::time::interval(REVOCATION_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let svc = svc.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || svc.clients().refresh()).await {
+            tracing::debug!("looking for revocations: {e}");
+        }
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -340,10 +394,18 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     kind: Kind,
     max_connections: usize,
+    outgoing: OutgoingLimits,
 ) {
     let mut connections = JoinSet::new();
+    // A Shutdown call stops the listener; dropping `connections` then drops every connection.
+    let stop = svc.admin().shutdown_requested();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
+            () = &mut stop => {
+                debug!(?kind, "listener stopped: shutdown requested");
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Connections that ended count no more.
@@ -354,7 +416,7 @@ async fn accept_loop(
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(svc.clone(), stream, tls.clone(), kind, peer));
+                    connections.spawn(serve_connection(svc.clone(), stream, tls.clone(), kind, peer, outgoing));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving the others.
@@ -373,11 +435,12 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     kind: Kind,
     peer: SocketAddr,
+    outgoing: OutgoingLimits,
 ) {
     debug!(%peer, ?kind, "connection");
     match tls {
         None => match kind {
-            Kind::Websocket => serve_gateway(svc, stream).await,
+            Kind::Websocket => serve_gateway(svc, stream, outgoing).await,
             Kind::Grpc => {
                 svc.connections().grpc_accepted(false);
                 grpc::serve_stream(svc, stream, None).await
@@ -391,7 +454,7 @@ async fn serve_connection(
                 Err(_) => return debug!(%peer, "TLS handshake timed out"),
             };
             match kind {
-                Kind::Websocket => serve_gateway(svc, stream).await,
+                Kind::Websocket => serve_gateway(svc, stream, outgoing).await,
                 Kind::Grpc => {
                     let cert = stream
                         .get_ref()
@@ -408,7 +471,7 @@ async fn serve_connection(
 }
 
 /// Serves the websocket gateway of the Volt's era on an established stream.
-async fn serve_gateway<S>(svc: Arc<Services>, stream: S)
+async fn serve_gateway<S>(svc: Arc<Services>, stream: S, outgoing: OutgoingLimits)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -423,8 +486,8 @@ where
         return answer_discover(&svc, stream.get_mut()).await;
     }
     match svc.identity().era() {
-        Era::Current => websocket::serve_stream(svc, stream).await,
-        Era::Legacy => legacy_websocket::serve_stream(svc, stream).await,
+        Era::Current => websocket::serve_stream(svc, stream, outgoing).await,
+        Era::Legacy => legacy_websocket::serve_stream(svc, stream, outgoing).await,
     }
 }
 

@@ -334,3 +334,65 @@ fn bad_arguments_exit_2_with_usage() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_reaches_the_running_emulator_and_ends_the_sessions_connect_stream() {
+    let dir = support::temp_dir("cli-revoke");
+    let served = serve(&dir);
+    let config_path = served.ready["config"].as_str().expect("config").to_owned();
+    let config = ClientConfig::from_file(&config_path).unwrap();
+    let key = config.private_key(None).unwrap();
+    let session = config.credential().session_id.clone().expect("a session");
+
+    // A Connect stream of the default client, acknowledged.
+    let http = config.volt().http_address.clone().expect("http_address");
+    let ca = config.volt().ca_pem.clone().expect("ca_pem");
+    let mut socket = RawSocket::connect(&http, &ca).await;
+    let exchange = ClientKeyExchange::new();
+    let claims = Claims::new(config.volt().id.clone(), unix_now())
+        .with_subject(Some(session.clone()))
+        .with_key(exchange.token_claim());
+    let volt_key = config.volt_public_key().unwrap();
+    let call_key = socket
+        .open(1, &key, &claims, exchange, &volt_key)
+        .await
+        .expect("key exchange");
+    let hello = json!({"hello": {"ping_interval": 10_000}});
+    socket
+        .send(support::invoke(
+            &call_key,
+            1,
+            "/tdx.volt_api.volt.v1.VoltAPI/Connect",
+            &hello,
+        ))
+        .await;
+    assert!(matches!(
+        socket.next().await,
+        support::Event::Frame(tdx_volt::protocol::frame::ServerFrame::Sealed(_))
+    ));
+
+    // Another process revokes the session.
+    let revoke = |session: &str| {
+        Command::new(BIN)
+            .args(["revoke", "--session", session, "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    assert!(revoke(&session).success());
+    assert!(!revoke("no-such-session").success());
+
+    // The running emulator notices on its own and ends the stream.
+    let rest = socket.read_call(&call_key, 1).await;
+    match rest.as_slice() {
+        [tdx_volt::protocol::body::Body::End { error: Some(e), .. }] => {
+            assert!(e.ends_with("session invalid"), "{e}")
+        }
+        other => panic!("expected the stream's end with an error, got {other:?}"),
+    }
+    let status = terminate(served);
+    assert!(status.success(), "exit status {status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

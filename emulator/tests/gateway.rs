@@ -72,7 +72,7 @@ async fn status_errors_and_unknown_methods_end_only_their_call() {
         .unary(
             &volt,
             3,
-            "/tdx.volt_api.volt.v1.VoltAPI/GetSessions",
+            "/tdx.volt_api.volt.v1.VoltAPI/SendEmail",
             &json!({}),
         )
         .await;
@@ -80,7 +80,7 @@ async fn status_errors_and_unknown_methods_end_only_their_call() {
     assert!(
         error
             .as_deref()
-            .is_some_and(|e| e.contains("GetSessions") && e.contains("not implemented")),
+            .is_some_and(|e| e.contains("SendEmail") && e.contains("not implemented")),
         "{error:?}"
     );
 
@@ -299,6 +299,70 @@ async fn connect_stream_acknowledges_answers_pings_and_says_goodbye() {
     );
     let rest = socket.read_call(&key, 1).await;
     assert!(matches!(rest.as_slice(), [Body::End { error: None, .. }]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_stream_subscribed_to_resource_events_hears_a_save() {
+    let volt = TestVolt::start("ws-connect-events").await;
+    let mut listener = volt.connect().await;
+    let hello = json!({"hello": {"ping_interval": 10_000, "subscribe_resource_events": true,
+        "resource_event_list": ["CONNECT_RESOURCE_EVENT_CREATE"]}});
+    let (key, _ack) = open_connect(&volt, &mut listener, &hello).await;
+
+    let mut writer = volt.connect().await;
+    let bodies = writer
+        .unary(
+            &volt,
+            1,
+            "/tdx.volt_api.volt.v1.VoltAPI/SaveResource",
+            &json!({"resource": {"name": "heard"}, "create": true}),
+        )
+        .await;
+    let (values, error) = payloads(&bodies);
+    assert_eq!(error, None);
+    let id = &values[0]["resource"]["id"];
+    // Only CREATE was asked for: the CREATE_CHILD for the home folder is not sent.
+    let event = next_payload(&mut listener, &key).await;
+    let heard = &event["evt"]["connect_resource"];
+    assert_eq!(
+        heard["event"],
+        json!("CONNECT_RESOURCE_EVENT_CREATE"),
+        "{event}"
+    );
+    assert_eq!(&heard["resource"]["id"], id, "{event}");
+    listener.send(payload(&key, 1, &json!({"ping": {}}))).await;
+    assert!(next_payload(&mut listener, &key)
+        .await
+        .get("ping")
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_ends_its_connect_stream_and_is_refused_new_calls() {
+    let volt = TestVolt::start("ws-revoke").await;
+    let mut socket = volt.connect().await;
+    let (key, _ack) = open_connect(&volt, &mut socket, &json!({"hello": {}})).await;
+    let session = volt.session().expect("a session");
+    assert!(volt.emulator().revoke_session(&session).unwrap());
+    assert!(!volt.emulator().revoke_session("no-such-session").unwrap());
+
+    // The live stream ends at once, with the ending the official clients look for.
+    let rest = socket.read_call(&key, 1).await;
+    match rest.as_slice() {
+        [Body::End { error: Some(e), .. }] => {
+            assert!(e.ends_with("session invalid"), "{e}")
+        }
+        other => panic!("expected the stream's end with an error, got {other:?}"),
+    }
+    // A new call's token names the revoked session.
+    let exchange = ClientKeyExchange::new();
+    let claims = volt.claims(&exchange);
+    let volt_key = volt.config.volt_public_key().unwrap();
+    let err = socket
+        .open(2, &volt.key, &claims, exchange, &volt_key)
+        .await
+        .unwrap_err();
+    assert!(err.ends_with("session invalid"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -612,6 +612,30 @@ async fn bad_frames_get_errors_and_the_socket_carries_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_is_refused_by_sub_and_by_kid() {
+    let volt = LegacyVolt::start("revoked").await;
+    let mut socket = volt.connect().await;
+    let request = json!({"resource_id": volt.volt_id()});
+    let get = invoke_body(GET_RESOURCE, &request);
+    socket.get_root(&volt, 10).await;
+
+    // A revoked session (named by sub, or found by the key's kid).
+    let session = volt.session().expect("a session");
+    assert!(volt.emulator().revoke_session(&session).unwrap());
+    let claims = volt.claims().with_subject(Some(session));
+    socket
+        .invoke_as(&volt, 11, &volt.key, claims, Vec::new(), &get)
+        .await;
+    let refused = socket.expect_error(Some(11)).await;
+    assert!(refused.ends_with("session invalid"), "{refused}");
+    socket
+        .invoke_as(&volt, 12, &volt.key, volt.claims(), Vec::new(), &get)
+        .await;
+    let refused = socket.expect_error(Some(12)).await;
+    assert!(refused.ends_with("session invalid"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_and_routes_are_refused_on_their_call() {
     let volt = LegacyVolt::start("tokens").await;
     let mut socket = volt.connect().await;

@@ -165,16 +165,16 @@ async fn unknown_and_unimplemented_methods_answer_promptly() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    let err = unary::<pb::GetSessionsResponse>(
+    let err = unary::<pb::SendEmailResponse>(
         &ch,
-        "/tdx.volt_api.volt.v1.VoltAPI/GetSessions",
-        &pb::GetSessionsRequest::default(),
+        "/tdx.volt_api.volt.v1.VoltAPI/SendEmail",
+        &pb::SendEmailRequest::default(),
         Some(&good_token(&volt)),
     )
     .await
     .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("GetSessions"));
+    assert!(err.message().contains("SendEmail"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,4 +481,93 @@ async fn a_broken_request_stream_fails_the_call_instead_of_ending_it() {
     .await
     .unwrap();
     assert!(file.content.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_is_refused_by_token_and_certificate_and_its_connect_ends() {
+    let volt = TestVolt::start("grpc-revoke").await;
+    let ch = channel(&volt, volt.emulator().ca_pem(), None)
+        .await
+        .unwrap();
+    let key = PrivateKey::generate_ed25519();
+    let request = pb::AuthenticateRequest {
+        client_name: "to-revoke".into(),
+        client_identifier: Some(pb::authenticate_request::ClientIdentifier::DidPublicKey(
+            key.public_key().to_spki_pem().unwrap(),
+        )),
+        ..Default::default()
+    };
+    let auth: pb::AuthenticateResponse =
+        unary(&ch, AUTHENTICATE, &request, Some(&proof(&volt, &key)))
+            .await
+            .unwrap();
+    let identity = Identity::from_pem(&auth.cert, key.to_pkcs8_pem().unwrap().as_str());
+    let mtls = channel(&volt, &auth.chain, Some(identity)).await.unwrap();
+
+    // A Connect stream over mutual TLS, acknowledged.
+    let (hello_tx, hello_rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let hello = pb::ConnectRequest {
+        payload: Some(pb::connect_request::Payload::Hello(pb::ConnectHello {
+            ping_interval: 10_000,
+            ..Default::default()
+        })),
+    };
+    hello_tx
+        .send(Bytes::from(hello.encode_to_vec()))
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(mtls.clone());
+    grpc.ready().await.expect("ready");
+    let requests = futures_util::stream::unfold(hello_rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (bytes, rx))
+    });
+    let mut responses = grpc
+        .streaming(
+            tonic::Request::new(requests),
+            PathAndQuery::from_static("/tdx.volt_api.volt.v1.VoltAPI/Connect"),
+            PassThrough,
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = tokio::time::timeout(support::WAIT, responses.next())
+        .await
+        .expect("the acknowledge in time")
+        .expect("a response")
+        .unwrap();
+    let ack = pb::ConnectResponse::decode(ack).unwrap();
+    assert!(matches!(
+        ack.payload,
+        Some(pb::connect_response::Payload::Acknowledge(_))
+    ));
+
+    assert!(volt.emulator().revoke_session(&auth.session_id).unwrap());
+    let ended = tokio::time::timeout(support::WAIT, responses.next())
+        .await
+        .expect("the stream ends in time")
+        .expect("a status");
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(status.message().ends_with("session invalid"), "{status:?}");
+    drop(hello_tx);
+
+    // New calls: by certificate, and by token.
+    let err = unary::<pb::GetResourceResponse>(&mtls, GET_RESOURCE, &get_root(&volt), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(err.message().ends_with("session invalid"), "{err:?}");
+    let claims = Claims::new(volt.volt_id(), unix_now()).with_subject(Some(auth.session_id));
+    let jwt = IdentityToken::sign(&key, &claims).unwrap().to_jwt();
+    let err = unary::<pb::GetResourceResponse>(&ch, GET_RESOURCE, &get_root(&volt), Some(&jwt))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(err.message().ends_with("session invalid"), "{err:?}");
+    // The client may authenticate afresh, even over the connection with the old certificate.
+    let again: pb::AuthenticateResponse =
+        unary(&mtls, AUTHENTICATE, &request, Some(&proof(&volt, &key)))
+            .await
+            .unwrap();
+    assert_eq!(again.decision, pb::PolicyDecision::Permit as i32);
 }

@@ -61,10 +61,16 @@ fn run_scenario(label: &str, script: &str, timeout: Duration) {
         script_path.display()
     );
     let ca_pem = emulator.ca_pem_path();
+    // A second client, for the scenario's access-control step (the endurance run ignores it).
+    let other = emulator.issue_client("second");
     let run = run_script(&Script {
         name: script,
         program: OsStr::new("node"),
-        args: vec![script_path.as_os_str(), emulator.ready.config.as_os_str()],
+        args: vec![
+            script_path.as_os_str(),
+            emulator.ready.config.as_os_str(),
+            other.as_os_str(),
+        ],
         // The scripts trust the Volt CA from the configuration themselves; this only makes
         // any other TLS use inside Node trust it too.
         env: vec![("NODE_EXTRA_CA_CERTS", ca_pem.as_os_str())],
@@ -99,4 +105,85 @@ fn official_grpc_client_endurance() {
         "grpc-endurance.mjs",
         Duration::from_secs(300),
     );
+}
+
+/// The official gRPC client and ours, each with a Connect session on one Volt: the official
+/// session (pinging every second, its application busy 40 ms after each ping) stays up for
+/// 60 s without a reconnect and hears of the resources our client creates; our session hears
+/// of the resources the official client creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_grpc_session_and_ours_hear_each_other() {
+    use futures_util::StreamExt as _;
+    use tdx_volt::client::{ResourceEventKind, SessionEvent, SessionOptions};
+
+    let root = workspace_root();
+    require_node_and_packages(&root);
+    let emulator = EmulatorProcess::start("grpc-session-events", &[]);
+    let ours = tdx_volt::VoltClient::builder()
+        .config_file(&emulator.ready.config)
+        .connect()
+        .await
+        .expect("our client");
+    let session = ours
+        .session(SessionOptions::new().resource_events(true))
+        .await
+        .expect("our session");
+    let mut events = session.events().expect("events");
+
+    let script_path = root.join("interop").join("grpc-session-events.mjs");
+    let config = emulator.ready.config.clone();
+    let ca_pem = emulator.ca_pem_path();
+    let cwd = root.clone();
+    let script = tokio::task::spawn_blocking(move || {
+        run_script(&Script {
+            name: "grpc-session-events.mjs",
+            program: OsStr::new("node"),
+            args: vec![script_path.as_os_str(), config.as_os_str()],
+            env: vec![("NODE_EXTRA_CA_CERTS", ca_pem.as_os_str())],
+            cwd: &cwd,
+            hint: NPM_HINT,
+            timeout: Duration::from_secs(150),
+        })
+    });
+    tokio::pin!(script);
+
+    // Our client creates `ours-<n>` every half second while the script runs, and our session
+    // collects what it hears of the official client's resources.
+    let mut heard_official = 0usize;
+    let mut made = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let run = loop {
+        tokio::select! {
+            run = &mut script => break run.expect("the script's thread"),
+            _ = tick.tick() => {
+                ours.save_resource(serde_json::json!({
+                    "resource": {"name": format!("ours-{made}")}, "create": true
+                }))
+                .await
+                .expect("SaveResource");
+                made += 1;
+            }
+            Some(event) = events.next() => {
+                if let SessionEvent::Resource { kind: ResourceEventKind::Created, resource } = event {
+                    if resource["name"].as_str().is_some_and(|n| n.starts_with("official-")) {
+                        heard_official += 1;
+                    }
+                }
+            }
+        }
+    };
+    run.assert_finished(&emulator);
+    println!("{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("\"step\":\"session_events\",\"ok\":true"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        heard_official > 0,
+        "our session heard nothing of the official client's resources"
+    );
+    session.close().await;
+    emulator.terminate();
 }

@@ -88,6 +88,44 @@ export function startRun(name, { overallTimeoutMs = OVERALL_TIMEOUT_MS } = {}) {
   return config;
 }
 
+/**
+ * The second client's configuration (the script's second argument), for the access-control
+ * step: a client the Volt issued besides the first one, and so not the Volt's owner.
+ */
+export function secondConfig() {
+  const path = process.argv[3];
+  if (!path) {
+    fail(`usage: node ${process.argv[1]} <client config JSON path> <second client config JSON path>`);
+  }
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    return fail(`cannot read the second client configuration ${path}: ${describeError(err)}`);
+  }
+}
+
+/**
+ * A queue of the auth-request events a Connect stream delivers: `push` each event as it
+ * comes, `next()` resolves with the next one (within WAIT_TIMEOUT_MS).
+ */
+export function authRequestQueue() {
+  const queued = [];
+  const waiting = [];
+  return {
+    push(evt) {
+      const request = evt?.connect_auth_request;
+      if (!request) return;
+      const waiter = waiting.shift();
+      if (waiter) waiter(request);
+      else queued.push(request);
+    },
+    next() {
+      if (queued.length) return Promise.resolve(queued.shift());
+      return withTimeout(new Promise((resolve) => waiting.push(resolve)), WAIT_TIMEOUT_MS, "an auth request event");
+    }
+  };
+}
+
 /** Loads the official gRPC client and its gRPC module, or fails the run saying how to. */
 export async function loadGrpcClient() {
   try {
@@ -99,6 +137,31 @@ export async function loadGrpcClient() {
       `cannot load the official client packages (${err.message}); run \`npm ci --prefix interop\` first`
     );
   }
+}
+
+/** Blocks the event loop for `ms`: an application busy with work of its own. */
+export function busyFor(ms) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    // The application is busy: no timers or I/O run meanwhile.
+  }
+}
+
+/**
+ * The official gRPC client, connected for a Connect session run by a script: it pings every
+ * `pingEveryMs` and never reconnects by itself (a drop must show as one).
+ */
+export async function connectForSession(VoltClient, grpc, config, pingEveryMs) {
+  const client = new VoltClient(grpc);
+  await step("connect", async () => {
+    const settings = structuredClone(config);
+    // Read by the client's Connect session (VoltConnection), in milliseconds.
+    settings.pingInterval = pingEveryMs;
+    settings.autoReconnect = false;
+    await client.initialise(settings, { noResolve: true });
+    return { address: config.volt.address };
+  });
+  return client;
 }
 
 /** Rejects after `ms` with a message naming what was awaited. */
@@ -557,6 +620,45 @@ export async function runScenario(client, config, adapter) {
     return { alias: `@${alias}`, wire_id: saved.resource.id };
   });
 
+  // f2. A persistent wire, made as users make one: a wire that is also a database, with the
+  //     persist attributes; what is published to it is read back as rows of its table.
+  await step("persistent_wire", async () => {
+    const saved = await client.SaveResource({
+      resource: {
+        name: `persistent-wire-${tag}`,
+        kind: ["volt:wire", "volt:database", "volt:sqlite-database"],
+        attribute: [
+          { attribute_id: "volt:wire-persist", value: [{ boolean: true }] },
+          { attribute_id: "volt:wire-persist-table", value: [{ string: "wire_data" }] }
+        ]
+      },
+      create: true
+    });
+    check(saved && saved.resource, `no resource in the response: ${JSON.stringify(saved)}`);
+    const id = saved.resource.id;
+    const messages = ["first reading", "second reading", "third reading"];
+    for (const text of messages) {
+      await publishOnce(client, adapter, id, text);
+    }
+    const rows = await withTimeout(
+      client.SqlExecuteJSON({
+        database_id: id,
+        statement: "SELECT id, received_at, publisher, CAST(chunk AS TEXT) AS text FROM wire_data ORDER BY id"
+      }),
+      WAIT_TIMEOUT_MS,
+      "the wire's history"
+    );
+    check(Array.isArray(rows), `SqlExecuteJSON did not return an array: ${JSON.stringify(rows)}`);
+    checkEqual(rows.map((r) => r.text), messages, "the chunks stored in wire_data, in order");
+    const now = Date.now();
+    for (const row of rows) {
+      const at = Number(String(row.received_at));
+      check(at > now - 60_000 && at <= now + 1000, `received_at is not a recent time in ms: ${row.received_at}`);
+      check(typeof row.publisher === "string" && row.publisher.length > 0, `no publisher: ${JSON.stringify(row)}`);
+    }
+    return { wire_id: id, rows: rows.length };
+  });
+
   // g. GetResources with wildcards; terms combine with AND unless combine_terms_exclusive.
   await step("get_resources_wildcards", async () => {
     const ids = (response) => (response?.resource ?? []).map((r) => r.id).sort();
@@ -629,5 +731,90 @@ export async function runScenario(client, config, adapter) {
       message,
       code: error.code
     };
+  });
+
+  // j. Moving and copying resources, the caller's sessions, and what the Volt says of itself.
+  await step("resource_management", async () => {
+    const folder = async (name) => {
+      const made = await client.SaveResource({ resource: { name, kind: ["volt:folder"] }, create: true });
+      return made.resource.id;
+    };
+    const from = await folder(`from-${tag}`);
+    const to = await folder(`to-${tag}`);
+    const item = await client.SaveResource({
+      resource: { name: `moved-${tag}` },
+      create: true,
+      create_in_parent_id: from
+    });
+    await client.MoveResource({ resource_id: item.resource.id, from_resource_id: from, to_resource_id: to });
+    const ancestors = await client.GetResourceAncestors({ resource_id: item.resource.id });
+    checkEqual(ancestors?.ancestor?.[0]?.id, to, "the moved resource's parent");
+
+    await client.CopyResource({ resource_id: databaseId, to_resource_id: to, mode: "COPY_RESOURCE_MODE_COPY" });
+    const copies = await client.GetResources({ parent_id: [to], kind: ["volt:sqlite-database"] });
+    check(copies?.resource?.length === 1, `one copy in the target folder: ${JSON.stringify(copies)}`);
+    const copied = await client.SqlExecuteJSON({
+      database_id: copies.resource[0].id,
+      statement: `SELECT COUNT(*) AS n FROM ${TABLE}`
+    });
+    checkEqual(Number(copied?.[0]?.n), expectedObjects().length, "rows in the copied database");
+
+    const sessions = await client.GetSessions({});
+    check((sessions?.session ?? []).length >= 1, `GetSessions: ${JSON.stringify(sessions)}`);
+    const parameters = await client.GetParameters({});
+    checkEqual(parameters?.parameters?.id, voltId, "the Volt's id in its parameters");
+    const compatible = await client.CheckCompatibility({
+      version: { version_major: 0, version_minor: 20, version_patch: 34 }
+    });
+    check(compatible?.version, `CheckCompatibility: ${JSON.stringify(compatible)}`);
+    return { moved: item.resource.id, copy: copies.resource[0].id, sessions: sessions.session.length };
+  });
+
+  // i. Access control: a second client is refused the first client's home folder until the
+  //    owner, told of its request over a Connect stream, permits it.
+  await step("access_request", async () => {
+    const ancestors = await client.GetResourceAncestors({ resource_id: databaseId });
+    const homeId = ancestors?.ancestor?.[0]?.id;
+    check(homeId, `no home folder above the database: ${JSON.stringify(ancestors)}`);
+    const other = await adapter.connectOther(secondConfig());
+    const listener = await adapter.listenAuthRequests(client);
+    try {
+      let refused;
+      try {
+        const read = await other.GetResource({ resource_id: homeId });
+        refused = read?.status?.message ? read.status : null;
+      } catch (err) {
+        refused = err;
+      }
+      check(refused, "the second client read the first client's home folder");
+      check(
+        /permission denied/i.test(refused.message || ""),
+        `the refusal does not say "permission denied": ${describeError(refused)}`
+      );
+
+      const asked = await other.RequestAccess({ resource_id: homeId, access: "volt:resource-read" });
+      check(
+        ["POLICY_DECISION_PROMPT", "POLICY_DECISION_PENDING"].includes(asked?.decision),
+        `RequestAccess: ${JSON.stringify(asked)}`
+      );
+      const told = await listener.next();
+      const request = JSON.parse(told.context).access_request;
+      checkEqual(request.resource_id, homeId, "the requested resource");
+      const pending = await client.GetAccess({ resource_id: homeId, decision: "POLICY_DECISION_PENDING" });
+      check(
+        (pending?.access ?? []).some((a) => a.id === request.id),
+        `GetAccess does not list the pending request: ${JSON.stringify(pending)}`
+      );
+      await client.SetAccessRequestDecision({ id: request.id, decision: "POLICY_DECISION_PERMIT" });
+
+      const again = await other.RequestAccess({ resource_id: homeId, access: "volt:resource-read" });
+      checkEqual(again?.decision, "POLICY_DECISION_PERMIT", "the decision once permitted");
+      const read = await other.GetResource({ resource_id: homeId });
+      checkEqual(read?.resource?.id, homeId, "the home folder read by the second client");
+      return { first_decision: asked.decision, request_id: request.id };
+    } finally {
+      listener.close();
+      other.close();
+    }
   });
 }

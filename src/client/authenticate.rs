@@ -215,7 +215,9 @@ impl VoltClient {
         let (request, own_did) = self.authenticate_request(&authentication)?;
         let started = Instant::now();
         loop {
-            let response = self.authenticate_once(request.clone()).await?;
+            let response = self
+                .unary_once(crate::protocol::grpc::AUTHENTICATE_PATH, request.clone())
+                .await?;
             match response.get("decision").and_then(decision) {
                 Some(Decision::Permit) => return self.keep_grant(response, own_did).await,
                 Some(Decision::Deny) => {

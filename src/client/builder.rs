@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::{Setup, Shared, VoltClient};
 use crate::protocol::frame::MAX_FRAME_LEN;
-use crate::transport::{self, ConnectOptions, Transport};
+use crate::transport::{self, ConnectOptions, ReconnectPolicy, Supervisor, Transport};
 use crate::{ClientConfig, Error, ErrorKind, Result};
 
 /// How long connecting may take: TCP and TLS together, then the websocket upgrade or the
@@ -70,6 +70,9 @@ pub struct VoltClientBuilder {
     call_buffer: usize,
     max_calls: usize,
     public_roots: bool,
+    reconnect: ReconnectPolicy,
+    wait_for_connection: bool,
+    reauthenticate: Option<super::Authentication>,
 }
 
 impl std::fmt::Debug for VoltClientBuilder {
@@ -95,6 +98,9 @@ impl std::fmt::Debug for VoltClientBuilder {
             .field("call_buffer", &self.call_buffer)
             .field("max_calls", &self.max_calls)
             .field("public_roots", &self.public_roots)
+            .field("reconnect", &self.reconnect)
+            .field("wait_for_connection", &self.wait_for_connection)
+            .field("reauthenticate", &self.reauthenticate.is_some())
             .finish()
     }
 }
@@ -112,6 +118,9 @@ impl Default for VoltClientBuilder {
             call_buffer: DEFAULT_CALL_BUFFER,
             max_calls: DEFAULT_MAX_CALLS,
             public_roots: false,
+            reconnect: ReconnectPolicy::default(),
+            wait_for_connection: true,
+            reauthenticate: None,
         }
     }
 }
@@ -209,6 +218,37 @@ impl VoltClientBuilder {
         self
     }
 
+    /// When to connect again after the connection is lost or an attempt fails:
+    /// [`ReconnectPolicy::default`] (capped exponential backoff with jitter) unless told
+    /// otherwise; [`ReconnectPolicy::never`] turns it off. Every call, session and clone
+    /// shares it, and one attempt is made at a time however many callers wait.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Whether a call made while the client is backing off between connection attempts waits
+    /// for the connection (within its own timeout; the default) or fails at once with a
+    /// [`connect`](crate::ErrorKind::Connect) error saying it was not sent. Either way a call
+    /// made once the connection is lost, or once the wait is over, makes the next attempt
+    /// (reconnecting is lazy: calls and sessions drive it).
+    pub fn wait_for_connection(mut self, wait: bool) -> Self {
+        self.wait_for_connection = wait;
+        self
+    }
+
+    /// Authenticates again, as `authentication` says, when the Volt answers a call (or a
+    /// session) that the client's session is invalid (revoked, expired or unknown), then
+    /// tries that call once more in the new session; sessions reconnect in it. Off by
+    /// default: such a call fails with [`ErrorKind::SessionInvalid`](crate::ErrorKind) and a
+    /// session ends. Calls failing together renew the session once. Renewing is a new
+    /// Authenticate: the Volt may ask an administrator, and a client loaded from a file saves
+    /// what it grants there (see [`VoltClient::authenticate`]).
+    pub fn reauthenticate(mut self, authentication: super::Authentication) -> Self {
+        self.reauthenticate = Some(authentication);
+        self
+    }
+
     /// Loads the configuration and key, and connects. Reading the file and decrypting the key
     /// (PBKDF2, up to millions of iterations) run on tokio's blocking pool, so the runtime's
     /// other tasks carry on meanwhile.
@@ -240,6 +280,7 @@ impl VoltClientBuilder {
             max_message_len: self.max_message_len,
             call_buffer: self.call_buffer,
             public_roots: self.public_roots,
+            supervisor: Arc::new(Supervisor::new(self.reconnect, self.wait_for_connection)),
         };
         let transport = transport::open(&options, &config, &key).await?;
         Ok(VoltClient {
@@ -253,6 +294,8 @@ impl VoltClientBuilder {
                     config: Mutex::new(config),
                     path,
                     granting: tokio::sync::Mutex::new(()),
+                    reauthenticate: self.reauthenticate,
+                    renewing: tokio::sync::Mutex::new(()),
                 },
             }),
             request_timeout: self.request_timeout,

@@ -2,16 +2,19 @@
 //! [`Call::send`] and [`Call::end`]; what the Volt sends comes back as a [`Stream`] of
 //! [`CallEvent`]s, in arrival order.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::Stream;
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
 
 use crate::transport::{CallEvent, CallIo, Opened, Receivers};
-use crate::Result;
+use crate::{Error, ErrorKind, Result};
 
 /// A live call to a Volt method.
 ///
@@ -47,12 +50,23 @@ use crate::Result;
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// **Deadlines.** A streaming call runs until it ends unless given a bound:
+/// [`with_deadline`](Call::with_deadline) ends it at a time, and
+/// [`with_idle_timeout`](Call::with_idle_timeout) when no event arrives for a while (say a
+/// results subscription that must close after 40 s without a message). Either ends the call
+/// with a [`Timeout`](crate::ErrorKind::Timeout) error as its last event, and cancels it on
+/// the wire. (Unary calls are bounded by the request timeout.)
 #[must_use = "dropping a call cancels it"]
 pub struct Call {
     path: Arc<str>,
     io: Box<dyn CallIo>,
     events: Receivers,
     _permit: OwnedSemaphorePermit,
+    deadline: Option<Pin<Box<Sleep>>>,
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// The last event was given (its end, its failure, or a timeout of ours).
+    over: bool,
 }
 
 impl std::fmt::Debug for Call {
@@ -71,7 +85,39 @@ impl Call {
             io: opened.io,
             events: opened.receivers,
             _permit: permit,
+            deadline: None,
+            idle: None,
+            over: false,
         }
+    }
+
+    /// Ends the call at `deadline` (a [`Timeout`](crate::ErrorKind::Timeout) error as its
+    /// last event; the call is cancelled on the wire) unless it has ended by then.
+    pub fn with_deadline(mut self, deadline: std::time::Instant) -> Call {
+        self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline.into())));
+        self
+    }
+
+    /// Ends the call with a [`Timeout`](crate::ErrorKind::Timeout) error (cancelling it on
+    /// the wire) when no event arrives for `idle`; each event starts the wait again.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Call {
+        self.idle = Some((idle, Box::pin(tokio::time::sleep(idle))));
+        self
+    }
+
+    /// Ends the call on our side with a timeout error.
+    fn expire(&mut self, why: String) -> Poll<Option<CallEvent>> {
+        self.over = true;
+        // As on drop: closed first, so the transport sees the caller gone with the notice;
+        // then the transport's side of the call goes (which is what ends it on the wire).
+        self.events.close();
+        let io = std::mem::replace(&mut self.io, Box::new(Ended));
+        io.cancel();
+        drop(io);
+        Poll::Ready(Some(CallEvent::Failed(Error::new(
+            ErrorKind::Timeout,
+            format!("{}: {why}", self.path),
+        ))))
     }
 
     /// The method path this call invokes.
@@ -125,7 +171,56 @@ impl Stream for Call {
     type Item = CallEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<CallEvent>> {
-        self.events.poll_event(cx)
+        if self.over {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(event) = self.events.poll_event(cx) {
+            match &event {
+                Some(e) if e.is_last() => self.over = true,
+                Some(_) => {
+                    if let Some((idle, sleep)) = &mut self.idle {
+                        let next = tokio::time::Instant::now() + *idle;
+                        sleep.as_mut().reset(next);
+                    }
+                }
+                None => self.over = true,
+            }
+            return Poll::Ready(event);
+        }
+        if let Some(deadline) = &mut self.deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return self.expire("the call's deadline passed".to_owned());
+            }
+        }
+        if let Some((idle, sleep)) = &mut self.idle {
+            if sleep.as_mut().poll(cx).is_ready() {
+                let why = format!("no message for {idle:?}");
+                return self.expire(why);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// The caller's side of a call this client ended itself (a deadline passed).
+struct Ended;
+
+impl CallIo for Ended {
+    fn send<'a>(&'a self, _message: &'a Value) -> futures_util::future::BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::ready(Err(Error::new(
+            ErrorKind::Closed,
+            "the call has ended (its deadline passed)",
+        ))))
+    }
+
+    fn end(&self) -> futures_util::future::BoxFuture<'_, Result<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn cancel(&self) {}
+
+    fn outcome_follows_response(&self) -> bool {
+        false
     }
 }
 

@@ -11,9 +11,11 @@ mod builder;
 pub(crate) mod call;
 mod config_file;
 mod methods;
+mod session;
 mod sql;
 mod typed;
 mod wire;
+mod wire_resume;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -23,16 +25,24 @@ use futures_util::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-pub use crate::transport::{CallEvent, Transport};
+pub use crate::transport::{
+    CallEvent, ConnectionState, ReconnectPolicy, Transport, DEFAULT_RECONNECT_FACTOR,
+    DEFAULT_RECONNECT_INITIAL, DEFAULT_RECONNECT_MAX,
+};
 pub use authenticate::{Authenticated, Authentication, DEFAULT_AUTH_POLL, DEFAULT_AUTH_WAIT};
 pub use builder::{
     VoltClientBuilder, DEFAULT_CALL_BUFFER, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
     DEFAULT_MAX_CALLS, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_REQUEST_TIMEOUT, MAX_CALL_BUFFER,
 };
 pub use call::Call;
+pub use session::{
+    ResourceEventKind, Session, SessionEvent, SessionEvents, SessionOptions, SessionState,
+    DEFAULT_SESSION_CLOSE_WAIT, DEFAULT_SESSION_EVENT_BUFFER, DEFAULT_SESSION_PING_EVERY,
+};
 pub use sql::{SqlRows, DEFAULT_SQL_PAGE, MAX_SQL_PAGE};
 pub use typed::TypedCall;
 pub use wire::{WireChunks, WirePublisher};
+pub use wire_resume::{ResumableWire, WireItem};
 
 use crate::protocol::schema::methods as method_table;
 use crate::transport::{CallSpec, ConnectOptions, Link, Unread};
@@ -79,6 +89,10 @@ struct Setup {
     path: Option<PathBuf>,
     /// Held while a grant from Authenticate is being kept.
     granting: tokio::sync::Mutex<()>,
+    /// Authenticate again when the Volt says the session is invalid (opt-in).
+    reauthenticate: Option<Authentication>,
+    /// Taken by whoever renews the session, so that calls failing together renew it once.
+    renewing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for VoltClient {
@@ -130,6 +144,36 @@ impl VoltClient {
             .clone()
     }
 
+    /// The connection's state now and as it changes: connecting, connected, disconnected,
+    /// backing off until the next attempt, closed for good. Every clone and every connection
+    /// the client makes (after Authenticate too) report to the same watch.
+    ///
+    /// ```no_run
+    /// use tdx_volt::{ConnectionState, VoltClient};
+    ///
+    /// # async fn demo(client: VoltClient) {
+    /// let mut state = client.connection_state();
+    /// while state.changed().await.is_ok() {
+    ///     if let ConnectionState::BackingOff { until, .. } = &*state.borrow() {
+    ///         eprintln!("Volt unreachable; next attempt in {:?}", until.saturating_duration_since(std::time::Instant::now()));
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn connection_state(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
+        self.shared.setup.options.supervisor.watch()
+    }
+
+    /// The client's reconnect policy (sessions space their own attempts by it).
+    pub(crate) fn reconnect_policy(&self) -> &ReconnectPolicy {
+        self.shared.setup.options.supervisor.policy()
+    }
+
+    /// The client's bound on connecting (a session waits this long for its acknowledge).
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.shared.setup.options.connect_timeout
+    }
+
     fn connection(&self) -> Arc<dyn Link> {
         self.shared
             .transport
@@ -160,6 +204,62 @@ impl VoltClient {
     /// call the Volt fails. The whole call is bounded by the request timeout. Over gRPC the
     /// call also waits for its trailers, so a call the Volt fails after responding is an error.
     pub async fn unary(&self, path: &str, request: Value) -> Result<Value> {
+        if self.shared.setup.reauthenticate.is_none() {
+            return self.unary_once(path, request).await;
+        }
+        let session = self.session_id();
+        match self.unary_once(path, request.clone()).await {
+            // The Volt refused the session, not the request: renew it and ask once more.
+            Err(e) if e.is_session_invalid() && self.renew_session(session.as_deref()).await? => {
+                self.unary_once(path, request).await
+            }
+            other => other,
+        }
+    }
+
+    /// The session the client calls in now.
+    pub(crate) fn session_id(&self) -> Option<String> {
+        self.shared
+            .setup
+            .config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .credential()
+            .session_id
+            .clone()
+    }
+
+    /// With [`reauthenticate`](VoltClientBuilder::reauthenticate) set, after the Volt said
+    /// session `seen` is invalid: authenticates again (unless another caller already renewed
+    /// it), and returns whether to try again. Without it, `false`.
+    pub(crate) async fn renew_session(&self, seen: Option<&str>) -> Result<bool> {
+        let Some(authentication) = self.shared.setup.reauthenticate.clone() else {
+            return Ok(false);
+        };
+        let _one_at_a_time = self.shared.setup.renewing.lock().await;
+        if self.session_id().as_deref() != seen {
+            return Ok(true);
+        }
+        tracing::debug!("the Volt says the session is invalid; authenticating again");
+        // As the official clients do: the refused session (and its certificate) are
+        // forgotten, and Authenticate goes out on a connection that names no session.
+        let setup = &self.shared.setup;
+        let mut sessionless = self.config();
+        let credential = sessionless.credential_mut();
+        credential.session_id = None;
+        credential.cert = None;
+        let transport = crate::transport::open(&setup.options, &sessionless, &setup.key).await?;
+        *setup.config.lock().unwrap_or_else(PoisonError::into_inner) = sessionless;
+        *self
+            .shared
+            .transport
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = transport;
+        self.authenticate(authentication).await?;
+        Ok(true)
+    }
+
+    async fn unary_once(&self, path: &str, request: Value) -> Result<Value> {
         let timeout = self.request_timeout;
         let exchange = async {
             let mut call = self
@@ -189,12 +289,24 @@ impl VoltClient {
             }
             Ok(response)
         };
+        let supervisor = &self.shared.setup.options.supervisor;
+        let at_start = supervisor.connection_seen();
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("{path}: no response within {timeout:?}"),
-            )),
+            Err(_) => {
+                let error = Error::new(
+                    ErrorKind::Timeout,
+                    format!("{path}: no response within {timeout:?}"),
+                );
+                // No connection was live from the call's start to now (none was made in
+                // between): the request never left.
+                let at_end = supervisor.connection_seen();
+                if !at_start.1 && !at_end.1 && at_start.0 == at_end.0 {
+                    Err(error.with_reached(crate::Reached::No))
+                } else {
+                    Err(error)
+                }
+            }
         }
     }
 
@@ -237,6 +349,23 @@ impl VoltClient {
         unread: Unread,
     ) -> Result<Call> {
         check_path(path)?;
+        let supervisor = &self.shared.setup.options.supervisor;
+        match supervisor.state() {
+            ConnectionState::Closed => {
+                supervisor.next_attempt()?;
+                return Err(Error::new(ErrorKind::Closed, "the connection is closed"));
+            }
+            // Between attempts (one is due when the wait is over, and the call makes it).
+            ConnectionState::BackingOff { until, .. }
+                if !supervisor.waits_for_connection() && until > std::time::Instant::now() =>
+            {
+                return Err(Error::new(
+                    ErrorKind::Connect,
+                    format!("{path}: not connected to the Volt (the call was not sent)"),
+                ));
+            }
+            _ => {}
+        }
         let timeout = self.request_timeout;
         let permit =
             match tokio::time::timeout(timeout, self.shared.calls.clone().acquire_owned()).await {
@@ -246,19 +375,29 @@ impl VoltClient {
                     return Err(Error::new(
                         ErrorKind::Timeout,
                         format!("{path}: no call slot came free within {timeout:?}"),
-                    ))
+                    )
+                    .with_reached(crate::Reached::No))
                 }
             };
         let path: Arc<str> = Arc::from(path);
-        let opened = connection
-            .open(CallSpec {
-                path: path.clone(),
-                first: request,
-                end_after_first: end_after,
-                timeout,
-                unread,
-            })
-            .await?;
+        let opening = connection.open(CallSpec {
+            path: path.clone(),
+            first: request,
+            end_after_first: end_after,
+            timeout,
+            unread,
+        });
+        // Opening waits for the connection when it is down; within the call's timeout.
+        let opened = match tokio::time::timeout(timeout, opening).await {
+            Ok(opened) => opened?,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{path}: no connection to the Volt within {timeout:?}"),
+                )
+                .with_reached(crate::Reached::No))
+            }
+        };
         Ok(Call::new(path, opened, permit))
     }
 }

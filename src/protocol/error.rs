@@ -38,6 +38,11 @@ pub enum ErrorKind {
     Closed,
     /// The Volt answered with an error status.
     Status,
+    /// The Volt answered with an error status saying the client's session is no longer valid
+    /// (its message ends with `session invalid`): revoked, expired, or unknown to the Volt.
+    /// Retrying will not help; authenticate again (a new session) or stop.
+    /// [`Error::is_status`] is true for it too.
+    SessionInvalid,
     /// A local file could not be read or written.
     Io,
     /// A bound was reached: a message over the frame limit, or a caller so far behind on a
@@ -58,6 +63,7 @@ impl ErrorKind {
             ErrorKind::KeyExchange => "key exchange failed",
             ErrorKind::Tls => "TLS error",
             ErrorKind::Connect => "connection failed",
+            ErrorKind::SessionInvalid => "session invalid",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Closed => "closed",
             ErrorKind::Status => "Volt status error",
@@ -74,6 +80,23 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// Whether a failed call's request may have reached the Volt: what decides if retrying it is
+/// safe (a request that never left can always be sent again; one that may have arrived is
+/// safe to retry only when the method is idempotent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reached {
+    /// The request was never sent: it failed before it left (configuration, key, schema, no
+    /// connection, a message over the size limit, or no slot or connection within its
+    /// timeout).
+    No,
+    /// The request may or may not have reached the Volt (the connection failed or the call
+    /// timed out while it was out).
+    Maybe,
+    /// The Volt received the request and answered (an error status, a refusal).
+    Yes,
+}
+
 /// The error type of every fallible operation in this crate.
 pub struct Error {
     inner: Box<Inner>,
@@ -84,6 +107,8 @@ struct Inner {
     message: Cow<'static, str>,
     status: Option<Status>,
     source: Option<BoxError>,
+    /// Set where the kind alone cannot tell (see [`Error::reached_volt`]).
+    reached: Option<Reached>,
 }
 
 /// Shorthand for `Result<T, tdx_volt::Error>`.
@@ -99,8 +124,45 @@ impl Error {
                 message: message.into(),
                 status: None,
                 source: None,
+                reached: None,
             }),
         }
+    }
+
+    /// Marks the error as one whose request never left (or, with another value, says what
+    /// is known of it).
+    #[must_use]
+    pub fn with_reached(mut self, reached: Reached) -> Error {
+        self.inner.reached = Some(reached);
+        self
+    }
+
+    /// Whether the failed call's request may have reached the Volt. Errors that come before
+    /// sending (configuration, key, token, schema, TLS, connecting, outgoing size limits) are
+    /// [`Reached::No`]; the Volt's own answers ([`ErrorKind::Status`],
+    /// [`ErrorKind::SessionInvalid`], [`ErrorKind::Denied`]) are [`Reached::Yes`]; a call
+    /// whose connection failed or that timed out while out is [`Reached::Maybe`].
+    pub fn reached_volt(&self) -> Reached {
+        if let Some(reached) = self.inner.reached {
+            return reached;
+        }
+        match self.kind() {
+            ErrorKind::Config
+            | ErrorKind::Key
+            | ErrorKind::Token
+            | ErrorKind::Schema
+            | ErrorKind::Tls
+            | ErrorKind::Connect
+            | ErrorKind::Io => Reached::No,
+            ErrorKind::Status | ErrorKind::SessionInvalid | ErrorKind::Denied => Reached::Yes,
+            _ => Reached::Maybe,
+        }
+    }
+
+    /// Whether sending the same request again cannot do anything twice: it never reached the
+    /// Volt ([`Reached::No`]).
+    pub fn is_retry_safe(&self) -> bool {
+        self.reached_volt() == Reached::No
     }
 
     /// Attaches the underlying cause, reported by [`std::error::Error::source`].
@@ -117,7 +179,18 @@ impl Error {
 
     /// An error built from a Volt status.
     pub fn from_status(status: Status) -> Error {
-        let mut e = Error::new(ErrorKind::Status, status.message.clone());
+        // The official clients recognise an invalid session by this ending of the message.
+        let invalid = status
+            .message
+            .trim_end()
+            .to_ascii_lowercase()
+            .ends_with("session invalid");
+        let kind = if invalid {
+            ErrorKind::SessionInvalid
+        } else {
+            ErrorKind::Status
+        };
+        let mut e = Error::new(kind, status.message.clone());
         e.inner.status = Some(status);
         e
     }
@@ -192,9 +265,14 @@ impl Error {
     pub fn is_closed(&self) -> bool {
         self.kind() == ErrorKind::Closed
     }
-    /// The Volt answered with an error status.
+    /// The Volt answered with an error status ([`ErrorKind::Status`], or
+    /// [`ErrorKind::SessionInvalid`]); [`Error::status`] has its code and message.
     pub fn is_status(&self) -> bool {
-        self.kind() == ErrorKind::Status
+        matches!(self.kind(), ErrorKind::Status | ErrorKind::SessionInvalid)
+    }
+    /// The Volt says the client's session is no longer valid (revoked, expired or unknown).
+    pub fn is_session_invalid(&self) -> bool {
+        self.kind() == ErrorKind::SessionInvalid
     }
     /// A local file could not be read or written.
     pub fn is_io(&self) -> bool {
@@ -247,6 +325,29 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_reached_the_volt_and_invalid_sessions() {
+        assert_eq!(Error::config("x").reached_volt(), Reached::No);
+        assert!(Error::new(ErrorKind::Connect, "refused").is_retry_safe());
+        assert_eq!(
+            Error::new(ErrorKind::Closed, "cut").reached_volt(),
+            Reached::Maybe
+        );
+        let timed_out = Error::new(ErrorKind::Timeout, "no slot").with_reached(Reached::No);
+        assert!(timed_out.is_retry_safe());
+        let denied = Error::from_status(Status::new(7, "permission denied", ""));
+        assert_eq!(
+            (denied.reached_volt(), denied.is_session_invalid()),
+            (Reached::Yes, false)
+        );
+        let invalid =
+            Error::from_status(Status::new(16, "unknown session s1: session invalid", ""));
+        assert!(
+            invalid.is_session_invalid() && invalid.is_status(),
+            "{invalid:?}"
+        );
+    }
 
     #[test]
     fn display_is_one_layer_and_source_is_kept() {

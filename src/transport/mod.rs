@@ -8,13 +8,19 @@ mod grpc;
 mod link;
 mod net;
 mod options;
+mod reconnect;
 mod tls;
 mod websocket;
 
 pub use delivery::CallEvent;
 pub use options::Transport;
+pub use reconnect::{
+    ConnectionState, ReconnectPolicy, DEFAULT_RECONNECT_FACTOR, DEFAULT_RECONNECT_INITIAL,
+    DEFAULT_RECONNECT_MAX,
+};
 
 pub(crate) use connect::open;
 pub(crate) use delivery::{Receivers, Unread};
 pub(crate) use link::{CallIo, CallSpec, Link, Opened};
 pub(crate) use options::ConnectOptions;
+pub(crate) use reconnect::Supervisor;

@@ -1,7 +1,10 @@
 //! What a caller chooses about connecting: the transport, and the settings every transport
 //! takes. Below both the choice of transport and the transports themselves.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::reconnect::Supervisor;
 
 /// Which protocol carries the calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,4 +47,7 @@ pub(crate) struct ConnectOptions {
     pub call_buffer: usize,
     /// Also trust the public web PKI.
     pub public_roots: bool,
+    /// When to connect again, and the connection's state (shared by every connection the
+    /// client makes, Authenticate's included).
+    pub supervisor: Arc<Supervisor>,
 }

@@ -97,6 +97,32 @@ impl TestVolt {
         .expect("client connects")
     }
 
+    /// The listening addresses: the websocket gateway's, then gRPC's.
+    pub fn addresses(&self) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let emulator = self.emulator();
+        let gateway = emulator
+            .http_address()
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .parse()
+            .expect("gateway address");
+        let grpc = emulator.address().parse().expect("gRPC address");
+        (gateway, grpc)
+    }
+
+    /// Starts the emulator again on `addresses` (as [`TestVolt::addresses`] gave them), with
+    /// the same data.
+    pub async fn start_on(&mut self, addresses: (std::net::SocketAddr, std::net::SocketAddr)) {
+        assert!(self.emulator.is_none(), "stop it first");
+        let emulator = Emulator::builder(&self.dir)
+            .ws_listen(addresses.0)
+            .grpc_listen(addresses.1)
+            .start()
+            .await
+            .expect("emulator starts again on the same ports");
+        self.emulator = Some(emulator);
+    }
+
     /// Stops the emulator (every connection is dropped), keeping its directory.
     pub async fn stop(&mut self) {
         if let Some(emulator) = self.emulator.take() {
@@ -206,6 +232,16 @@ pub async fn hold_the_only_slot(client: &VoltClient, wire_id: &str) -> tdx_volt:
     held
 }
 
+/// Waits until the Volt has `count` live subscriptions to `wire_id`.
+pub async fn subscriptions_live(emulator: &Emulator, wire_id: &str, count: usize) {
+    within("the subscriptions to be live", async {
+        while emulator.wire_subscribers(wire_id) < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
 /// Waits until the Volt has let go of every subscription to `wire_id` (it says nothing when
 /// it does).
 pub async fn subscriptions_gone(emulator: &Emulator, wire_id: &str) {
@@ -274,3 +310,20 @@ pub async fn subscribed(client: &VoltClient, wire_id: &str) -> WireChunks {
 
 pub mod scripted;
 pub mod scripted_legacy;
+
+/// The caller's home folder: the parent of what it creates by default (`tag` names the probe
+/// it creates to find it).
+pub async fn home_of(client: &VoltClient, tag: &str) -> String {
+    let made = client
+        .save_resource(json!({"resource": {"name": format!("probe-{tag}")}, "create": true}))
+        .await
+        .expect("SaveResource");
+    let ancestors = client
+        .get_resource_ancestors(json!({"resource_id": made["resource"]["id"]}))
+        .await
+        .expect("GetResourceAncestors");
+    ancestors["ancestor"][0]["id"]
+        .as_str()
+        .expect("a home folder")
+        .to_owned()
+}

@@ -121,6 +121,7 @@ async fn authenticate(
             identity_did: identity_did.clone(),
             cert_pem: cert_pem.clone(),
             cert_der_b64: base64::engine::general_purpose::STANDARD.encode(&cert_der),
+            revoked: false,
         })
         .map_err(|e| Failure::internal("saving the session", e))?;
     let now = svc.now();

@@ -1,13 +1,23 @@
 //! The Volt API as the emulator implements it: one handler per method, shared by both
 //! transports. [`Services::call`] routes a call by its method path.
 
+pub mod access;
+pub mod auth;
 pub mod authenticate;
+pub mod connect;
+pub mod events;
 pub mod files;
+pub mod identities;
+pub mod resource_events;
+pub mod resource_ops;
 pub mod resources;
+pub mod sessions;
 pub mod sqlite;
 #[cfg(test)]
 mod test_support;
+pub mod volt_admin;
 pub mod volt_api;
+pub mod volt_sign;
 pub mod wires;
 
 use std::collections::HashMap;
@@ -30,6 +40,8 @@ pub struct Services {
     identity: VoltIdentity,
     clients: ClientRegistry,
     resources: resources::ResourceStore,
+    access: Arc<access::AccessStore>,
+    events: Arc<events::EventHub>,
     sqlite: sqlite::SqliteService,
     wires: wires::WireHub,
     files: files::FileStore,
@@ -41,6 +53,10 @@ pub struct Services {
     discovery: String,
     /// Authenticate requests seen per client key, for [`AuthenticatePolicy::PendingThenPermit`].
     authenticate_requests: Mutex<HashMap<String, u32>>,
+    /// The Volt's editable parameters, one-time tokens and the shutdown signal.
+    admin: volt_admin::AdminState,
+    /// Session statuses and identity names saved with SaveSession / SaveIdentity.
+    session_states: sessions::SessionStates,
 }
 
 /// How long a new connection may take to become usable, by default: 10 s for the TLS
@@ -114,7 +130,18 @@ impl Services {
         let dir = identity.dir().to_path_buf();
         let resources =
             resources::ResourceStore::open(&dir, identity.id(), identity.display_name())?;
+        let access = Arc::new(access::AccessStore::open(&dir, identity.id())?);
+        let events = Arc::new(events::EventHub::default());
+        // A fresh store: no listener is set yet.
+        resources.set_listener(resource_events::listener(
+            Arc::clone(&access),
+            Arc::clone(&events),
+        ));
         Ok(Services {
+            admin: volt_admin::AdminState::open(&dir, identity.display_name())?,
+            session_states: sessions::SessionStates::open(&dir)?,
+            access,
+            events,
             clients: ClientRegistry::open(&dir)?,
             sqlite: sqlite::SqliteService::open(&dir)?,
             wires: wires::WireHub::new(),
@@ -221,6 +248,16 @@ impl Services {
         &self.resources
     }
 
+    /// Access rules and requests.
+    pub fn access(&self) -> &access::AccessStore {
+        &self.access
+    }
+
+    /// The Connect streams listening for events.
+    pub fn events(&self) -> &events::EventHub {
+        &self.events
+    }
+
     /// SQLite databases.
     pub fn sqlite(&self) -> &sqlite::SqliteService {
         &self.sqlite
@@ -236,6 +273,16 @@ impl Services {
         &self.files
     }
 
+    /// The Volt's editable parameters, one-time tokens and the shutdown signal.
+    pub fn admin(&self) -> &volt_admin::AdminState {
+        &self.admin
+    }
+
+    /// Session statuses and identity names saved by clients.
+    pub fn session_states(&self) -> &sessions::SessionStates {
+        &self.session_states
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         self.identity.dir()
@@ -244,6 +291,12 @@ impl Services {
     /// A path inside the data directory.
     pub fn data_path(&self, name: &str) -> PathBuf {
         self.identity.dir().join(name)
+    }
+
+    /// The caller's home folder (created on first use), or the Volt root when it has none:
+    /// where a resource saved without a parent goes.
+    pub async fn home_folder(&self, caller: &Caller) -> String {
+        volt_api::home_of(self, caller).await
     }
 
     /// Runs one call to completion. A reply failure becomes the method's response carrying
@@ -274,6 +327,22 @@ impl Services {
     ) -> Result<(), Failure> {
         let name = method.name();
         match method.service() {
+            // VoltAPI methods kept in files of their own, then the rest in volt_api.rs.
+            "tdx.volt_api.volt.v1.VoltAPI" if resource_ops::METHODS.contains(&name) => {
+                resource_ops::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.VoltAPI" if sessions::METHODS.contains(&name) => {
+                sessions::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.VoltAPI" if identities::METHODS.contains(&name) => {
+                identities::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.VoltAPI" if volt_admin::METHODS.contains(&name) => {
+                volt_admin::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.VoltAPI" if sqlite::save_database::METHODS.contains(&name) => {
+                sqlite::save_database::dispatch(self, caller, name, inbound, outbound).await
+            }
             "tdx.volt_api.volt.v1.VoltAPI" => {
                 volt_api::dispatch(self, caller, name, inbound, outbound).await
             }
@@ -285,6 +354,9 @@ impl Services {
             }
             "tdx.volt_api.volt.v1.FileAPI" => {
                 files::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.SyncAPI" if name == "SaveSyncDatabase" => {
+                sqlite::save_database::dispatch(self, caller, name, inbound, outbound).await
             }
             _ => Err(Failure::unimplemented(method.path())),
         }

@@ -22,6 +22,10 @@ impl TestServices {
         let dir = std::env::temp_dir().join(format!("volt-{tag}-test-{}", new_id()));
         let identity = VoltIdentity::load_or_create(&dir).unwrap();
         let svc = Arc::new(Services::open(identity).unwrap());
+        // The test caller owns the Volt, as the default client does.
+        svc.access()
+            .claim_volt_owner_blocking(&caller().client_id)
+            .unwrap();
         TestServices { svc, dir }
     }
 }

@@ -1,25 +1,14 @@
 //! VoltAPI: the resource tree, access checks, the Connect stream and Authenticate.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tdx_volt::proto::volt as pb;
 
 use crate::call::{Caller, Failure, Inbound, Outbound};
 
-use super::resources::{kind, new_id};
+use super::access::names;
+use super::resources::kind;
 use super::{unary, Services};
-
-/// Connect intervals travel in milliseconds (the official gRPC client uses them as timer
-/// delays). The least the acknowledge's `ping_interval` is: how long a client waits for the
-/// answer to each of its pings before it drops the connection.
-pub const CONNECT_PING_TIMEOUT_MS: u32 = 30_000;
-/// The ping interval assumed for a hello without one (the official gRPC client's default).
-pub const CONNECT_DEFAULT_CLIENT_PING_MS: u32 = 10_000;
-/// How long a Connect stream may stay silent before its hello, and the floor of the idle
-/// timeout after it.
-pub const CONNECT_HELLO_WAIT: Duration = Duration::from_secs(30);
-const CONNECT_MIN_IDLE: Duration = Duration::from_secs(3);
 
 /// Routes a VoltAPI method.
 pub async fn dispatch(
@@ -38,6 +27,7 @@ pub async fn dispatch(
                 } else {
                     r.resource_id
                 };
+                svc.authorize(caller, &id, names::READ)?;
                 Ok(pb::GetResourceResponse {
                     status: None,
                     resource: Some(store.require(&id)?),
@@ -49,7 +39,7 @@ pub async fn dispatch(
             unary(inbound, outbound, |r: pb::GetResourcesRequest| async move {
                 Ok(pb::GetResourcesResponse {
                     status: None,
-                    resource: query(store, &r),
+                    resource: query(store, &r, svc.readable_by(caller)),
                 })
             })
             .await
@@ -65,12 +55,14 @@ pub async fn dispatch(
                     } else {
                         r.create_in_parent_id
                     };
+                    svc.authorize(caller, &parent, names::CREATE)?;
                     let mut template = resource;
                     if template.kind.is_empty() {
                         template.kind = vec![kind::FOLDER.to_owned()];
                     }
                     store.create(&parent, &caller.client_id, template).await?
                 } else {
+                    svc.authorize(caller, &resource.id, names::WRITE)?;
                     store.update(&resource, r.purge_attributes).await?
                 };
                 Ok(pb::SaveResourceResponse {
@@ -85,6 +77,7 @@ pub async fn dispatch(
                 inbound,
                 outbound,
                 |r: pb::DeleteResourceRequest| async move {
+                    svc.authorize(caller, &r.resource_id, names::DELETE)?;
                     let removed = store.delete(&r.resource_id, r.recursive).await?;
                     for id in &removed {
                         svc.sqlite().forget(id);
@@ -100,11 +93,18 @@ pub async fn dispatch(
                 inbound,
                 outbound,
                 |r: pb::GetResourceAncestorsRequest| async move {
+                    svc.authorize(caller, &r.resource_id, names::READ)?;
                     let mut list = Vec::new();
                     if r.include_resource_id {
                         list.push(store.require(&r.resource_id)?);
                     }
-                    list.extend(store.ancestors(&r.resource_id)?);
+                    let readable = svc.readable_by(caller);
+                    list.extend(
+                        store
+                            .ancestors(&r.resource_id)?
+                            .into_iter()
+                            .filter(|a| readable(&a.id)),
+                    );
                     if r.depth > 0 {
                         list.truncate(r.depth as usize + usize::from(r.include_resource_id));
                     }
@@ -127,11 +127,18 @@ pub async fn dispatch(
                 inbound,
                 outbound,
                 |r: pb::GetResourceDescendantsRequest| async move {
+                    svc.authorize(caller, &r.resource_id, names::READ)?;
                     let mut list = Vec::new();
                     if r.include_resource_id {
                         list.push(store.require(&r.resource_id)?);
                     }
-                    list.extend(store.descendants(&r.resource_id, r.depth.max(0) as u32)?);
+                    let readable = svc.readable_by(caller);
+                    list.extend(
+                        store
+                            .descendants(&r.resource_id, r.depth.max(0) as u32)?
+                            .into_iter()
+                            .filter(|d| readable(&d.id)),
+                    );
                     if !r.descendant_kind.is_empty() {
                         list.retain(|d| d.kind.iter().any(|k| r.descendant_kind.contains(k)));
                     }
@@ -157,31 +164,10 @@ pub async fn dispatch(
             )
             .await
         }
-        "CanAccessResource" => {
-            unary(
-                inbound,
-                outbound,
-                |r: pb::CanAccessResourceRequest| async move {
-                    // The emulator trusts every issued client with every resource: the decision
-                    // is PERMIT for any resource that exists.
-                    store.require(&r.resource_id)?;
-                    Ok(pb::CanAccessResourceResponse {
-                        status: None,
-                        identity_did: svc
-                            .clients()
-                            .by_session(&caller.session_id)
-                            .map(|s| s.identity_did)
-                            .unwrap_or_default(),
-                        resource_id: r.resource_id,
-                        access: r.access,
-                        decision: pb::PolicyDecision::Permit as i32,
-                        session_id: caller.session_id.clone(),
-                    })
-                },
-            )
-            .await
+        name if super::access::rpc::METHODS.contains(&name) => {
+            super::access::rpc::dispatch(svc, caller, name, inbound, outbound).await
         }
-        "Connect" => connect(inbound, outbound).await,
+        "Connect" => super::connect::connect(svc, caller, inbound, outbound).await,
         "Authenticate" => super::authenticate::handle(svc, inbound, outbound).await,
         _ => Err(Failure::unimplemented(&format!(
             "/tdx.volt_api.volt.v1.VoltAPI/{name}"
@@ -218,11 +204,12 @@ pub async fn home_of(svc: &Services, caller: &Caller) -> String {
 fn query(
     store: &super::resources::ResourceStore,
     r: &pb::GetResourcesRequest,
+    readable: impl Fn(&str) -> bool,
 ) -> Vec<pb::Resource> {
     let mut out: Vec<pb::Resource> = store
         .all()
         .into_iter()
-        .filter(|(parent, x)| matches_query(r, parent.as_deref(), x))
+        .filter(|(parent, x)| matches_query(r, parent.as_deref(), x) && readable(&x.id))
         .map(|(_, x)| x)
         .collect();
     if r.limit > 0 {
@@ -320,77 +307,6 @@ fn wildcard(pattern: &str, text: &str) -> bool {
         }
     }
     p[pi..].iter().all(|c| matches!(c, '*' | '%'))
-}
-
-/// Connect: hello is acknowledged with a connection id, the time and a ping interval (all in
-/// milliseconds); pings are answered; goodbye (or the client's end) ends the stream with a
-/// goodbye. A client silent for three of its own ping intervals is taken to be gone.
-async fn connect(mut inbound: Inbound, outbound: &Outbound) -> Result<(), Failure> {
-    use pb::connect_request::Payload as In;
-    use pb::connect_response::Payload as Out;
-    let reply = |payload: Out| pb::ConnectResponse {
-        status: None,
-        payload: Some(payload),
-    };
-    let mut idle = CONNECT_HELLO_WAIT;
-    let mut said_hello = false;
-    loop {
-        let request = match tokio::time::timeout(idle, inbound.next::<pb::ConnectRequest>()).await {
-            Err(_) => return Ok(()),
-            Ok(r) => r?,
-        };
-        match request.and_then(|r| r.payload) {
-            Some(In::Hello(hello)) if !said_hello => {
-                said_hello = true;
-                let (ping_timeout, idle_after) = connect_intervals(hello.ping_interval);
-                idle = idle_after;
-                outbound
-                    .send(&reply(Out::Acknowledge(pb::ConnectAcknowledge {
-                        connection_id: new_id(),
-                        timestamp: now_millis(),
-                        ping_interval: ping_timeout,
-                    })))
-                    .await?;
-            }
-            Some(In::Hello(_)) => return Err(Failure::invalid("Connect: hello sent twice")),
-            Some(In::Ping(_)) => {
-                outbound.send(&reply(Out::Ping(pb::ConnectPing {}))).await?;
-            }
-            Some(In::Goodbye(_)) | None => {
-                outbound
-                    .send(&reply(Out::Goodbye(pb::ConnectGoodbye {
-                        status: None,
-                        ended: true,
-                    })))
-                    .await?;
-                return Ok(());
-            }
-            Some(_) => {}
-        }
-    }
-}
-
-/// For a hello's `ping_interval` (ms; 0 for the default): the acknowledge's `ping_interval`
-/// (ms the client may wait for each ping's answer: three of its intervals, at least
-/// [`CONNECT_PING_TIMEOUT_MS`]) and how long the client may be silent (three of its intervals,
-/// at least 3 s, so that a client that wrote its interval in seconds is not dropped at once).
-pub fn connect_intervals(client_ping_ms: u32) -> (u32, Duration) {
-    let client = if client_ping_ms == 0 {
-        CONNECT_DEFAULT_CLIENT_PING_MS
-    } else {
-        client_ping_ms
-    };
-    let three = client.saturating_mul(3);
-    (
-        three.max(CONNECT_PING_TIMEOUT_MS),
-        Duration::from_millis(u64::from(three)).max(CONNECT_MIN_IDLE),
-    )
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! One task owns each socket ([`Connection`]). Client messages are read and answered in order
 //! by that task; each call runs in its own task (handler + response forwarder) joined to the
 //! connection's `JoinSet`, so closing the socket cancels every call. Responses reach the socket
-//! through one bounded channel. Finished call ids are remembered for a while, so that a
+//! through one queue capped in bytes (`outgoing.rs`). Finished call ids are remembered for a while, so that a
 //! client's late frames for them (typically its end, crossing the server's end on the wire) are
 //! dropped quietly instead of answered as unknown.
 //!
@@ -33,9 +33,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
-use crate::auth::verify_sessionless_proof;
 use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
+use crate::services::auth::verify_sessionless_proof;
 use crate::services::Services;
+
+use super::outgoing::{NotQueued, Outgoing, OutgoingLimits, Progress, Queued};
 
 /// The path of the gateway.
 pub const API_PATH: &str = "/api";
@@ -46,8 +48,6 @@ pub const HARD_MESSAGE_LIMIT: usize = MAX_MESSAGE_LEN + 32 * 1024 * 1024;
 /// Calls open at once on one socket; a call beyond it is refused with an error.
 pub const MAX_CALLS_PER_CONNECTION: usize = 10_000;
 use tdx_volt::protocol::grpc::AUTHENTICATE_PATH as AUTHENTICATE;
-/// Frames queued for the socket writer.
-const OUTGOING_CAPACITY: usize = 256;
 /// Finished calls remembered so that a client's late frames for them are dropped quietly.
 const RECENTLY_FINISHED: usize = 1024;
 /// Error texts sent to clients are cut to this many bytes (at a character boundary), so that
@@ -79,7 +79,7 @@ pub(crate) trait Protocol: Sized + Send + 'static {
 
 /// Accepts the websocket upgrade at [`API_PATH`] on an established (TLS or plain) stream and
 /// serves the connection with protocol `P` until it closes.
-pub(crate) async fn serve_stream<P, S>(svc: Arc<Services>, stream: S)
+pub(crate) async fn serve_stream<P, S>(svc: Arc<Services>, stream: S, limits: OutgoingLimits)
 where
     P: Protocol,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -101,7 +101,7 @@ where
     };
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config));
     match tokio::time::timeout(svc.handshake_timeout(), upgrade).await {
-        Ok(Ok(ws)) => Connection::<P>::new(svc).run(ws).await,
+        Ok(Ok(ws)) => Connection::<P>::new(svc, limits).run(ws).await,
         Ok(Err(e)) => debug!("websocket handshake failed: {e}"),
         Err(_) => debug!("no websocket upgrade within the handshake timeout"),
     }
@@ -147,23 +147,25 @@ pub(crate) struct Connection<P: Protocol> {
     tasks: JoinSet<(u64, u64)>,
     next_serial: u64,
     /// Frames produced by the call tasks, written by the connection task.
-    out_tx: mpsc::Sender<Message>,
-    out_rx: mpsc::Receiver<Message>,
+    outgoing: Outgoing,
+    out_rx: mpsc::Receiver<Queued>,
+    progress: Arc<Progress>,
     /// Frames the connection task itself answers with, written after each client message.
     pending: Vec<Message>,
     finished: VecDeque<u64>,
 }
 
 impl<P: Protocol> Connection<P> {
-    fn new(svc: Arc<Services>) -> Connection<P> {
-        let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
+    fn new(svc: Arc<Services>, limits: OutgoingLimits) -> Connection<P> {
+        let (outgoing, out_rx, progress) = Outgoing::new(limits);
         Connection {
             svc,
             calls: HashMap::new(),
             tasks: JoinSet::new(),
             next_serial: 0,
-            out_tx,
+            outgoing,
             out_rx,
+            progress,
             pending: Vec::new(),
             finished: VecDeque::with_capacity(RECENTLY_FINISHED),
         }
@@ -174,8 +176,11 @@ impl<P: Protocol> Connection<P> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let (mut sink, mut stream) = ws.split();
+        let progress = Arc::clone(&self.progress);
         loop {
             tokio::select! {
+                // A call found the client reading nothing: let it go (logged there).
+                () = progress.stalled() => break,
                 incoming = stream.next() => {
                     let message = match incoming {
                         Some(Ok(m)) => m,
@@ -197,14 +202,17 @@ impl<P: Protocol> Connection<P> {
                         }
                         Message::Binary(_) | Message::Text(_) => {
                             let close = P::on_message(&mut self, message);
-                            let mut failed = false;
-                            for reply in self.pending.drain(..) {
-                                if sink.feed(reply).await.is_err() {
-                                    failed = true;
-                                    break;
+                            let replies = async {
+                                for reply in self.pending.drain(..) {
+                                    sink.feed(reply).await?;
                                 }
-                            }
-                            if failed || sink.flush().await.is_err() {
+                                sink.flush().await
+                            };
+                            let written = tokio::select! {
+                                written = replies => written.is_ok(),
+                                () = progress.stalled() => false,
+                            };
+                            if !written {
                                 break;
                             }
                             if let Some(close) = close {
@@ -217,11 +225,18 @@ impl<P: Protocol> Connection<P> {
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
-                Some(frame) = self.out_rx.recv() => {
-                    if let Err(e) = sink.send(frame).await {
+                Some(queued) = self.out_rx.recv() => {
+                    let size = queued.message.len();
+                    let written = tokio::select! {
+                        written = sink.send(queued.message) => written,
+                        () = progress.stalled() => break,
+                    };
+                    if let Err(e) = written {
                         debug!("websocket write failed: {e}");
                         break;
                     }
+                    // The frame's share of the cap is released with `queued`'s permit.
+                    self.progress.wrote(size);
                 }
                 Some(done) = self.tasks.join_next() => {
                     if let Ok((call_id, serial)) = done {
@@ -376,7 +391,7 @@ impl<P: Protocol> Connection<P> {
         };
         let (outbound, mut out_rx) = Outbound::channel();
         let svc = self.svc.clone();
-        let out_tx = self.out_tx.clone();
+        let outgoing = self.outgoing.clone();
         let call_key = key.clone();
         let serial = self.next_serial;
         self.next_serial += 1;
@@ -390,24 +405,27 @@ impl<P: Protocol> Connection<P> {
                         Err(Failure::abort(Code::Internal, "the call's handler failed"))
                     })
             };
-            // A response that cannot be framed (too large) fails the call: dropping the
-            // receiver stops the handler at its next send.
+            // A response that cannot be framed or queued (too large) fails the call: dropping
+            // the receiver stops the handler at its next send.
             let forward = async {
                 while let Some(bytes) = out_rx.recv().await {
-                    match response_frame(method, &*call_key, call_id, &bytes) {
-                        Ok(frame) => {
-                            if out_tx.send(frame).await.is_err() {
-                                return None;
-                            }
-                        }
+                    let turn = outgoing.turn().await;
+                    let frame = match response_frame(method, &*call_key, call_id, &bytes) {
+                        Ok(frame) => frame,
                         Err(f) => return Some(f),
+                    };
+                    match outgoing.send(turn, frame).await {
+                        Ok(()) => {}
+                        Err(NotQueued::TooLarge(size)) => return Some(too_large(size)),
+                        Err(NotQueued::Closing) => return None,
                     }
                 }
                 None
             };
             let (result, unsendable) = tokio::join!(handler, forward);
+            let turn = outgoing.turn().await;
             if let Ok(frame) = call_key.frame(call_id, &end_body(unsendable.map_or(result, Err))) {
-                let _ = out_tx.send(frame).await;
+                let _ = outgoing.send(turn, frame).await;
             }
             (call_id, serial)
         });
@@ -512,6 +530,14 @@ fn end_body(result: Result<(), Failure>) -> Body {
             error_code: f.code().as_i32(),
         },
     }
+}
+
+/// The failure of a call whose response alone is over the connection's queue cap.
+fn too_large(size: usize) -> Failure {
+    Failure::abort(
+        Code::ResourceExhausted,
+        format!("a response frame of {size} bytes exceeds this connection's queue limit"),
+    )
 }
 
 /// Cuts an error text to [`MAX_ERROR_TEXT`] bytes at a character boundary.

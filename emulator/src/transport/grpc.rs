@@ -25,8 +25,8 @@ use tokio::sync::oneshot;
 use tonic::{Status, Streaming};
 use tracing::debug;
 
-use crate::auth::{verify_sessionless_proof, verify_token};
 use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
+use crate::services::auth::{check_not_revoked, verify_sessionless_proof, verify_token};
 use crate::services::Services;
 
 pub use tdx_volt::protocol::grpc::TOKEN_METADATA;
@@ -85,6 +85,8 @@ async fn handle(
             .into_http();
     };
     let mut proof = None;
+    // A client whose certificate's session was revoked authenticates afresh with its token.
+    let peer = peer.filter(|p| path != AUTHENTICATE || !svc.clients().is_revoked(&p.session_id));
     let caller = if path == AUTHENTICATE && peer.is_none() {
         // Authenticate is how a client obtains a session: its token is checked against the
         // key the request presents, once the request has arrived.
@@ -133,6 +135,8 @@ fn identify(
     headers: &http::HeaderMap,
 ) -> Result<Caller, Failure> {
     if let Some(caller) = peer {
+        // Looked up as the connection opened: the session may have been revoked since.
+        check_not_revoked(svc, &caller.session_id)?;
         return Ok(caller);
     }
     let jwt = headers

@@ -34,18 +34,18 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::gateway::{self, CallSeal, Connection, Identity, Protocol, MAX_MESSAGE_LEN};
-use crate::auth::verify_legacy_token;
 use crate::call::Caller;
+use crate::services::auth::verify_legacy_token;
 use crate::services::Services;
 
 /// Accepts the websocket upgrade at [`API_PATH`](super::websocket::API_PATH) on an
 /// established (TLS or plain) stream and serves the connection with the older protocol until
 /// it closes.
-pub async fn serve_stream<S>(svc: Arc<Services>, stream: S)
+pub async fn serve_stream<S>(svc: Arc<Services>, stream: S, limits: super::outgoing::OutgoingLimits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    gateway::serve_stream::<Legacy, S>(svc, stream).await
+    gateway::serve_stream::<Legacy, S>(svc, stream, limits).await
 }
 
 impl CallSeal for LegacyKey {

@@ -4,5 +4,6 @@
 mod gateway;
 pub mod grpc;
 pub mod legacy_websocket;
+pub mod outgoing;
 pub(crate) mod preface;
 pub mod websocket;

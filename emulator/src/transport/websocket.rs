@@ -28,18 +28,18 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::gateway::{self, CallSeal, Connection, Identity, Protocol};
-use crate::auth::verify_token;
+use crate::services::auth::verify_token;
 use crate::services::Services;
 
 pub use super::gateway::{API_PATH, HARD_MESSAGE_LIMIT, MAX_CALLS_PER_CONNECTION, MAX_MESSAGE_LEN};
 
 /// Accepts the websocket upgrade at [`API_PATH`] on an established (TLS or plain) stream and
 /// serves the connection until it closes.
-pub async fn serve_stream<S>(svc: Arc<Services>, stream: S)
+pub async fn serve_stream<S>(svc: Arc<Services>, stream: S, limits: super::outgoing::OutgoingLimits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    gateway::serve_stream::<V1, S>(svc, stream).await
+    gateway::serve_stream::<V1, S>(svc, stream, limits).await
 }
 
 impl CallSeal for CallKey {

@@ -235,6 +235,28 @@ impl EmulatorProcess {
         )
     }
 
+    /// Issues another client with `volt-emulator client --name NAME` (to the running
+    /// emulator's directory) and returns its configuration's path.
+    #[allow(dead_code)] // Not every test binary that includes this module issues clients.
+    pub fn issue_client(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(format!("{name}.config.json"));
+        let run = Command::new(env!("CARGO_BIN_EXE_volt-emulator"))
+            .args(["client", "--name", name, "--dir"])
+            .arg(self.dir.path())
+            .arg("--out")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running volt-emulator client: {e}"));
+        assert!(
+            run.status.success(),
+            "volt-emulator client --name {name}: {}\n{}",
+            run.status,
+            String::from_utf8_lossy(&run.stderr)
+        );
+        out
+    }
+
     /// Sends SIGTERM and asserts a clean exit (status 0) within SHUTDOWN_TIMEOUT.
     pub fn terminate(mut self) {
         let pid = self.child.id().to_string();

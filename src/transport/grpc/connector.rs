@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use http::Uri;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::transport::net;
+use crate::transport::reconnect::Supervisor;
 use crate::{Error, ErrorKind, Result};
 
-type Stream = TokioIo<TlsStream<TcpStream>>;
+type Stream = TokioIo<Watched<TlsStream<TcpStream>>>;
 
 /// Connects to one address with one TLS configuration, whatever URI tonic asks for. The first
 /// connection is made before tonic gets the connector (so that its errors reach the caller
@@ -28,6 +30,7 @@ pub(crate) struct Connector {
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
     first: Arc<Mutex<Option<Stream>>>,
+    supervisor: Arc<Supervisor>,
 }
 
 impl Connector {
@@ -38,6 +41,7 @@ impl Connector {
         port: u16,
         tls: Arc<rustls::ClientConfig>,
         timeout: Duration,
+        supervisor: Arc<Supervisor>,
     ) -> Result<Connector> {
         let connector = Connector {
             host: Arc::from(host),
@@ -45,22 +49,24 @@ impl Connector {
             tls,
             timeout,
             first: Arc::new(Mutex::new(None)),
+            supervisor,
         };
+        connector.supervisor.connecting();
         let stream = connector.open().await?;
         *connector.lock() = Some(stream);
         Ok(connector)
     }
 
-    /// TCP then TLS, within the connect timeout.
+    /// TCP then TLS, within the connect timeout; the outcome is recorded for the state and
+    /// the backoff.
     fn open(&self) -> impl Future<Output = Result<Stream>> + Send + 'static {
         let this = self.clone();
         async move {
             let stages = async {
                 let tcp = net::tcp(&this.host, this.port).await?;
-                let tls = net::tls(this.tls.clone(), &this.host, this.port, tcp).await?;
-                Ok(TokioIo::new(tls))
+                net::tls(this.tls.clone(), &this.host, this.port, tcp).await
             };
-            match tokio::time::timeout(this.timeout, stages).await {
+            let result = match tokio::time::timeout(this.timeout, stages).await {
                 Ok(stream) => stream,
                 Err(_) => Err(Error::new(
                     ErrorKind::Timeout,
@@ -69,6 +75,36 @@ impl Connector {
                         this.host, this.port, this.timeout
                     ),
                 )),
+            };
+            match result {
+                Ok(tls) => {
+                    let generation = this.supervisor.connected();
+                    Ok(TokioIo::new(Watched {
+                        inner: tls,
+                        supervisor: this.supervisor.clone(),
+                        generation,
+                    }))
+                }
+                Err(e) => {
+                    this.supervisor.failed(&e);
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// A reconnection: waits for the policy's turn, then connects; when calls wait for the
+    /// connection, tries again at each turn (tonic polls this only while calls wait, and each
+    /// call gives up at its own timeout).
+    fn reopen(&self) -> impl Future<Output = Result<Stream>> + Send + 'static {
+        let this = self.clone();
+        async move {
+            loop {
+                this.supervisor.wait_turn().await?;
+                match this.open().await {
+                    Err(e) if this.supervisor.waits_for_connection() && !e.is_config() => {}
+                    done => return done,
+                }
             }
         }
     }
@@ -92,7 +128,77 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, _uri: Uri) -> Connecting {
         match self.lock().take() {
             Some(stream) => Box::pin(std::future::ready(Ok(stream))),
-            None => Box::pin(self.open()),
+            None => Box::pin(self.reopen()),
         }
+    }
+}
+
+/// The connection's byte stream, telling the supervisor when the Volt closes it or it fails
+/// (tonic reconnects on the next call; the state says it is down meanwhile).
+pub(crate) struct Watched<S> {
+    inner: S,
+    supervisor: Arc<Supervisor>,
+    /// The connection's number: a report about an older one is ignored.
+    generation: u64,
+}
+
+impl<S> Drop for Watched<S> {
+    fn drop(&mut self) {
+        // hyper lets go of the connection when it ends (a GOAWAY, an error, the client gone),
+        // whether or not it read to the end.
+        self.supervisor.lost_connection(self.generation);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match &polled {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                self.supervisor.lost_connection(self.generation);
+            }
+            Poll::Ready(Err(_)) => self.supervisor.lost_connection(self.generation),
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Err(_)) = &polled {
+            self.supervisor.lost_connection(self.generation);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

@@ -64,6 +64,8 @@ pub(crate) struct Settings {
     pub max_inbound: usize,
     /// Unread responses a call may hold before its reader waits for the caller.
     pub call_buffer: usize,
+    /// When to connect again; the connection's state.
+    pub supervisor: Arc<super::reconnect::Supervisor>,
 }
 
 /// A handle on the connection; cheap to clone.
@@ -102,8 +104,14 @@ impl Connection {
             // stalled at once to fill it.
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW);
-        let connector =
-            Connector::connect(&host, port, settings.tls.clone(), settings.connect_timeout).await?;
+        let connector = Connector::connect(
+            &host,
+            port,
+            settings.tls.clone(),
+            settings.connect_timeout,
+            settings.supervisor.clone(),
+        )
+        .await?;
         // The HTTP/2 handshake over the connection just made.
         let channel = match tokio::time::timeout(
             settings.connect_timeout,

@@ -47,6 +47,7 @@ pub(crate) async fn connect(
         max_outbound: options.max_message_len.min(MAX_MESSAGE_LEN),
         max_inbound: MAX_FRAME_LEN,
         call_buffer: options.call_buffer,
+        supervisor: options.supervisor.clone(),
     };
     Ok(Arc::new(Connection::connect(settings).await?))
 }

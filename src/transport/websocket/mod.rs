@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::delivery::{self, Delivery};
 use super::link::{CallIo, CallSpec, Link, Opened};
+use super::reconnect::Supervisor;
 use super::Transport;
 use crate::protocol::body;
 use crate::protocol::exchange::ClientKeyExchange;
@@ -73,6 +74,8 @@ pub(crate) struct Settings {
     pub max_outbound: usize,
     /// Unread events a call may hold before it is failed as too slow.
     pub call_buffer: usize,
+    /// When to connect again; the connection's state.
+    pub supervisor: Arc<Supervisor>,
 }
 
 /// A handle on the connection task; cheap to clone.
@@ -168,7 +171,15 @@ pub(crate) enum Phase {
 impl Connection {
     /// Opens the websocket and starts the task that owns it.
     pub(crate) async fn connect(settings: Settings) -> Result<Connection> {
-        let socket = socket::open(&settings.target).await?;
+        settings.supervisor.connecting();
+        let socket = match socket::open(&settings.target).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                settings.supervisor.failed(&e);
+                return Err(e);
+            }
+        };
+        settings.supervisor.connected();
         let settings = Arc::new(settings);
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (drops, drops_rx) = mpsc::unbounded_channel();

@@ -82,6 +82,7 @@ pub(crate) async fn connect(
         keepalive: options.keepalive,
         max_outbound: options.max_message_len,
         call_buffer: options.call_buffer,
+        supervisor: options.supervisor.clone(),
     };
     Ok(Arc::new(Connection::connect(settings).await?))
 }

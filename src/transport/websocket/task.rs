@@ -59,6 +59,7 @@ pub(super) async fn run(
                 Exit::Done => return,
                 Exit::Lost(cause) => {
                     tracing::debug!(%cause, "volt websocket lost");
+                    settings.supervisor.lost();
                     table.fail_all(&cause);
                 }
             }
@@ -85,34 +86,126 @@ pub(super) async fn run(
             table.on_command(Command::Open(open));
             continue;
         }
+        // Connect again, as the policy allows, for this call and any that come meanwhile.
+        let mut queue = vec![(Instant::now(), Command::Open(open))];
+        socket = reconnect(&settings, &mut table, &mut queue, &mut commands).await;
+        for (_, command) in queue {
+            table.on_command(command);
+        }
+    }
+}
+
+/// Disconnected with calls waiting in `queue` (opens and what their callers sent since, in
+/// arrival order): waits out the policy's backoff (taking new commands meanwhile), then
+/// tries; repeats until a socket is open, or no open is left waiting. An open whose own
+/// timeout passes first fails with a timeout; when no more attempts will be made, every
+/// waiting open fails with the reason. What is left in `queue` goes to the table.
+async fn reconnect(
+    settings: &Settings,
+    table: &mut Table,
+    queue: &mut Vec<(Instant, Command)>,
+    commands: &mut mpsc::Receiver<Command>,
+) -> Option<Socket> {
+    let supervisor = &settings.supervisor;
+    loop {
+        let turn = match supervisor.next_attempt() {
+            Ok(turn) => turn,
+            Err(e) => {
+                refuse_all(table, queue, Lost::from(&e));
+                return None;
+            }
+        };
+        if let Some(at) = turn {
+            let at = Instant::from_std(at);
+            loop {
+                expire(table, queue, Instant::now());
+                if !queue.iter().any(|(_, c)| matches!(c, Command::Open(_))) {
+                    // Nobody needs the connection any more.
+                    return None;
+                }
+                let first_deadline = queue
+                    .iter()
+                    .filter_map(|(arrived, c)| match c {
+                        Command::Open(open) => Some(*arrived + open.exchange_timeout),
+                        _ => None,
+                    })
+                    .min()
+                    .unwrap_or(at);
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => break,
+                    () = tokio::time::sleep_until(first_deadline) => {}
+                    command = commands.recv() => match command {
+                        Some(command) => queue.push((Instant::now(), command)),
+                        // Every handle is gone: the waiting calls' callers are too.
+                        None => return None,
+                    },
+                }
+            }
+        }
+        supervisor.connecting();
         match socket::open(&settings.target).await {
             Ok(fresh) => {
                 tracing::debug!(url = %settings.target.url, "volt websocket reconnected");
-                table.on_command(Command::Open(open));
-                socket = Some(fresh);
+                supervisor.connected();
+                return Some(fresh);
             }
             Err(e) => {
-                // This call and every call already queued fail with the same cause; the next
-                // one tries again.
-                table.refusal = Some(Lost::from(&e));
-                table.on_command(Command::Open(open));
+                supervisor.failed(&e);
+                if !supervisor.waits_for_connection() {
+                    refuse_all(table, queue, Lost::from(&e));
+                    return None;
+                }
                 // Only what is queued now: callers retrying must not keep the task here.
                 for _ in 0..commands.len() {
                     match commands.try_recv() {
-                        Ok(queued) => table.on_command(queued),
+                        Ok(command) => queue.push((Instant::now(), command)),
                         Err(_) => break,
                     }
                 }
-                for _ in 0..drops.len() {
-                    match drops.try_recv() {
-                        Ok(dropped) => table.on_drop(dropped),
-                        Err(_) => break,
-                    }
-                }
-                table.refusal = None;
             }
         }
     }
+}
+
+/// Fails the waiting opens whose own timeout has passed (and hands their other commands to
+/// the table, which drops them with the call).
+fn expire(table: &mut Table, queue: &mut Vec<(Instant, Command)>, now: Instant) {
+    let overdue: Vec<u64> = queue
+        .iter()
+        .filter_map(|(arrived, c)| match c {
+            Command::Open(open)
+                if *arrived + open.exchange_timeout <= now || open.delivery.is_gone() =>
+            {
+                Some(open.id)
+            }
+            _ => None,
+        })
+        .collect();
+    if overdue.is_empty() {
+        return;
+    }
+    let why = Lost {
+        kind: ErrorKind::Timeout,
+        message: "no connection to the Volt within the call's timeout".to_owned(),
+    };
+    let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(queue)
+        .into_iter()
+        .partition(|(_, c)| overdue.contains(&c.id()));
+    *queue = kept;
+    table.refusal = Some(why);
+    for (_, command) in gone {
+        table.on_command(command);
+    }
+    table.refusal = None;
+}
+
+/// Fails every waiting open with `why`.
+fn refuse_all(table: &mut Table, queue: &mut Vec<(Instant, Command)>, why: Lost) {
+    table.refusal = Some(why);
+    for (_, command) in queue.drain(..) {
+        table.on_command(command);
+    }
+    table.refusal = None;
 }
 
 /// Why [`serve`] returned.

@@ -38,6 +38,7 @@ use tokio::io::AsyncReadExt as _;
 use crate::call::{Caller, Code, Failure, Inbound, Outbound};
 use crate::files::{write_atomic, Access};
 
+use super::access::names;
 use super::resources::kind;
 use super::{unary, Services};
 
@@ -102,7 +103,7 @@ impl FileStore {
 /// Routes a FileAPI method.
 pub async fn dispatch(
     svc: &Arc<Services>,
-    _caller: &Caller,
+    caller: &Caller,
     name: &str,
     inbound: Inbound,
     outbound: &Outbound,
@@ -113,7 +114,8 @@ pub async fn dispatch(
                 inbound,
                 outbound,
                 |r: pb::SetFileContentRequest| async move {
-                    let resource = require_file(svc, &r.resource_id, &r.file_path)?;
+                    let resource =
+                        require_file(svc, caller, &r.resource_id, &r.file_path, names::WRITE)?;
                     if r.content.len() > MAX_CONTENT_BYTES {
                         return Err(Failure::invalid(format!(
                             "SetFileContent: {} bytes exceeds the {MAX_CONTENT_BYTES}-byte limit; \
@@ -132,7 +134,8 @@ pub async fn dispatch(
                 inbound,
                 outbound,
                 |r: pb::GetFileContentRequest| async move {
-                    let resource = require_file(svc, &r.resource_id, &r.file_path)?;
+                    let resource =
+                        require_file(svc, caller, &r.resource_id, &r.file_path, names::READ)?;
                     let path = svc.files().path_of(&resource.id);
                     let size = content_size(&path).await?;
                     if size > MAX_CONTENT_BYTES as u64 {
@@ -159,7 +162,8 @@ pub async fn dispatch(
         }
         "GetFile" => {
             unary(inbound, outbound, |r: pb::GetFileRequest| async move {
-                let resource = require_file(svc, &r.resource_id, &r.file_path)?;
+                let resource =
+                    require_file(svc, caller, &r.resource_id, &r.file_path, names::READ)?;
                 let size = content_size(&svc.files().path_of(&resource.id)).await?;
                 Ok(pb::GetFileResponse {
                     status: None,
@@ -179,19 +183,22 @@ pub async fn dispatch(
             })
             .await
         }
-        "UploadFile" => upload(svc, inbound, outbound).await,
-        "DownloadFile" => download(svc, inbound, outbound).await,
+        "UploadFile" => upload(svc, caller, inbound, outbound).await,
+        "DownloadFile" => download(svc, caller, inbound, outbound).await,
         _ => Err(Failure::unimplemented(&format!(
             "/tdx.volt_api.volt.v1.FileAPI/{name}"
         ))),
     }
 }
 
-/// The resource that holds the content, or the reply failure for an unusable request.
+/// The resource that holds the content, once `caller` is found to have `access` to it, or
+/// the reply failure for an unusable request.
 fn require_file(
     svc: &Services,
+    caller: &Caller,
     resource_id: &str,
     file_path: &str,
+    access: &str,
 ) -> Result<pb::Resource, Failure> {
     if resource_id.is_empty() {
         return Err(Failure::invalid("resource_id is required"));
@@ -216,6 +223,7 @@ fn require_file(
             "resource {resource_id} is a {other}, not a file"
         )));
     }
+    svc.authorize(caller, &resource.id, access)?;
     Ok(resource)
 }
 
@@ -281,6 +289,7 @@ async fn store_content(
 
 async fn upload(
     svc: &Arc<Services>,
+    caller: &Caller,
     mut inbound: Inbound,
     outbound: &Outbound,
 ) -> Result<(), Failure> {
@@ -300,7 +309,7 @@ async fn upload(
             ))
         }
     };
-    let resource = require_file(svc, &start.resource_id, "")?;
+    let resource = require_file(svc, caller, &start.resource_id, "", names::WRITE)?;
     let mut content: Vec<u8> = Vec::new();
     let mut blocks: u32 = 0;
     while let Some(request) = inbound.next::<pb::UploadFileRequest>().await? {
@@ -338,6 +347,7 @@ async fn upload(
 
 async fn download(
     svc: &Arc<Services>,
+    caller: &Caller,
     mut inbound: Inbound,
     outbound: &Outbound,
 ) -> Result<(), Failure> {
@@ -346,7 +356,13 @@ async fn download(
         .next::<pb::DownloadFileRequest>()
         .await?
         .ok_or_else(|| Failure::invalid("DownloadFile: the call ended without a request"))?;
-    let resource = require_file(svc, &request.resource_id, &request.file_path)?;
+    let resource = require_file(
+        svc,
+        caller,
+        &request.resource_id,
+        &request.file_path,
+        names::READ,
+    )?;
     let path = svc.files().path_of(&resource.id);
     match tokio::fs::File::open(&path).await {
         Ok(mut file) => loop {
@@ -387,5 +403,6 @@ async fn download(
         .await
 }
 
+mod copy;
 #[cfg(test)]
 mod tests;

@@ -4,18 +4,22 @@
 //!
 //! A change is made and serialised under the tree's lock; the file is written after the lock
 //! is released (a change made in async code waits for it on a blocking thread), and a change
-//! returns once the file holds it. `TreeFile` tells how writers keep their order.
+//! returns once the file holds it (`crate::snapshot_file` tells how writers keep their order).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 use tdx_volt::proto::volt::{Resource, ResourceStatus, ShareMode};
-use tdx_volt::protocol::schema;
 
 use crate::call::{Code, Failure};
-use crate::files::{read_optional, replace, temp_path, write_synced, Access};
+use crate::files::read_optional;
+use crate::proto_json::{from_json, to_json};
+use crate::snapshot_file::{Snapshot, SnapshotFile};
+
+pub mod changes;
+pub use changes::{Change, ChangeKind, Listener};
 
 /// The file the tree is kept in.
 pub const RESOURCES_FILE: &str = "resources.json";
@@ -87,64 +91,16 @@ struct Tree {
     order: Vec<String>,
     /// Changes made since the store was opened: the version of the latest snapshot.
     version: u64,
-}
-
-/// The tree serialised for the file just after a change, and the version it is.
-struct Snapshot {
-    version: u64,
-    text: String,
+    /// What the change being made did, for the listener.
+    pending: Vec<Change>,
 }
 
 /// The resource tree, shared by every service.
 pub struct ResourceStore {
     volt_id: String,
     tree: Mutex<Tree>,
-    file: Arc<TreeFile>,
-}
-
-/// `resources.json`, written from snapshots without holding the tree's lock.
-///
-/// Writers do not wait for one another while they write: each writes and syncs its own
-/// temporary file (named after its version), and only the rename that puts it in place is
-/// taken in turn, under `written`, which is never held across a write or a sync. A snapshot
-/// older than the one in the file is dropped instead of renamed, so the file only moves
-/// forward; the newer snapshot already holds the older one's change.
-struct TreeFile {
-    path: PathBuf,
-    /// The version of the snapshot in the file (0: as loaded).
-    written: Mutex<u64>,
-}
-
-impl TreeFile {
-    fn written(&self) -> MutexGuard<'_, u64> {
-        // A version number is always whole, so a poisoned lock is still usable.
-        self.written.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Puts `snapshot` in the file, unless a newer one is there already. Blocks on the write:
-    /// async code goes through `ResourceStore::saved`, which runs it on a blocking thread.
-    fn write(&self, snapshot: &Snapshot) -> Result<(), Failure> {
-        let failed = |e| Failure::internal("saving resources", e);
-        if *self.written() >= snapshot.version {
-            return Ok(());
-        }
-        let tmp = temp_path(&self.path, &snapshot.version.to_string());
-        let placed = write_synced(&tmp, &self.path, snapshot.text.as_bytes(), Access::Private)
-            .and_then(|()| {
-                let mut written = self.written();
-                if *written >= snapshot.version {
-                    return Ok(false);
-                }
-                replace(&tmp, &self.path)?;
-                *written = snapshot.version;
-                Ok(true)
-            });
-        if !matches!(placed, Ok(true)) {
-            // Not renamed: a newer snapshot won, or the write failed part way.
-            let _ = std::fs::remove_file(&tmp);
-        }
-        placed.map(|_| ()).map_err(failed)
-    }
+    file: Arc<SnapshotFile>,
+    changes: changes::ChangeSink,
 }
 
 /// Milliseconds since the epoch, for `created` / `modified` (the API's unit).
@@ -178,6 +134,7 @@ impl ResourceStore {
             nodes: HashMap::new(),
             order: Vec::new(),
             version: 0,
+            pending: Vec::new(),
         };
         if let Some(text) = read_optional(&path)? {
             load_into(&mut tree, &text).map_err(|e| {
@@ -187,10 +144,8 @@ impl ResourceStore {
         let store = ResourceStore {
             volt_id: volt_id.to_owned(),
             tree: Mutex::new(tree),
-            file: Arc::new(TreeFile {
-                path,
-                written: Mutex::new(0),
-            }),
+            file: SnapshotFile::new(path),
+            changes: changes::ChangeSink::default(),
         };
         if store.get(volt_id).is_none() {
             let now = now_millis();
@@ -212,6 +167,12 @@ impl ResourceStore {
                 .map_err(|f| tdx_volt::Error::new(tdx_volt::ErrorKind::Io, f.to_string()))?;
         }
         Ok(store)
+    }
+
+    /// Sets who hears of every change from now on (once; `false` when one was set already).
+    /// See [`Listener`] for what it may do.
+    pub fn set_listener(&self, listener: Listener) -> bool {
+        self.changes.set(listener)
     }
 
     /// The Volt root's id.
@@ -297,9 +258,9 @@ impl ResourceStore {
         }
         let now = now_millis();
         template.volt_id = self.volt_id.clone();
-        if template.owner.is_empty() {
-            template.owner = owner.to_owned();
-        }
+        // The creator owns what it creates, whatever the template says: an owner grants
+        // every access, so a client must not be able to name someone else (or the Volt).
+        template.owner = owner.to_owned();
         template.created = now;
         template.modified = now;
         template.version = 1;
@@ -321,7 +282,9 @@ impl ResourceStore {
                 ));
             }
             check_aliases(tree, &template.alias, &template.id)?;
-            Ok(insert(tree, Some(parent_id), template))
+            let created = insert(tree, Some(parent_id), template);
+            record(tree, ChangeKind::Created, &created);
+            Ok(created)
         })
     }
 
@@ -372,23 +335,38 @@ impl ResourceStore {
             }
             r.version += 1;
             r.modified = now_millis();
-            Ok(r.clone())
+            let updated = r.clone();
+            record(tree, ChangeKind::Updated, &updated);
+            Ok(updated)
         });
         self.saved(change).await
     }
 
-    /// Sets `size` and `content_hash`-style bookkeeping after content changes.
+    /// Sets `size` and `content_hash`-style bookkeeping after content changes (an
+    /// [`ChangeKind::Updated`]).
     pub async fn touch(&self, id: &str, size: Option<u64>) -> Result<(), Failure> {
-        self.saved(self.touched(id, size)).await
+        self.saved(self.touched(id, size, ChangeKind::Updated))
+            .await
     }
 
     /// [`ResourceStore::touch`] for code that is not async (a blocking thread): writes the
     /// file on this thread.
     pub fn touch_blocking(&self, id: &str, size: Option<u64>) -> Result<(), Failure> {
-        self.saved_blocking(self.touched(id, size))
+        self.saved_blocking(self.touched(id, size, ChangeKind::Updated))
     }
 
-    fn touched(&self, id: &str, size: Option<u64>) -> Result<((), Snapshot), Failure> {
+    /// Records a committed SQL write to database `id` (its size, modified time and version),
+    /// as a [`ChangeKind::DatabaseWritten`]; writes the file on this thread.
+    pub fn database_written_blocking(&self, id: &str, size: u64) -> Result<(), Failure> {
+        self.saved_blocking(self.touched(id, Some(size), ChangeKind::DatabaseWritten))
+    }
+
+    fn touched(
+        &self,
+        id: &str,
+        size: Option<u64>,
+        kind: ChangeKind,
+    ) -> Result<((), Snapshot), Failure> {
         self.change(|tree| {
             let id = resolved(tree, id);
             let Some(node) = tree.nodes.get_mut(&id) else {
@@ -399,6 +377,8 @@ impl ResourceStore {
             }
             node.resource.modified = now_millis();
             node.resource.version += 1;
+            let touched = node.resource.clone();
+            record(tree, kind, &touched);
             Ok(())
         })
     }
@@ -424,6 +404,13 @@ impl ResourceStore {
             }
             let mut removed: Vec<String> = doomed;
             removed.push(id);
+            // Told deepest first, the named resource last; lineages are taken before any
+            // removal.
+            for r in removed.iter().rev().skip(1).chain(removed.last()) {
+                if let Some(gone) = tree.nodes.get(r).map(|n| n.resource.clone()) {
+                    record(tree, ChangeKind::Deleted, &gone);
+                }
+            }
             for r in &removed {
                 tree.nodes.remove(r);
             }
@@ -446,6 +433,14 @@ impl ResourceStore {
             node = parent;
         }
         Ok(out)
+    }
+
+    /// The resource `id` names and the folders above it, nearest first: each one's id and
+    /// owner (what access decisions need, without copying whole resources). `None` when there
+    /// is no such resource.
+    pub fn lineage(&self, id: &str) -> Option<Vec<(String, String)>> {
+        let tree = self.lock();
+        lineage_in(&tree, &resolved(&tree, id))
     }
 
     /// Descendants breadth first, to `depth` levels (0 = unlimited).
@@ -492,29 +487,24 @@ impl ResourceStore {
         change: impl FnOnce(&mut Tree) -> Result<T, Failure>,
     ) -> Result<(T, Snapshot), Failure> {
         let mut tree = self.lock();
-        let value = change(&mut tree)?;
+        let value = change(&mut tree);
+        let told = std::mem::take(&mut tree.pending);
+        let value = value?;
         tree.version += 1;
         let snapshot = Snapshot {
             version: tree.version,
             text: to_text(&tree)?,
         };
+        // Under the lock, so listeners hear of changes in the order they were made.
+        self.changes.tell(&told);
         Ok((value, snapshot))
     }
 
-    /// Writes a change's snapshot on a blocking thread, off the async runtime, and returns the
-    /// change's value once the file holds it. The write finishes even when the caller stops
-    /// waiting.
+    /// Writes a change's snapshot off the async runtime, and returns the change's value once
+    /// the file holds it.
     async fn saved<T>(&self, change: Result<(T, Snapshot), Failure>) -> Result<T, Failure> {
         let (value, snapshot) = change?;
-        let file = Arc::clone(&self.file);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime
-                .spawn_blocking(move || file.write(&snapshot))
-                .await
-                .map_err(|e| Failure::internal("saving resources", e))??,
-            // Not on a runtime after all: nothing else to keep going meanwhile.
-            Err(_) => file.write(&snapshot)?,
-        }
+        self.file.save(snapshot).await?;
         Ok(value)
     }
 
@@ -524,6 +514,28 @@ impl ResourceStore {
         self.file.write(&snapshot)?;
         Ok(value)
     }
+}
+
+/// The lineage of the resource with exactly this id: it and the folders above it, nearest
+/// first, each one's id and owner.
+fn lineage_in(tree: &Tree, id: &str) -> Option<Vec<(String, String)>> {
+    let mut node = tree.nodes.get(id)?;
+    let mut out = vec![(node.resource.id.clone(), node.resource.owner.clone())];
+    while let Some(parent) = node.parent.as_deref().and_then(|p| tree.nodes.get(p)) {
+        out.push((parent.resource.id.clone(), parent.resource.owner.clone()));
+        node = parent;
+    }
+    Some(out)
+}
+
+/// Notes a change to `resource` (which is in the tree) for the listener.
+fn record(tree: &mut Tree, kind: ChangeKind, resource: &Resource) {
+    let lineage = lineage_in(tree, &resource.id).unwrap_or_default();
+    tree.pending.push(Change {
+        kind,
+        resource: resource.clone(),
+        lineage,
+    });
 }
 
 /// Adds a node to the tree; returns its resource.
@@ -599,7 +611,7 @@ fn to_text(tree: &Tree) -> Result<String, Failure> {
         if let Some(n) = tree.nodes.get(id) {
             nodes.push(json!({
                 "parent": n.parent,
-                "resource": resource_to_json(&n.resource)?,
+                "resource": to_json(&n.resource)?,
             }));
         }
     }
@@ -627,19 +639,6 @@ fn descendants_of(tree: &Tree, id: &str, depth: Option<u32>) -> Vec<String> {
     out
 }
 
-fn resource_to_json(r: &Resource) -> Result<Value, Failure> {
-    let desc = schema::message("tdx.volt_api.volt.v1.Resource")
-        .map_err(|e| Failure::internal("resource schema", e))?;
-    schema::protobuf_to_json(&desc, &prost::Message::encode_to_vec(r))
-        .map_err(|e| Failure::internal("encoding resource", e))
-}
-
-fn resource_from_json(v: &Value) -> Result<Resource, String> {
-    let desc = schema::message("tdx.volt_api.volt.v1.Resource").map_err(|e| e.to_string())?;
-    let bytes = schema::json_to_protobuf(&desc, v).map_err(|e| e.to_string())?;
-    prost::Message::decode(bytes.as_slice()).map_err(|e| e.to_string())
-}
-
 fn load_into(tree: &mut Tree, text: &str) -> Result<(), String> {
     let doc: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let list = doc
@@ -651,7 +650,8 @@ fn load_into(tree: &mut Tree, text: &str) -> Result<(), String> {
             .get("parent")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let resource = resource_from_json(entry.get("resource").ok_or("entry without resource")?)?;
+        let resource =
+            from_json::<Resource>(entry.get("resource").ok_or("entry without resource")?)?;
         tree.order.push(resource.id.clone());
         tree.nodes
             .insert(resource.id.clone(), Node { parent, resource });
@@ -661,3 +661,4 @@ fn load_into(tree: &mut Tree, text: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests;
+mod tree_ops;

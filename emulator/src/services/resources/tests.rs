@@ -1,5 +1,7 @@
 //! The resource tree's unit tests.
 
+use std::path::PathBuf;
+
 use super::*;
 
 fn folder(name: &str) -> Resource {
@@ -87,7 +89,5 @@ fn corrupt_file_is_an_error_not_a_panic() {
 }
 
 fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("volt-res-{}", new_id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::files::test_dir("resources")
 }

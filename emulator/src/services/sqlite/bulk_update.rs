@@ -11,7 +11,8 @@ use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::{Batch, Connection, TransactionBehavior};
 use tdx_volt::proto::data as pb;
 
-use crate::call::Failure;
+use crate::call::{Caller, Failure};
+use crate::services::access::names;
 use crate::services::Services;
 
 use super::databases::{connect, resolve_database, touch};
@@ -19,9 +20,10 @@ use super::{prefixed, run_blocking, sql_failure};
 
 pub(super) async fn bulk_update(
     svc: &Arc<Services>,
+    caller: &Caller,
     r: pb::SqlBulkUpdateRequest,
 ) -> Result<pb::SqlBulkUpdateResponse, Failure> {
-    let (resource, path) = resolve_database(svc, &r.database_id)?;
+    let (resource, path) = resolve_database(svc, caller, &r.database_id, names::DATABASE_WRITE)?;
     let statements = r.statement;
     let svc = Arc::clone(svc);
     run_blocking(move || {

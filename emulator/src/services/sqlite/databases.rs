@@ -15,6 +15,7 @@ use tdx_volt::proto::data as pb;
 use tdx_volt::proto::volt::Resource;
 
 use crate::call::{Caller, Code, Failure};
+use crate::services::access::names;
 use crate::services::resources::{kind, new_id};
 use crate::services::Services;
 
@@ -69,9 +70,13 @@ fn file_size(path: &Path) -> u64 {
 }
 
 /// Finds a database by resource id or alias, and its file.
+/// The database `database_id` names (an id or alias) and its file, once `caller` is found to
+/// have `access` to it.
 pub(super) fn resolve_database(
     svc: &Services,
+    caller: &Caller,
     database_id: &str,
+    access: &str,
 ) -> Result<(Resource, PathBuf), Failure> {
     if database_id.is_empty() {
         return Err(Failure::invalid("database_id is required"));
@@ -92,6 +97,7 @@ pub(super) fn resolve_database(
             "resource {database_id} is not a database"
         )));
     }
+    svc.authorize(caller, &resource.id, access)?;
     // A resource saved with a database kind (as the vendor's helpers make one) gets its file
     // on first use: `connect` creates it.
     let path = svc.sqlite().path_of(&resource.id).ok_or_else(|| {
@@ -102,12 +108,13 @@ pub(super) fn resolve_database(
     Ok((resource, path))
 }
 
-/// Records that a database's content changed (size, version, modified time). Blocks on
-/// writing the resource tree: called on the call's blocking thread.
+/// Records that a committed SQL write changed a database (size, version, modified time;
+/// Connect subscribers hear of it as DATABASE_WRITE). Blocks on writing the resource tree:
+/// called on the call's blocking thread.
 pub(super) fn touch(svc: &Services, resource_id: &str, path: &Path) {
     if let Err(e) = svc
         .resources()
-        .touch_blocking(resource_id, Some(file_size(path)))
+        .database_written_blocking(resource_id, file_size(path))
     {
         tracing::debug!("updating database resource {resource_id}: {e}");
     }
@@ -151,6 +158,7 @@ pub(super) async fn create_database(
     if store.get(&parent).is_none() {
         return Err(Failure::not_found(format!("parent not found: {parent}")));
     }
+    svc.authorize(caller, &parent, names::CREATE)?;
     let existing = store.all();
     for (i, alias) in r.alias.iter().enumerate() {
         if alias.trim().is_empty() {

@@ -32,7 +32,8 @@ use tdx_volt::proto::data as pb;
 use tdx_volt::proto::data::sql_execute_request::Payload as ExecRequest;
 use tdx_volt::proto::data::sql_execute_response::Payload as ExecResponse;
 
-use crate::call::{Code, Failure, Inbound, Outbound};
+use crate::call::{Caller, Code, Failure, Inbound, Outbound};
+use crate::services::access::{denied, names};
 use crate::services::Services;
 
 use super::databases::{connect, resolve_database, touch};
@@ -41,6 +42,7 @@ use super::{run_blocking, sql_failure, MAX_LIVE_EXECUTES, MAX_PAGE_SIZE};
 
 pub(super) async fn execute(
     svc: &Arc<Services>,
+    caller: &Caller,
     mut inbound: Inbound,
     outbound: &Outbound,
 ) -> Result<(), Failure> {
@@ -64,7 +66,10 @@ pub(super) async fn execute(
             "the first Execute request must be `start`",
         ));
     };
-    let (resource, path) = resolve_database(svc, &start.database_id)?;
+    let (resource, path) = resolve_database(svc, caller, &start.database_id, names::DATABASE_READ)?;
+    let may_write = svc
+        .authorize(caller, &resource.id, names::DATABASE_WRITE)
+        .is_ok();
     let svc = Arc::clone(svc);
     let outbound = outbound.clone();
     let idle = svc.execute_idle_timeout();
@@ -79,6 +84,7 @@ pub(super) async fn execute(
             names: [start.database_id.clone(), resource.id.clone()],
             transaction: start.transaction,
             wrote: false,
+            may_write,
             committed: false,
         };
         let result = run_execute(&conn, &mut pipe, &mut state, start);
@@ -159,6 +165,9 @@ struct ExecState {
     transaction: bool,
     /// A statement that may change the database ran.
     wrote: bool,
+    /// The caller has `volt:database-write`: without it, only statements that do not write
+    /// may run.
+    may_write: bool,
     committed: bool,
 }
 
@@ -181,7 +190,7 @@ fn run_execute(
     }
     let mut start = first;
     let commit = loop {
-        match run_statements(conn, pipe, &start, &mut state.wrote)? {
+        match run_statements(conn, pipe, &start, state)? {
             Flow::Done if !state.transaction => return Ok(()),
             Flow::Done => match after_result(pipe, &state.names)? {
                 After::Start(next) => start = next,
@@ -233,7 +242,7 @@ fn run_statements(
     conn: &Connection,
     pipe: &mut Pipe,
     start: &pb::SqlExecuteStart,
-    wrote: &mut bool,
+    state: &mut ExecState,
 ) -> Result<Flow, Failure> {
     if start.statement.trim().is_empty() {
         return Err(Failure::invalid("Execute needs a statement"));
@@ -247,7 +256,10 @@ fn run_statements(
     while let Some(mut stmt) = batch.next().map_err(sql_failure)? {
         bind_parameters(&mut stmt, &start.parameter)?;
         if !stmt.readonly() {
-            *wrote = true;
+            if !state.may_write {
+                return Err(denied(names::DATABASE_WRITE, &state.names[1]));
+            }
+            state.wrote = true;
         }
         if stmt.column_count() == 0 {
             // `changes()` keeps the count of the last INSERT/UPDATE/DELETE, so it only counts

@@ -21,7 +21,8 @@ use rusqlite::TransactionBehavior;
 use tdx_volt::proto::data as pb;
 use tdx_volt::proto::data::sql_import_csv_request::Payload as ImportRequest;
 
-use crate::call::{Code, Failure, Inbound, Outbound};
+use crate::call::{Caller, Code, Failure, Inbound, Outbound};
+use crate::services::access::names;
 use crate::services::Services;
 
 use super::csv::{infer_type, parse_csv, CsvType};
@@ -30,6 +31,7 @@ use super::{prefixed, run_blocking, sql_failure, MAX_CSV_BYTES};
 
 pub(super) async fn import_csv(
     svc: &Arc<Services>,
+    caller: &Caller,
     mut inbound: Inbound,
     outbound: &Outbound,
 ) -> Result<(), Failure> {
@@ -45,7 +47,8 @@ pub(super) async fn import_csv(
     if config.table_name.trim().is_empty() {
         return Err(Failure::invalid("ImportCSV needs a table_name"));
     }
-    let (resource, path) = resolve_database(svc, &config.database_id)?;
+    let (resource, path) =
+        resolve_database(svc, caller, &config.database_id, names::DATABASE_WRITE)?;
     if !config.source_resource_id.is_empty() {
         return Err(Failure::reply(
             Code::Unimplemented,

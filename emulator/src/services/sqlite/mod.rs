@@ -15,6 +15,7 @@
 //!   SQLite values and the protos' `Variant` and `AttributeValue`.
 //! - `bulk_update.rs`: **BulkUpdate**.
 //! - `import_csv.rs`: **ImportCSV**; `csv.rs` parses the CSV and infers column types.
+//! - `wire_history.rs`: the table a persistent wire stores its chunks in (for WireAPI).
 //!
 //! **SaveDataView** is not implemented.
 
@@ -23,9 +24,11 @@ mod csv;
 mod databases;
 mod execute;
 mod import_csv;
+pub mod save_database;
 #[cfg(test)]
 mod tests;
 mod values;
+pub mod wire_history;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,12 +95,12 @@ pub async fn dispatch(
         }
         "BulkUpdate" => {
             unary(inbound, outbound, |r: pb::SqlBulkUpdateRequest| {
-                bulk_update::bulk_update(svc, r)
+                bulk_update::bulk_update(svc, caller, r)
             })
             .await
         }
-        "Execute" => execute::execute(svc, inbound, outbound).await,
-        "ImportCSV" => import_csv::import_csv(svc, inbound, outbound).await,
+        "Execute" => execute::execute(svc, caller, inbound, outbound).await,
+        "ImportCSV" => import_csv::import_csv(svc, caller, inbound, outbound).await,
         "SaveDataView" => Err(Failure::unimplemented(&format!("{SERVER_SERVICE}/{name}"))),
         _ => Err(Failure::unimplemented(&format!(
             "{DATABASE_SERVICE}/{name}"

@@ -17,8 +17,9 @@
 //!   `{stop: true}`, or the client ending its side, ends the call normally with no further
 //!   response. Other later requests are ignored.
 //! * `SaveWire`: creates the wire (under `create_in_parent_id`, else the caller's home) when
-//!   `create` is set or the id is unknown, otherwise updates it. `persist` / `persist_table` /
-//!   `do_not_persist` are accepted and ignored: the emulator keeps no wire history.
+//!   `create` is set or the id is unknown, otherwise updates it. With `persist` the wire
+//!   becomes a persistent one (`persist.rs`: chunks stored in a table of its own database,
+//!   `persist_table`, and `do_not_persist` on a publish request).
 //!
 //! Limits and the slow-subscriber policy:
 //! * A chunk may be at most [`MAX_CHUNK_BYTES`] (16 MiB); a bigger one fails the publish call
@@ -47,8 +48,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::call::{Caller, Code, Failure, Inbound, Outbound};
 
+use super::access::names;
 use super::resources::kind;
 use super::{unary, Services};
+
+pub mod persist;
 
 /// The largest chunk a publisher may send, in bytes.
 pub const MAX_CHUNK_BYTES: usize = 16 * 1024 * 1024;
@@ -240,8 +244,8 @@ pub async fn dispatch(
             })
             .await
         }
-        "PublishWire" => publish(svc, inbound, outbound).await,
-        "SubscribeWire" => subscribe(svc, inbound, outbound).await,
+        "PublishWire" => publish(svc, caller, inbound, outbound).await,
+        "SubscribeWire" => subscribe(svc, caller, inbound, outbound).await,
         _ => Err(Failure::unimplemented(&format!(
             "/tdx.volt_api.volt.v1.WireAPI/{name}"
         ))),
@@ -252,8 +256,14 @@ fn is_wire(resource: &pb::Resource) -> bool {
     kind::has(&resource.kind, kind::Role::Wire)
 }
 
-/// The wire resource, or the reply failure for an unusable id.
-fn require_wire(svc: &Services, wire_id: &str) -> Result<pb::Resource, Failure> {
+/// The wire resource, once `caller` is found to have `access` to it, or the reply failure
+/// for an unusable id.
+fn require_wire(
+    svc: &Services,
+    caller: &Caller,
+    wire_id: &str,
+    access: &str,
+) -> Result<pb::Resource, Failure> {
     let resource = svc
         .resources()
         .get(wire_id)
@@ -263,6 +273,7 @@ fn require_wire(svc: &Services, wire_id: &str) -> Result<pb::Resource, Failure> 
             "resource {wire_id} is not a wire"
         )));
     }
+    svc.authorize(caller, &resource.id, access)?;
     Ok(resource)
 }
 
@@ -275,18 +286,24 @@ async fn save_wire(
     let mut resource = r
         .resource
         .ok_or_else(|| Failure::invalid("SaveWire needs a resource"))?;
-    let saved = if r.create || store.get(&resource.id).is_none() {
+    let existing = store.get(&resource.id).filter(|_| !r.create);
+    if r.persist {
+        let kinds = existing.as_ref().map_or(&[][..], |e| &e.kind[..]);
+        persist::enable(&mut resource, kinds, &r.persist_table)?;
+    }
+    let saved = if existing.is_none() {
         let parent = if r.create_in_parent_id.is_empty() {
             super::volt_api::home_of(svc, caller).await
         } else {
             r.create_in_parent_id
         };
+        svc.authorize(caller, &parent, names::CREATE)?;
         if !is_wire(&resource) {
             resource.kind.push(kind::WIRE.to_owned());
         }
         store.create(&parent, &caller.client_id, resource).await?
     } else {
-        require_wire(svc, &resource.id)?;
+        require_wire(svc, caller, &resource.id, names::WRITE)?;
         if !resource.kind.is_empty() && !is_wire(&resource) {
             resource.kind.push(kind::WIRE.to_owned());
         }
@@ -310,6 +327,7 @@ fn check_chunk(chunk: &[u8]) -> Result<(), Failure> {
 
 async fn publish(
     svc: &Arc<Services>,
+    caller: &Caller,
     mut inbound: Inbound,
     outbound: &Outbound,
 ) -> Result<(), Failure> {
@@ -324,7 +342,12 @@ async fn publish(
     }
     // The hub knows a wire by its id, whichever way the caller named it (`@alias` too).
     let named = first.wire_id.clone();
-    let wire_id = require_wire(svc, &named)?.id;
+    let wire = require_wire(svc, caller, &named, names::WRITE)?;
+    let wire_id = wire.id.clone();
+    let mut history = match persist::table_of(&wire)? {
+        Some(table) => Some(persist::HistoryWriter::start(svc, &wire_id, &table).await?),
+        None => None,
+    };
     let hub = svc.wires();
     let mut next = Some(first);
     while let Some(request) = next {
@@ -336,9 +359,17 @@ async fn publish(
         }
         check_chunk(&request.chunk)?;
         if !request.chunk.is_empty() {
+            if let Some(history) = history.as_mut().filter(|_| !request.do_not_persist) {
+                history
+                    .write(&caller.client_id, request.chunk.clone())
+                    .await?;
+            }
             hub.publish(&wire_id, request.chunk);
         }
         next = inbound.next::<pb::PublishWireRequest>().await?;
+    }
+    if let Some(history) = history {
+        history.finish().await?;
     }
     outbound
         .send(&pb::PublishWireResponse {
@@ -349,6 +380,7 @@ async fn publish(
 
 async fn subscribe(
     svc: &Arc<Services>,
+    caller: &Caller,
     mut inbound: Inbound,
     outbound: &Outbound,
 ) -> Result<(), Failure> {
@@ -366,7 +398,7 @@ async fn subscribe(
             }
         },
     };
-    let wire_id = require_wire(svc, &wire_id)?.id;
+    let wire_id = require_wire(svc, caller, &wire_id, names::READ)?.id;
     let mut subscription = svc.wires().subscribe(&wire_id);
     // A chunk taken from the queue but not yet accepted by the transport.
     let mut pending: Option<Bytes> = None;

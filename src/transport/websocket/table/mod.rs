@@ -18,6 +18,7 @@ use super::seal::{CallSeal, Inbound, Sealed};
 use super::v1::V1Seal;
 use super::{Command, Dropped, OpenCall, Opening, Phase, Protocol, Settings};
 use crate::protocol::body::Body;
+use crate::protocol::error::Reached;
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::frame::ServerHello;
 use crate::transport::delivery::{fell_behind, response_event, Delivery, Offer};
@@ -220,8 +221,9 @@ impl Table {
             }
         };
         let refused = match (&self.refusal, frame) {
-            (Some(lost), _) => Some(lost.error()),
-            (None, Some(Err(e))) => Some(e),
+            // Refused before anything was sent: safe to send again.
+            (Some(lost), _) => Some(lost.error().with_reached(Reached::No)),
+            (None, Some(Err(e))) => Some(e.with_reached(Reached::No)),
             (None, Some(Ok(frame))) => {
                 self.push(Message::Binary(frame.into()));
                 None

@@ -28,6 +28,7 @@ fn legacy_settings() -> (Arc<Settings>, PrivateKey) {
         keepalive: std::time::Duration::from_secs(30),
         max_outbound: 1 << 20,
         call_buffer: 16,
+        supervisor: Arc::new(crate::transport::Supervisor::new(Default::default(), true)),
     };
     (Arc::new(settings), volt)
 }

@@ -5,10 +5,10 @@ use tdx_volt::proto::volt::AuthenticateRequest;
 use tdx_volt::protocol::token::{Claims, IdentityToken, Validation};
 use tdx_volt::PublicKey;
 
+use super::authenticate::request_key;
+use super::Services;
 use crate::call::{Caller, Code, Failure};
 use crate::clients::Session;
-use crate::services::authenticate::request_key;
-use crate::services::Services;
 
 /// Clock skew tolerated on `iat` / `exp`, in seconds (the protocol core's default).
 pub const TOKEN_LEEWAY_SECS: i64 = tdx_volt::protocol::token::DEFAULT_LEEWAY_SECS;
@@ -17,6 +17,26 @@ pub const TOKEN_MAX_LIFETIME_SECS: i64 = tdx_volt::protocol::token::DEFAULT_MAX_
 
 fn unauthenticated(message: impl Into<String>) -> Failure {
     Failure::abort(Code::Unauthenticated, message)
+}
+
+/// How a refusal of a session that is unknown or revoked ends: the official clients look for
+/// exactly this ending, and then drop the session and certificate they hold.
+pub const SESSION_INVALID: &str = "session invalid";
+
+/// The refusal of a revoked session: UNAUTHENTICATED, ending with [`SESSION_INVALID`].
+pub fn revoked(session_id: &str) -> Failure {
+    unauthenticated(format!(
+        "session {session_id} is revoked: {SESSION_INVALID}"
+    ))
+}
+
+/// Checks that a session (of a caller identified earlier, e.g. by its certificate) is not
+/// revoked.
+pub fn check_not_revoked(svc: &Services, session_id: &str) -> Result<(), Failure> {
+    if svc.clients().is_revoked(session_id) {
+        return Err(revoked(session_id));
+    }
+    Ok(())
 }
 
 /// Checks a token against the session its `sub` names: the signature (over the header the
@@ -30,10 +50,9 @@ pub fn verify_token(svc: &Services, token: &IdentityToken) -> Result<(Caller, Cl
         .sub
         .filter(|s| !s.is_empty())
         .ok_or_else(|| unauthenticated("the identity token names no session (sub)"))?;
-    let session = svc
-        .clients()
-        .by_session(&session_id)
-        .ok_or_else(|| unauthenticated(format!("unknown session: {session_id}")))?;
+    let session = svc.clients().by_session(&session_id).ok_or_else(|| {
+        unauthenticated(format!("unknown session {session_id}: {SESSION_INVALID}"))
+    })?;
     verify_for_session(svc, token, session)
 }
 
@@ -72,6 +91,9 @@ fn verify_for_session(
     token: &IdentityToken,
     session: Session,
 ) -> Result<(Caller, Claims), Failure> {
+    if session.revoked {
+        return Err(revoked(&session.session_id));
+    }
     let key = PublicKey::from_pem(&session.public_key_pem)
         .map_err(|e| Failure::abort(Code::Internal, format!("stored session key: {e}")))?;
     let claims = token
