@@ -163,6 +163,23 @@ pub fn volt_section(identity: &VoltIdentity, endpoints: &Endpoints) -> Result<Va
     Ok(volt)
 }
 
+/// Points a configuration at this Volt through its own relay endpoint: `volt.relay` names
+/// the emulator's gRPC address (where `VoltAPI/Invoke` tunnels end) and its gateway (where
+/// calls carry the route in their meta `d`), trusted through the Volt's CA. The official
+/// clients and ours then reach the Volt as they would through a relay.
+pub fn make_relayed(config: &mut Value, identity: &VoltIdentity, endpoints: &Endpoints) {
+    if let Some(volt) = config.get_mut("volt").and_then(Value::as_object_mut) {
+        volt.insert(
+            "relay".into(),
+            json!({
+                "address": endpoints.address,
+                "http_address": endpoints.http_address,
+                "ca_pem": identity.ca_pem(),
+            }),
+        );
+    }
+}
+
 /// Writes `DIR/client.config.json`: when it already holds a session this Volt knows, only the
 /// `volt` section is refreshed (addresses change between runs) and everything else is kept;
 /// otherwise a new client is issued.

@@ -16,5 +16,6 @@ pub mod tls;
 pub mod transport;
 
 pub use identity::{Era, VoltIdentity};
-pub use server::{issue_client_file, Emulator, EmulatorBuilder};
+pub use server::{issue_client_file, issue_client_file_as, Emulator, EmulatorBuilder};
+pub use services::invoke::TunnelFault;
 pub use services::{AuthenticatePolicy, ConnectionCounts};

@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tdx_volt_emulator::{issue_client_file, Emulator};
+use tdx_volt_emulator::{issue_client_file_as, Emulator};
 
 const USAGE: &str = "\
 volt-emulator: a local tdx Volt (websocket gateway + gRPC, TLS, SQLite)
 
 USAGE:
   volt-emulator serve --dir DIR [--ws-listen ADDR] [--grpc-listen ADDR] [--plain] [--legacy]
-  volt-emulator client --dir DIR --name NAME [--passphrase P] [--out FILE]
+  volt-emulator client --dir DIR --name NAME [--passphrase P] [--out FILE] [--relayed]
   volt-emulator revoke --dir DIR --session ID
 
 serve   starts the Volt with its state in DIR (created on first start), writes
@@ -27,6 +27,9 @@ client  issues a further client configuration (fresh key and session) for the Vo
         without it, the environment variable VOLT_KEY_PASSPHRASE, which the clients also
         read to decrypt the key) the key is encrypted (PBES2, PBKDF2-HMAC-SHA256,
         AES-256-CBC). The key is RSA when the Volt in DIR is an RSA-era one.
+        --relayed writes a configuration that reaches the Volt through its own relay
+        endpoint (volt.relay): gRPC calls are tunnelled through VoltAPI/Invoke and
+        gateway calls carry the relay route, as through a real relay.
 revoke  revokes session ID of the Volt in DIR, running or not: every later call with it,
         and its open Connect streams, fail with UNAUTHENTICATED, the message ending with
         `session invalid`.
@@ -46,6 +49,7 @@ enum Command {
         name: String,
         passphrase: Option<String>,
         out: Option<PathBuf>,
+        relayed: bool,
     },
     Revoke {
         dir: PathBuf,
@@ -66,6 +70,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
     let mut passphrase = None;
     let mut out = None;
     let mut session = None;
+    let mut relayed = false;
     if command == "--help" || command == "-h" || command == "help" {
         return Ok(Command::Help);
     }
@@ -88,6 +93,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
             "--name" if command == "client" => name = Some(value("--name")?),
             "--passphrase" if command == "client" => passphrase = Some(value("--passphrase")?),
             "--out" if command == "client" => out = Some(PathBuf::from(value("--out")?)),
+            "--relayed" if command == "client" => relayed = true,
             "--session" if command == "revoke" => session = Some(value("--session")?),
             "--help" | "-h" => return Ok(Command::Help),
             other => return Err(format!("unexpected argument for {command}: {other}")),
@@ -107,6 +113,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
             name: name.ok_or("--name NAME is required")?,
             passphrase,
             out,
+            relayed,
         }),
         "revoke" => Ok(Command::Revoke {
             dir,
@@ -141,6 +148,7 @@ fn main() -> ExitCode {
             name,
             passphrase,
             out,
+            relayed,
         } => {
             let safe: String = name
                 .chars()
@@ -159,7 +167,7 @@ fn main() -> ExitCode {
                     .ok()
                     .filter(|p| !p.is_empty())
             });
-            issue_client_file(&dir, &name, passphrase.as_deref(), &out).map(|()| {
+            issue_client_file_as(&dir, &name, passphrase.as_deref(), relayed, &out).map(|()| {
                 println!("{}", out.display());
             })
         }

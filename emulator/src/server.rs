@@ -34,6 +34,7 @@ pub struct EmulatorBuilder {
     execute_idle_timeout: std::time::Duration,
     max_connections: usize,
     outgoing: OutgoingLimits,
+    tunnel_fault: crate::services::invoke::TunnelFault,
 }
 
 /// Connections each listener serves at once, by default; further ones are closed at once.
@@ -122,6 +123,14 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Breaks the relay tunnels this Volt ends as `fault` says, so that a test can check a
+    /// client fails closed (say, on a key exchange whose signature does not verify). Only
+    /// for tests: such an emulator is broken on purpose.
+    pub fn dangerous_tunnel_fault(mut self, fault: crate::services::invoke::TunnelFault) -> Self {
+        self.tunnel_fault = fault;
+        self
+    }
+
     /// Loads (or creates) the identity and data in the directory, binds both listeners,
     /// writes `DIR/client.config.json` and starts serving.
     pub async fn start(self) -> Result<Emulator> {
@@ -156,7 +165,8 @@ impl EmulatorBuilder {
                 .with_authenticate_policy(self.authenticate_policy)
                 .with_handshake_timeout(self.handshake_timeout)
                 .with_execute_idle_timeout(self.execute_idle_timeout)
-                .with_discovery(discovery),
+                .with_discovery(discovery)
+                .with_tunnel_fault(self.tunnel_fault),
         );
         endpoints.save(svc.dir())?;
         let config_path = write_default_config(&svc, &endpoints)?;
@@ -233,6 +243,7 @@ impl Emulator {
             execute_idle_timeout: crate::services::DEFAULT_EXECUTE_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             outgoing: OutgoingLimits::default(),
+            tunnel_fault: Default::default(),
         }
     }
 
@@ -297,6 +308,19 @@ impl Emulator {
         issue_client(&self.svc, &self.endpoints, name, passphrase, true)
     }
 
+    /// [`Emulator::issue_client`] for a configuration that reaches this Volt through its own
+    /// relay endpoint (`volt.relay`): calls are tunnelled over gRPC (`VoltAPI/Invoke`) or
+    /// routed on the gateway (meta `d`), as through a real relay.
+    pub fn issue_relayed_client(
+        &self,
+        name: &str,
+        passphrase: Option<&str>,
+    ) -> Result<serde_json::Value> {
+        let mut config = issue_client(&self.svc, &self.endpoints, name, passphrase, true)?;
+        crate::issue::make_relayed(&mut config, self.svc.identity(), &self.endpoints);
+        Ok(config)
+    }
+
     /// Issues a client configuration for a key the caller already has (say, a key from a
     /// configuration a real Volt issued): `public_key` gets a new client id and session, and
     /// the configuration carries `key_pem` exactly as given (encrypted or not).
@@ -346,10 +370,25 @@ pub fn issue_client_file(
     passphrase: Option<&str>,
     out: &Path,
 ) -> Result<()> {
+    issue_client_file_as(dir, name, passphrase, false, out)
+}
+
+/// [`issue_client_file`], and with `relayed` a configuration that reaches the Volt through
+/// its own relay endpoint (`volt.relay`, see [`crate::issue::make_relayed`]).
+pub fn issue_client_file_as(
+    dir: &Path,
+    name: &str,
+    passphrase: Option<&str>,
+    relayed: bool,
+    out: &Path,
+) -> Result<()> {
     let endpoints = Endpoints::load(dir)?;
     let identity = VoltIdentity::load_or_create(dir)?;
     let svc = Services::open(identity)?;
-    let config = issue_client(&svc, &endpoints, name, passphrase, false)?;
+    let mut config = issue_client(&svc, &endpoints, name, passphrase, false)?;
+    if relayed {
+        crate::issue::make_relayed(&mut config, svc.identity(), &endpoints);
+    }
     write_config(out, &config)
 }
 
@@ -482,8 +521,8 @@ where
         Ok(read) => read,
         Err(why) => return debug!("gateway connection dropped: {why}"),
     };
-    if is_discover(&head) {
-        return answer_discover(&svc, stream.get_mut()).await;
+    if let Some(document) = http_document(&svc, &head) {
+        return answer_document(&document, stream.get_mut()).await;
     }
     match svc.identity().era() {
         Era::Current => websocket::serve_stream(svc, stream, outgoing).await,
@@ -491,32 +530,37 @@ where
     }
 }
 
-/// Whether a request head is `GET /discover` (with or without a query).
-fn is_discover(head: &[u8]) -> bool {
+/// The JSON document a plain HTTP request head asks for, if it is one the gateway answers:
+/// `GET /discover` (the Volt's discovery document, what the vendor's helpers fetch to resolve
+/// a configuration) and `GET /relay` (the Volts reachable through this one as a relay: only
+/// itself, `{"clients": [<its discovery document>]}`), with or without a query.
+fn http_document(svc: &Services, head: &[u8]) -> Option<String> {
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let mut parts = line.split(|b| *b == b' ');
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return false;
+        return None;
     };
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
-    method == b"GET" && path == b"/discover"
+    match (method, path) {
+        (b"GET", b"/discover") => Some(svc.discovery().to_owned()),
+        (b"GET", b"/relay") => Some(format!("{{\"clients\":[{}]}}", svc.discovery())),
+        _ => None,
+    }
 }
 
-/// Answers `GET /discover` with the Volt's discovery document (what the vendor's helpers fetch
-/// to resolve a configuration), then closes.
-async fn answer_discover<S>(svc: &Services, stream: &mut S)
+/// Answers a plain HTTP request with a JSON document, then closes.
+async fn answer_document<S>(body: &str, stream: &mut S)
 where
     S: tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::AsyncWriteExt as _;
-    let body = svc.discovery();
     let response = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          Access-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     if let Err(e) = stream.write_all(response.as_bytes()).await {
-        return debug!("answering /discover: {e}");
+        return debug!("answering a discovery request: {e}");
     }
     let _ = stream.shutdown().await;
 }

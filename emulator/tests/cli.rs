@@ -182,6 +182,42 @@ async fn serve_prints_ready_line_issues_clients_survives_bad_input_and_stops_on_
     let bob_key = bob.private_key(Some("from-the-env")).unwrap();
     get_root(&bob, &bob_key, 1).await;
 
+    // A configuration that goes through the emulator's own relay endpoint: gRPC calls are
+    // tunnelled (VoltAPI/Invoke), the gateway's carry the route.
+    let out = dir.join("carol.json");
+    let status = Command::new(BIN)
+        .args(["client", "--name", "carol", "--relayed", "--dir"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let carol: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        carol["volt"]["relay"]["address"],
+        served.ready["address"],
+        "{carol}"
+    );
+    assert_eq!(carol["volt"]["relay"]["http_address"], json!(http));
+    for transport in [tdx_volt::Transport::Auto, tdx_volt::Transport::Websocket] {
+        let client = tdx_volt::VoltClient::builder()
+            .config_file(&out)
+            .transport(transport)
+            .connect()
+            .await
+            .expect("relayed client connects");
+        if transport == tdx_volt::Transport::Auto {
+            assert_eq!(client.transport(), tdx_volt::Transport::Grpc);
+        }
+        let root = client
+            .get_resource(json!({"resource_id": config.volt().id}))
+            .await
+            .expect("GetResource through the relay");
+        assert_eq!(root["resource"]["id"], json!(config.volt().id));
+    }
+
     // Garbage at the running process, then a good call still works.
     let ca = config.volt().ca_pem.clone().unwrap();
     let mut socket = RawSocket::connect(&http, &ca).await;

@@ -50,6 +50,10 @@ pub enum ErrorKind {
     Limit,
     /// The Volt refused the client's request to authenticate (decision DENY).
     Denied,
+    /// A relay tunnel failed: the relay, or the Volt at its far end, reported a failure of
+    /// the tunnel itself (an unknown target, a host gone offline, a message it could not
+    /// read), not an answer of the method called. [`Error::status`] has its code and message.
+    Tunnel,
 }
 
 impl ErrorKind {
@@ -70,6 +74,7 @@ impl ErrorKind {
             ErrorKind::Io => "I/O error",
             ErrorKind::Limit => "limit reached",
             ErrorKind::Denied => "denied",
+            ErrorKind::Tunnel => "relay tunnel failed",
         }
     }
 }
@@ -195,6 +200,18 @@ impl Error {
         e
     }
 
+    /// A failure of a relay tunnel, as the relay (or the Volt at its far end) reported it:
+    /// [`ErrorKind::Tunnel`] with its code and message kept in [`Error::status`]. A message
+    /// ending `session invalid` is [`ErrorKind::SessionInvalid`], as from the Volt itself.
+    pub fn from_tunnel_status(status: Status) -> Error {
+        let mut e = Error::from_status(status);
+        if e.kind() == ErrorKind::Status {
+            e.inner.kind = ErrorKind::Tunnel;
+            e.inner.message = format!("relay tunnel: {}", e.inner.message).into();
+        }
+        e
+    }
+
     pub(crate) fn config(message: impl Into<Cow<'static, str>>) -> Error {
         Error::new(ErrorKind::Config, message)
     }
@@ -285,6 +302,11 @@ impl Error {
     /// The Volt denied authentication.
     pub fn is_denied(&self) -> bool {
         self.kind() == ErrorKind::Denied
+    }
+    /// A relay tunnel failed ([`ErrorKind::Tunnel`]); [`Error::status`] has what the relay
+    /// said.
+    pub fn is_tunnel(&self) -> bool {
+        self.kind() == ErrorKind::Tunnel
     }
 }
 

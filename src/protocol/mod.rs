@@ -33,3 +33,4 @@ mod pem;
 pub mod schema;
 pub(crate) mod status;
 pub mod token;
+pub mod tunnel;

@@ -7,22 +7,31 @@ use std::sync::Arc;
 use super::link::Link;
 use super::options::{ConnectOptions, Transport};
 use super::{grpc, websocket};
+use crate::protocol::config::Relay;
 use crate::{ClientConfig, KeyAlgorithm, PrivateKey, Result};
 
 /// The transport `wanted` comes to with this configuration and key. An RSA key belongs to an
 /// RSA-era Volt, whose gateway speaks the older protocol: [`Transport::Websocket`] is then
 /// [`Transport::LegacyWebsocket`], and so is [`Transport::Auto`] when there is a gateway.
-/// Otherwise [`Transport::Auto`] is gRPC when there is a gRPC address and no relay.
+/// Otherwise [`Transport::Auto`] is gRPC when there is a gRPC endpoint: the Volt's
+/// (`volt.address`), or with a relay the relay's (`volt.relay.address`), which tunnels.
 pub(crate) fn resolve(wanted: Transport, config: &ClientConfig, key: &PrivateKey) -> Transport {
     let rsa = key.algorithm() == KeyAlgorithm::Rsa;
     match wanted {
         Transport::Auto if rsa && config.websocket_url().is_ok() => Transport::LegacyWebsocket,
-        Transport::Auto if config.volt().address.is_some() && config.volt().relay.is_none() => {
-            Transport::Grpc
-        }
+        Transport::Auto if has_grpc_endpoint(config) => Transport::Grpc,
         Transport::Auto | Transport::Websocket if rsa => Transport::LegacyWebsocket,
         Transport::Auto => Transport::Websocket,
         other => other,
+    }
+}
+
+/// Whether gRPC can reach the Volt: directly, or tunnelled through the relay.
+fn has_grpc_endpoint(config: &ClientConfig) -> bool {
+    match &config.volt().relay {
+        Some(Relay::Detailed { address, .. }) => address.is_some(),
+        Some(Relay::Url(_)) => false,
+        None => config.volt().address.is_some(),
     }
 }
 

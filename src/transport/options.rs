@@ -10,8 +10,9 @@ use super::reconnect::Supervisor;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Transport {
-    /// Native gRPC when the configuration has a gRPC address (`volt.address`) and names no
-    /// relay; the websocket gateway otherwise, and also when the gRPC endpoint cannot be
+    /// Native gRPC when the configuration has a gRPC endpoint: the Volt's (`volt.address`),
+    /// or, when it names a relay, the relay's (`volt.relay.address`), through which each call
+    /// is tunnelled; the websocket gateway otherwise, and also when the gRPC endpoint cannot be
     /// reached (refused, unreachable, or silent for the connect timeout) but the gateway can.
     /// With an RSA credential key (an RSA-era configuration) it is the gateway in the older
     /// protocol ([`LegacyWebsocket`](Self::LegacyWebsocket)) whenever there is a gateway.
@@ -22,7 +23,11 @@ pub enum Transport {
     /// protocol when the credential key is RSA (see [`LegacyWebsocket`](Self::LegacyWebsocket)).
     Websocket,
     /// Native gRPC (`volt.address`) over one HTTP/2 connection, with mutual TLS when the
-    /// credential has a certificate. Calls through a relay are not supported on it.
+    /// credential has a certificate. With a relay (`volt.relay.address`) the connection goes
+    /// to the relay and every call, of any shape, is tunnelled through `VoltAPI/Invoke`,
+    /// end-to-end encrypted with the Volt: its key exchange is checked against the Volt's key
+    /// before anything of the call leaves. The methods, responses and errors are the same;
+    /// a failure of the tunnel itself is [`ErrorKind::Tunnel`](crate::ErrorKind::Tunnel).
     Grpc,
     /// The websocket gateway of an RSA-era Volt, in the older protocol its clients (the Python
     /// `volt_client_web` 0.1.x) speak: JSON text frames, and each call's AES key sent

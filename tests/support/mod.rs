@@ -308,6 +308,7 @@ pub async fn subscribed(client: &VoltClient, wire_id: &str) -> WireChunks {
     chunks
 }
 
+pub mod scenario;
 pub mod scripted;
 pub mod scripted_legacy;
 

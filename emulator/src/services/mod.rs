@@ -8,6 +8,7 @@ pub mod connect;
 pub mod events;
 pub mod files;
 pub mod identities;
+pub mod invoke;
 pub mod resource_events;
 pub mod resource_ops;
 pub mod resources;
@@ -57,6 +58,8 @@ pub struct Services {
     admin: volt_admin::AdminState,
     /// Session statuses and identity names saved with SaveSession / SaveIdentity.
     session_states: sessions::SessionStates,
+    /// What the emulator breaks in the tunnels it ends (for testing clients).
+    tunnel_fault: invoke::TunnelFault,
 }
 
 /// How long a new connection may take to become usable, by default: 10 s for the TLS
@@ -87,6 +90,8 @@ pub struct Connections {
     websocket: AtomicU64,
     grpc: AtomicU64,
     grpc_client_certificate: AtomicU64,
+    tunnels: AtomicU64,
+    tunnel_messages: AtomicU64,
 }
 
 /// A snapshot of [`Connections`].
@@ -98,6 +103,11 @@ pub struct ConnectionCounts {
     pub grpc: u64,
     /// Of the gRPC connections, those whose client presented a certificate (mutual TLS).
     pub grpc_client_certificate: u64,
+    /// Relay tunnels (`VoltAPI/Invoke` streams) whose opening message arrived.
+    pub tunnels: u64,
+    /// Sealed messages (a method's start, requests, ends) that callers sent through tunnels:
+    /// none may arrive before a tunnel's key exchange has verified.
+    pub tunnel_messages: u64,
 }
 
 impl Connections {
@@ -114,12 +124,24 @@ impl Connections {
         }
     }
 
+    /// Counts a tunnel opened.
+    pub fn tunnel_opened(&self) {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message a caller sent through a tunnel after its opening.
+    pub fn tunnel_message(&self) {
+        self.tunnel_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counts so far.
     pub fn counts(&self) -> ConnectionCounts {
         ConnectionCounts {
             websocket: self.websocket.load(Ordering::Relaxed),
             grpc: self.grpc.load(Ordering::Relaxed),
             grpc_client_certificate: self.grpc_client_certificate.load(Ordering::Relaxed),
+            tunnels: self.tunnels.load(Ordering::Relaxed),
+            tunnel_messages: self.tunnel_messages.load(Ordering::Relaxed),
         }
     }
 }
@@ -140,6 +162,7 @@ impl Services {
         Ok(Services {
             admin: volt_admin::AdminState::open(&dir, identity.display_name())?,
             session_states: sessions::SessionStates::open(&dir)?,
+            tunnel_fault: invoke::TunnelFault::default(),
             access,
             events,
             clients: ClientRegistry::open(&dir)?,
@@ -180,6 +203,18 @@ impl Services {
     /// next request before it is ended (the transaction rolled back).
     pub fn execute_idle_timeout(&self) -> std::time::Duration {
         self.execute_idle_timeout
+    }
+
+    /// Breaks the tunnels this Volt ends as `fault` says (for testing that clients fail
+    /// closed).
+    pub fn with_tunnel_fault(mut self, fault: invoke::TunnelFault) -> Services {
+        self.tunnel_fault = fault;
+        self
+    }
+
+    /// What is broken in the tunnels this Volt ends.
+    pub fn tunnel_fault(&self) -> invoke::TunnelFault {
+        self.tunnel_fault
     }
 
     /// The discovery document (JSON) the gateway answers `GET /discover` with.
@@ -318,6 +353,19 @@ impl Services {
         }
     }
 
+    /// [`Services::call`] as a boxed `Send` future, for calls started from inside a call (a
+    /// tunnel runs the method it carries): its declared type ends the recursion of the
+    /// futures' types.
+    pub fn call_boxed(
+        self: Arc<Self>,
+        caller: Caller,
+        method: &'static Method,
+        inbound: Inbound,
+        outbound: Outbound,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>> {
+        Box::pin(self.call(caller, method, inbound, outbound))
+    }
+
     async fn route(
         self: &Arc<Self>,
         caller: &Caller,
@@ -336,6 +384,9 @@ impl Services {
             }
             "tdx.volt_api.volt.v1.VoltAPI" if identities::METHODS.contains(&name) => {
                 identities::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.VoltAPI" if name == invoke::METHOD => {
+                invoke::serve(self, inbound, outbound).await
             }
             "tdx.volt_api.volt.v1.VoltAPI" if volt_admin::METHODS.contains(&name) => {
                 volt_admin::dispatch(self, caller, name, inbound, outbound).await

@@ -10,6 +10,7 @@ mod call;
 mod connector;
 mod observed;
 mod setup;
+mod tunnel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,8 @@ pub(crate) struct Settings {
     pub call_buffer: usize,
     /// When to connect again; the connection's state.
     pub supervisor: Arc<super::reconnect::Supervisor>,
+    /// With a relay: where each call's tunnel goes (`address` is then the relay's).
+    pub tunnel: Option<tunnel::Route>,
 }
 
 /// A handle on the connection; cheap to clone.
@@ -160,6 +163,9 @@ impl Connection {
         let first = first
             .map(|request| encode(&path, method.input(), &request, settings.max_outbound))
             .transpose()?;
+        if let Some(route) = &settings.tunnel {
+            return tunnel::open(self, route, path, method, first, end_after_first, unread);
+        }
         let token = self.token()?;
 
         let (requests, queue) = mpsc::channel::<Bytes>(REQUEST_QUEUE);
