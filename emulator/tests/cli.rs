@@ -196,8 +196,7 @@ async fn serve_prints_ready_line_issues_clients_survives_bad_input_and_stops_on_
     assert!(status.success());
     let carol: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(
-        carol["volt"]["relay"]["address"],
-        served.ready["address"],
+        carol["volt"]["relay"]["address"], served.ready["address"],
         "{carol}"
     );
     assert_eq!(carol["volt"]["relay"]["http_address"], json!(http));
