@@ -49,6 +49,8 @@ pub enum Code {
     Unimplemented = 12,
     /// Something failed inside the emulator.
     Internal = 13,
+    /// What the call needs is not there now (a service whose host is offline).
+    Unavailable = 14,
     /// No valid identity was presented.
     Unauthenticated = 16,
 }

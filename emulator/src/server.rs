@@ -35,6 +35,7 @@ pub struct EmulatorBuilder {
     max_connections: usize,
     outgoing: OutgoingLimits,
     tunnel_fault: crate::services::invoke::TunnelFault,
+    host_key_exchange_wait: std::time::Duration,
 }
 
 /// Connections each listener serves at once, by default; further ones are closed at once.
@@ -131,6 +132,15 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How long a tunnel routed to a client hosting a service waits for the host's key
+    /// exchange; past it the caller gets `DEADLINE_EXCEEDED` and the host `client_end`.
+    /// [`DEFAULT_HOST_KEY_EXCHANGE_WAIT`](crate::services::hosting::DEFAULT_HOST_KEY_EXCHANGE_WAIT)
+    /// (10 s) by default.
+    pub fn host_key_exchange_wait(mut self, wait: std::time::Duration) -> Self {
+        self.host_key_exchange_wait = wait;
+        self
+    }
+
     /// Loads (or creates) the identity and data in the directory, binds both listeners,
     /// writes `DIR/client.config.json` and starts serving.
     pub async fn start(self) -> Result<Emulator> {
@@ -166,7 +176,8 @@ impl EmulatorBuilder {
                 .with_handshake_timeout(self.handshake_timeout)
                 .with_execute_idle_timeout(self.execute_idle_timeout)
                 .with_discovery(discovery)
-                .with_tunnel_fault(self.tunnel_fault),
+                .with_tunnel_fault(self.tunnel_fault)
+                .with_host_key_exchange_wait(self.host_key_exchange_wait),
         );
         endpoints.save(svc.dir())?;
         let config_path = write_default_config(&svc, &endpoints)?;
@@ -244,6 +255,7 @@ impl Emulator {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             outgoing: OutgoingLimits::default(),
             tunnel_fault: Default::default(),
+            host_key_exchange_wait: crate::services::hosting::DEFAULT_HOST_KEY_EXCHANGE_WAIT,
         }
     }
 

@@ -43,6 +43,16 @@ pub fn check_not_revoked(svc: &Services, session_id: &str) -> Result<(), Failure
 /// token carries, which on the websocket gateway is the rebuilt constant EdDSA header) by that
 /// session's key, `aud` = this Volt, and the time window. Returns the caller and the claims.
 pub fn verify_token(svc: &Services, token: &IdentityToken) -> Result<(Caller, Claims), Failure> {
+    verify_token_for(svc, token, svc.identity().id())
+}
+
+/// [`verify_token`] with `aud` = `audience`: a tunnel routed to a client hosting a service
+/// carries a token for that client (its id), not for this Volt. Only for such tunnels.
+pub fn verify_token_for(
+    svc: &Services,
+    token: &IdentityToken,
+    audience: &str,
+) -> Result<(Caller, Claims), Failure> {
     let unverified = token
         .claims_unverified()
         .map_err(|e| unauthenticated(format!("bad identity token: {e}")))?;
@@ -53,7 +63,26 @@ pub fn verify_token(svc: &Services, token: &IdentityToken) -> Result<(Caller, Cl
     let session = svc.clients().by_session(&session_id).ok_or_else(|| {
         unauthenticated(format!("unknown session {session_id}: {SESSION_INVALID}"))
     })?;
-    verify_for_session(svc, token, session)
+    verify_for_session(svc, token, session, audience)
+}
+
+/// The `volt-token` metadata of an Invoke stream: the official clients send the tunnel's own
+/// token there, whose `aud` is the host's client id for a tunnel to a hosted service. So it may
+/// be for this Volt or for one of its clients; the opening message's token is then checked
+/// against the route itself.
+pub fn verify_tunnel_metadata(
+    svc: &Services,
+    token: &IdentityToken,
+) -> Result<(Caller, Claims), Failure> {
+    let aud = token
+        .claims_unverified()
+        .map_err(|e| unauthenticated(format!("bad identity token: {e}")))?
+        .aud;
+    if aud != svc.identity().id() && svc.clients().by_client(&aud).is_some() {
+        verify_token_for(svc, token, &aud)
+    } else {
+        verify_token(svc, token)
+    }
 }
 
 /// Checks a token of the older websocket protocol (RS256, header `kid`): against the session
@@ -83,13 +112,14 @@ pub fn verify_legacy_token(
         .clients()
         .by_fingerprint(kid)
         .ok_or_else(|| unauthenticated(format!("unknown client key (kid): {kid}")))?;
-    verify_for_session(svc, token, session)
+    verify_for_session(svc, token, session, svc.identity().id())
 }
 
 fn verify_for_session(
     svc: &Services,
     token: &IdentityToken,
     session: Session,
+    audience: &str,
 ) -> Result<(Caller, Claims), Failure> {
     if session.revoked {
         return Err(revoked(&session.session_id));
@@ -97,7 +127,7 @@ fn verify_for_session(
     let key = PublicKey::from_pem(&session.public_key_pem)
         .map_err(|e| Failure::abort(Code::Internal, format!("stored session key: {e}")))?;
     let claims = token
-        .verify(&key, &validation(svc))
+        .verify(&key, &validation_for(svc, audience))
         .map_err(|e| unauthenticated(format!("identity token refused: {e}")))?;
     Ok((
         Caller {
@@ -136,7 +166,11 @@ pub fn verify_sessionless_proof(
 }
 
 fn validation(svc: &Services) -> Validation {
-    Validation::new(svc.identity().id(), svc.now())
+    validation_for(svc, svc.identity().id())
+}
+
+fn validation_for(svc: &Services, audience: &str) -> Validation {
+    Validation::new(audience, svc.now())
         .leeway(TOKEN_LEEWAY_SECS)
         .max_lifetime(TOKEN_MAX_LIFETIME_SECS)
 }

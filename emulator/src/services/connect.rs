@@ -1,16 +1,21 @@
 //! VoltAPI Connect: the long-lived stream a client keeps open to stay in touch with the
 //! Volt. Hello is acknowledged, pings answered, goodbye returned, and the events the hello
-//! subscribed to are sent as they happen.
+//! subscribed to are sent as they happen. A hello with `accept_invocation` makes the stream a
+//! host's (`super::hosting`): invocations routed to its client go down it as
+//! `invoke_request`s, and its `invoke_response`s go to the invocations they name.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tdx_volt::proto::volt as pb;
+use tracing::debug;
 
 use crate::call::{Caller, Failure, Inbound, Outbound};
 
 use super::auth::check_not_revoked;
 use super::events::{Interests, Subscription};
+use super::hosting::registry::{Delivery, HostRequests};
+use super::hosting::Hosted;
 use super::resources::{new_id, now_millis};
 use super::Services;
 
@@ -27,12 +32,28 @@ const CONNECT_MIN_IDLE: Duration = Duration::from_secs(3);
 
 /// Connect: hello is acknowledged with a connection id, the time and a ping interval (all in
 /// milliseconds); pings are answered; goodbye (or the client's end) ends the stream with a
-/// goodbye. A client silent for three of its own ping intervals is taken to be gone.
+/// goodbye. A client silent for three of its own ping intervals is taken to be gone. However
+/// the stream ends, a host's registration ends with it.
 pub async fn connect(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    inbound: Inbound,
+    outbound: &Outbound,
+) -> Result<(), Failure> {
+    let mut hosted = None;
+    let result = session(svc, caller, inbound, outbound, &mut hosted).await;
+    if let Some(hosted) = hosted {
+        hosted.end().await;
+    }
+    result
+}
+
+async fn session(
     svc: &Arc<Services>,
     caller: &Caller,
     mut inbound: Inbound,
     outbound: &Outbound,
+    hosted: &mut Option<Hosted>,
 ) -> Result<(), Failure> {
     use pb::connect_request::Payload as In;
     use pb::connect_response::Payload as Out;
@@ -44,6 +65,7 @@ pub async fn connect(
     // Only what the client sends keeps the stream alive; events going out do not.
     let mut deadline = tokio::time::Instant::now() + idle;
     let mut subscription: Option<Subscription> = None;
+    let mut host_requests: Option<HostRequests> = None;
     // A revocation ends the stream at once (not at the client's next call).
     let mut revocations = svc.clients().revocations();
     check_not_revoked(svc, &caller.session_id)?;
@@ -59,6 +81,12 @@ pub async fn connect(
                 None => std::future::pending().await,
             }
         };
+        let invocation = async {
+            match host_requests.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let request = tokio::select! {
             heard = tokio::time::timeout_at(deadline, inbound.next::<pb::ConnectRequest>()) => {
                 match heard {
@@ -68,6 +96,10 @@ pub async fn connect(
             }
             Some(event) = event => {
                 outbound.send(&reply(Out::Evt(event))).await?;
+                continue;
+            }
+            Some(invocation) = invocation => {
+                outbound.send(&reply(Out::InvokeRequest(invocation))).await?;
                 continue;
             }
             () = revoked => {
@@ -92,9 +124,17 @@ pub async fn connect(
                         .then(|| hello.resource_event_list.clone()),
                 };
                 subscription = Some(svc.events().subscribe(svc.subject(caller), interests));
+                let connection_id = new_id();
+                if hello.accept_invocation {
+                    // Registered, and its services online, before the client hears it is.
+                    let (host, requests) =
+                        Hosted::start(svc, caller, &connection_id, hello.online_services).await?;
+                    *hosted = Some(host);
+                    host_requests = Some(requests);
+                }
                 outbound
                     .send(&reply(Out::Acknowledge(pb::ConnectAcknowledge {
-                        connection_id: new_id(),
+                        connection_id,
                         timestamp: now_millis(),
                         ping_interval: ping_timeout,
                     })))
@@ -104,7 +144,25 @@ pub async fn connect(
             Some(In::Ping(_)) => {
                 outbound.send(&reply(Out::Ping(pb::ConnectPing {}))).await?;
             }
+            Some(In::InvokeResponse(answer)) => {
+                let id = answer.invoke_id;
+                match hosted.as_ref().and_then(Hosted::registration) {
+                    Some(host) => {
+                        if host.deliver(answer) == Delivery::Overflow {
+                            debug!(invoke_id = id, "a caller fell behind its host: ended");
+                        }
+                    }
+                    None => debug!(
+                        invoke_id = id,
+                        "invoke_response on a stream that hosts nothing"
+                    ),
+                }
+            }
             Some(In::Goodbye(_)) | None => {
+                // Its services are offline before the client hears the goodbye.
+                if let Some(host) = hosted.take() {
+                    host.end().await;
+                }
                 outbound
                     .send(&reply(Out::Goodbye(pb::ConnectGoodbye {
                         status: None,

@@ -7,6 +7,7 @@ pub mod authenticate;
 pub mod connect;
 pub mod events;
 pub mod files;
+pub mod hosting;
 pub mod identities;
 pub mod invoke;
 pub mod resource_events;
@@ -60,6 +61,10 @@ pub struct Services {
     session_states: sessions::SessionStates,
     /// What the emulator breaks in the tunnels it ends (for testing clients).
     tunnel_fault: invoke::TunnelFault,
+    /// The clients hosting services now, and the invocations routed to them.
+    hosts: Arc<hosting::HostRegistry>,
+    /// How long a routed invocation waits for its host's key exchange.
+    host_key_exchange_wait: std::time::Duration,
 }
 
 /// How long a new connection may take to become usable, by default: 10 s for the TLS
@@ -92,6 +97,7 @@ pub struct Connections {
     grpc_client_certificate: AtomicU64,
     tunnels: AtomicU64,
     tunnel_messages: AtomicU64,
+    routed_invocations: AtomicU64,
 }
 
 /// A snapshot of [`Connections`].
@@ -108,6 +114,8 @@ pub struct ConnectionCounts {
     /// Sealed messages (a method's start, requests, ends) that callers sent through tunnels:
     /// none may arrive before a tunnel's key exchange has verified.
     pub tunnel_messages: u64,
+    /// Of the tunnels, those routed to a client hosting a service (forwarded to its host).
+    pub routed_invocations: u64,
 }
 
 impl Connections {
@@ -129,6 +137,11 @@ impl Connections {
         self.tunnels.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a tunnel forwarded to a host.
+    pub fn invocation_routed(&self) {
+        self.routed_invocations.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a message a caller sent through a tunnel after its opening.
     pub fn tunnel_message(&self) {
         self.tunnel_messages.fetch_add(1, Ordering::Relaxed);
@@ -142,6 +155,7 @@ impl Connections {
             grpc_client_certificate: self.grpc_client_certificate.load(Ordering::Relaxed),
             tunnels: self.tunnels.load(Ordering::Relaxed),
             tunnel_messages: self.tunnel_messages.load(Ordering::Relaxed),
+            routed_invocations: self.routed_invocations.load(Ordering::Relaxed),
         }
     }
 }
@@ -154,6 +168,10 @@ impl Services {
             resources::ResourceStore::open(&dir, identity.id(), identity.display_name())?;
         let access = Arc::new(access::AccessStore::open(&dir, identity.id())?);
         let events = Arc::new(events::EventHub::default());
+        // No host is connected yet, whatever a previous run left.
+        resources
+            .services_offline_at_start()
+            .map_err(|f| tdx_volt::Error::new(tdx_volt::ErrorKind::Io, f.to_string()))?;
         // A fresh store: no listener is set yet.
         resources.set_listener(resource_events::listener(
             Arc::clone(&access),
@@ -163,6 +181,8 @@ impl Services {
             admin: volt_admin::AdminState::open(&dir, identity.display_name())?,
             session_states: sessions::SessionStates::open(&dir)?,
             tunnel_fault: invoke::TunnelFault::default(),
+            hosts: Arc::new(hosting::HostRegistry::default()),
+            host_key_exchange_wait: hosting::DEFAULT_HOST_KEY_EXCHANGE_WAIT,
             access,
             events,
             clients: ClientRegistry::open(&dir)?,
@@ -215,6 +235,22 @@ impl Services {
     /// What is broken in the tunnels this Volt ends.
     pub fn tunnel_fault(&self) -> invoke::TunnelFault {
         self.tunnel_fault
+    }
+
+    /// Bounds how long a routed invocation waits for its host's key exchange.
+    pub fn with_host_key_exchange_wait(mut self, wait: std::time::Duration) -> Services {
+        self.host_key_exchange_wait = wait;
+        self
+    }
+
+    /// How long a routed invocation waits for its host's key exchange.
+    pub fn host_key_exchange_wait(&self) -> std::time::Duration {
+        self.host_key_exchange_wait
+    }
+
+    /// The clients hosting services now.
+    pub fn hosts(&self) -> &Arc<hosting::HostRegistry> {
+        &self.hosts
     }
 
     /// The discovery document (JSON) the gateway answers `GET /discover` with.
@@ -384,6 +420,9 @@ impl Services {
             }
             "tdx.volt_api.volt.v1.VoltAPI" if identities::METHODS.contains(&name) => {
                 identities::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.VoltAPI" if hosting::rpc::METHODS.contains(&name) => {
+                hosting::rpc::dispatch(self, caller, name, inbound, outbound).await
             }
             "tdx.volt_api.volt.v1.VoltAPI" if name == invoke::METHOD => {
                 invoke::serve(self, inbound, outbound).await

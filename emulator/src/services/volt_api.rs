@@ -280,7 +280,7 @@ fn attribute_matches(q: &pb::ResourceAttributeQuery, x: &pb::Resource) -> bool {
 /// characters, `?` for exactly one; anything else matches itself. The API says wildcards are
 /// permitted without naming them: these are the two spellings a user is likely to try
 /// (`_` is not one, since names and aliases use it).
-fn wildcard(pattern: &str, text: &str) -> bool {
+pub fn wildcard(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     // Greedy matching with one backtrack point: the last star and where it resumed.

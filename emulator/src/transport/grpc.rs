@@ -26,7 +26,9 @@ use tonic::{Status, Streaming};
 use tracing::debug;
 
 use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
-use crate::services::auth::{check_not_revoked, verify_sessionless_proof, verify_token};
+use crate::services::auth::{
+    check_not_revoked, verify_sessionless_proof, verify_token, verify_tunnel_metadata,
+};
 use crate::services::Services;
 
 pub use tdx_volt::protocol::grpc::TOKEN_METADATA;
@@ -109,7 +111,7 @@ async fn handle(
             session_id: String::new(),
         }
     } else {
-        match identify(&svc, peer, request.headers()) {
+        match identify(&svc, peer, request.headers(), &path) {
             Ok(caller) => caller,
             Err(f) => return to_status(&f).into_http(),
         }
@@ -133,6 +135,7 @@ fn identify(
     svc: &Services,
     peer: Option<Caller>,
     headers: &http::HeaderMap,
+    path: &str,
 ) -> Result<Caller, Failure> {
     if let Some(caller) = peer {
         // Looked up as the connection opened: the session may have been revoked since.
@@ -150,6 +153,11 @@ fn identify(
         })?;
     let token = IdentityToken::parse(jwt)
         .map_err(|e| Failure::abort(Code::Unauthenticated, format!("bad volt-token: {e}")))?;
+    if path == tdx_volt::protocol::tunnel::INVOKE_PATH {
+        // A tunnel to a hosted service: the token may be for the host (its opening's token
+        // is what counts).
+        return verify_tunnel_metadata(svc, &token).map(|(caller, _)| caller);
+    }
     verify_token(svc, &token).map(|(caller, _)| caller)
 }
 

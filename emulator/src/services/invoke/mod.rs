@@ -1,28 +1,32 @@
-//! `VoltAPI/Invoke`: relay tunnels whose far end is this Volt, so that a configuration whose
-//! relay points at the emulator works.
+//! `VoltAPI/Invoke`: relay tunnels, ended here or routed to a client hosting a service.
 //!
 //! The opening message carries the caller's token (its `k` claim is the caller's key) and the
-//! route. A route to this Volt (no `target_did`, or only its id, and no service) is ended
-//! here: the emulator answers with a key exchange signed by the Volt key, then reads the
-//! sealed `method_invoke`, runs that method as any other call of the caller's, and seals each
-//! response into a `method_payload`. When the method finishes it sends `method_end` and closes
-//! the stream with OK. Failures of the tunnel itself answer `InvokeResponse.status` and end.
+//! route: `target_did` (the hops; the last one is where the tunnel ends) and
+//! `target_service_id`.
+//! - A route to this Volt (no `target_did`, or the last one its id, and no service) is ended
+//!   here ([`local`]); the token's `aud` must be this Volt.
+//! - Any other route goes to a host ([`routed`]): the last `target_did` that is not this Volt,
+//!   else the named service's host. The token's `aud` must be that host's client id. With a
+//!   `target_service_id`, the service must exist, be hosted by that client (NOT_FOUND
+//!   otherwise), and the caller must be allowed `volt:resource-invoke` on it
+//!   (PERMISSION_DENIED otherwise). A host with no live Connect stream that accepts
+//!   invocations answers UNAVAILABLE.
+//!
+//! Failures of the tunnel itself answer `InvokeResponse.status` and end the stream with OK.
+
+pub mod local;
+pub mod routed;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tdx_volt::proto::volt::{
-    invoke_response, method_invoke, method_payload, remote_response, InvokeRequest, InvokeResponse,
-    Status,
-};
-use tdx_volt::protocol::schema;
+use tdx_volt::proto::volt::{invoke_response, InvokeRequest, InvokeResponse, Status};
 use tdx_volt::protocol::token::IdentityToken;
-use tdx_volt::protocol::tunnel::{self, TunnelKey};
-use tokio::sync::mpsc;
 
-use super::auth::verify_token;
+use super::access::names;
+use super::auth::verify_token_for;
+use super::hosting::{host_of, is_service};
 use super::Services;
-use crate::call::{Caller, Code, Failure, Inbound, InboundSender, Outbound};
+use crate::call::{Caller, Code, Failure, Inbound, Outbound};
 
 /// What the emulator breaks in the tunnels it ends, for testing that clients fail closed.
 /// Never set outside tests.
@@ -48,44 +52,28 @@ pub async fn serve(
     let Some(opening) = inbound.next::<InvokeRequest>().await? else {
         return Ok(());
     };
-    let (caller, key) = match open_tunnel(svc, &opening) {
+    let opened = match open_tunnel(svc, &opening) {
         Ok(opened) => opened,
         Err(TunnelFailure(code, message)) => return fail(outbound, code, message).await,
     };
     svc.connections().tunnel_opened();
-    let (answer, key) = match tunnel::answer_key_exchange(&key, svc.identity().signing_key()) {
-        Ok((mut answer, key)) => {
-            if svc.tunnel_fault() == TunnelFault::CorruptSignature {
-                if let Some(byte) = answer.signature.first_mut() {
-                    *byte ^= 1;
-                }
-            }
-            (answer, key)
+    match opened {
+        Opened::Here { caller, key } => local::serve(svc, caller, &key, inbound, outbound).await,
+        Opened::ToHost {
+            host,
+            service_connection,
+        } => {
+            let Some(invocation) = svc.hosts().start(&host, &service_connection) else {
+                return fail(outbound, Code::Unavailable, format!("{host} is not online")).await;
+            };
+            svc.connections().invocation_routed();
+            routed::relay(svc, invocation, opening, inbound, outbound).await
         }
-        Err(e) => {
-            return fail(
-                outbound,
-                Code::Unauthenticated,
-                format!("key exchange: {e}"),
-            )
-            .await
-        }
-    };
-    outbound
-        .send(&InvokeResponse {
-            key_exchange: Some(answer),
-            ..InvokeResponse::default()
-        })
-        .await?;
-    let key = Arc::new(key);
-    match run_method(svc, caller, &key, inbound, outbound).await {
-        Ok(()) => Ok(()),
-        Err(TunnelFailure(code, message)) => fail(outbound, code, message).await,
     }
 }
 
 /// Why a tunnel failed: what `InvokeResponse.status` says.
-struct TunnelFailure(Code, String);
+pub struct TunnelFailure(pub Code, pub String);
 
 impl From<Failure> for TunnelFailure {
     fn from(f: Failure) -> TunnelFailure {
@@ -94,247 +82,107 @@ impl From<Failure> for TunnelFailure {
 }
 
 /// Answers a tunnel failure as a status, then ends the stream normally.
-async fn fail(outbound: &Outbound, code: Code, message: String) -> Result<(), Failure> {
+pub async fn fail(outbound: &Outbound, code: Code, message: String) -> Result<(), Failure> {
+    send_status(
+        outbound,
+        Status {
+            code: code.as_i32(),
+            message,
+            description: String::new(),
+        },
+    )
+    .await
+}
+
+/// Sends `InvokeResponse.status`.
+pub async fn send_status(outbound: &Outbound, status: Status) -> Result<(), Failure> {
     outbound
         .send(&InvokeResponse {
-            response_payload: Some(invoke_response::ResponsePayload::Status(Status {
-                code: code.as_i32(),
-                message,
-                description: String::new(),
-            })),
+            response_payload: Some(invoke_response::ResponsePayload::Status(status)),
             ..InvokeResponse::default()
         })
         .await
 }
 
-/// Checks the opening message: a valid token with a key, routed to this Volt.
-fn open_tunnel(svc: &Services, opening: &InvokeRequest) -> Result<(Caller, String), TunnelFailure> {
+/// Where an accepted tunnel goes.
+enum Opened {
+    /// It ends here; `key` is the caller's `k` claim.
+    Here { caller: Caller, key: String },
+    /// It goes to the client `host`; `service_connection` is the host connection the named
+    /// service is online on (empty without a service).
+    ToHost {
+        host: String,
+        service_connection: String,
+    },
+}
+
+/// Checks the opening message: the route, then a valid token for where it ends (with a key),
+/// then for a hosted service that the caller may invoke it.
+fn open_tunnel(svc: &Services, opening: &InvokeRequest) -> Result<Opened, TunnelFailure> {
     let token = IdentityToken::parse(&opening.token).map_err(|e| {
         TunnelFailure(
             Code::Unauthenticated,
             format!("the tunnel's first message needs a valid token: {e}"),
         )
     })?;
-    let (caller, claims) = verify_token(svc, &token)?;
-    let key = claims.k.ok_or_else(|| {
+    let own = svc.identity().id();
+    let hop = opening
+        .target_did
+        .last()
+        .filter(|did| !did.is_empty() && did.as_str() != own);
+    let service_id = &opening.target_service_id;
+    if hop.is_none() && service_id.is_empty() {
+        let (caller, claims) = verify_token_for(svc, &token, own)?;
+        return Ok(Opened::Here {
+            caller,
+            key: key_claim(claims.k)?,
+        });
+    }
+    let service = (!service_id.is_empty())
+        .then(|| svc.resources().get(service_id))
+        .flatten()
+        .filter(is_service);
+    // The host: the last hop, else the service's (a route naming the service alone).
+    let host = match (hop, &service) {
+        (Some(hop), _) => hop.clone(),
+        (None, Some(service)) => host_of(service).to_owned(),
+        (None, None) => own.to_owned(),
+    };
+    let (caller, claims) = verify_token_for(svc, &token, &host)?;
+    key_claim(claims.k)?;
+    let mut service_connection = String::new();
+    if !service_id.is_empty() {
+        let service = service.ok_or_else(|| {
+            TunnelFailure(Code::NotFound, format!("service not found: {service_id}"))
+        })?;
+        if host_of(&service) != host {
+            return Err(TunnelFailure(
+                Code::NotFound,
+                format!("service {service_id} is not hosted by {host}"),
+            ));
+        }
+        svc.authorize(&caller, &service.id, names::INVOKE)?;
+        if let Some(d) = service.service_description {
+            service_connection = d.host_connection_id;
+        }
+    }
+    if svc.clients().by_client(&host).is_none() {
+        return Err(TunnelFailure(
+            Code::NotFound,
+            format!("no route to {host}: not a client of this Volt"),
+        ));
+    }
+    Ok(Opened::ToHost {
+        host,
+        service_connection,
+    })
+}
+
+fn key_claim(k: Option<String>) -> Result<String, TunnelFailure> {
+    k.filter(|k| !k.is_empty()).ok_or_else(|| {
         TunnelFailure(
             Code::Unauthenticated,
             "the tunnel's token has no key (claim k)".into(),
         )
-    })?;
-    let own = svc.identity().id();
-    let to_us = opening.target_did.iter().all(|did| did == own);
-    if !to_us || !opening.target_service_id.is_empty() {
-        return Err(TunnelFailure(
-            Code::NotFound,
-            format!(
-                "no route to {:?} (service {:?}): volt-emulator ends tunnels to itself only",
-                opening.target_did, opening.target_service_id
-            ),
-        ));
-    }
-    Ok((caller, key))
-}
-
-/// Reads the sealed `method_invoke`, runs the method, and relays its requests and responses
-/// until it finishes.
-async fn run_method(
-    svc: &Arc<Services>,
-    caller: Caller,
-    key: &Arc<TunnelKey>,
-    mut inbound: Inbound,
-    outbound: &Outbound,
-) -> Result<(), TunnelFailure> {
-    let invoke = loop {
-        let Some(message) = inbound.next::<InvokeRequest>().await? else {
-            // Ended before starting a method.
-            return Ok(());
-        };
-        svc.connections().tunnel_message();
-        match open(key, &message)? {
-            Some(remote_response::Payload::MethodInvoke(invoke)) => break invoke,
-            None if message.client_end => return Ok(()),
-            None => {}
-            Some(_) => {
-                return Err(TunnelFailure(
-                    Code::FailedPrecondition,
-                    "the tunnel's first sealed message must start a method (method_invoke)".into(),
-                ))
-            }
-        }
-    };
-    let own = svc.identity().id();
-    let name = tunnel::strip_cloud_prefix(&invoke.method_name, own);
-    let method = match schema::methods().get(name) {
-        Some(method) if method.name() != METHOD => method,
-        _ => {
-            let failure = Failure::unimplemented(name);
-            return end(key, outbound, Some(&failure)).await;
-        }
-    };
-    let (requests, handler_inbound) = Inbound::channel();
-    let (handler_outbound, mut responses) = Outbound::channel();
-    let handler =
-        tokio::spawn(
-            svc.clone()
-                .call_boxed(caller, method, handler_inbound, handler_outbound),
-        );
-    let handler_abort = handler.abort_handle();
-    let _abort_on_return = AbortOnDrop(handler_abort);
-    let first = match invoke.invoke_request {
-        Some(method_invoke::InvokeRequest::Request(bytes)) => Some(Bytes::from(bytes)),
-        Some(method_invoke::InvokeRequest::JsonRequest(_)) => {
-            return Err(TunnelFailure(
-                Code::InvalidArgument,
-                "a JSON request in a protobuf tunnel".into(),
-            ))
-        }
-        None => None,
-    };
-    let (failed_tx, mut failed) = mpsc::channel::<TunnelFailure>(1);
-    let pump = tokio::spawn(pump_requests(
-        svc.clone(),
-        key.clone(),
-        inbound,
-        requests,
-        first,
-        failed_tx,
-    ));
-    let _abort_pump = AbortOnDrop(pump.abort_handle());
-
-    let mut handler = handler;
-    loop {
-        tokio::select! {
-            response = responses.recv() => match response {
-                Some(bytes) => {
-                    let sealed = key.seal_downstream(&tunnel::downstream_payload(bytes.to_vec()));
-                    outbound.send(&sealed).await?;
-                }
-                // Every sender is gone: the handler has returned; its result follows.
-                None => {
-                    let result = (&mut handler).await;
-                    return finish(key, outbound, result).await;
-                }
-            },
-            result = &mut handler => {
-                // What it queued goes out before the end.
-                while let Ok(bytes) = responses.try_recv() {
-                    let sealed = key.seal_downstream(&tunnel::downstream_payload(bytes.to_vec()));
-                    outbound.send(&sealed).await?;
-                }
-                return finish(key, outbound, result).await;
-            }
-            Some(failure) = failed.recv() => return Err(failure),
-        }
-    }
-}
-
-async fn finish(
-    key: &TunnelKey,
-    outbound: &Outbound,
-    result: Result<Result<(), Failure>, tokio::task::JoinError>,
-) -> Result<(), TunnelFailure> {
-    match result {
-        Ok(Ok(())) => end(key, outbound, None).await,
-        Ok(Err(failure)) => end(key, outbound, Some(&failure)).await,
-        Err(_) => {
-            let failure = Failure::abort(Code::Internal, "the call's handler failed");
-            end(key, outbound, Some(&failure)).await
-        }
-    }
-}
-
-/// Sends the sealed `method_end` (with the failure, if any); the stream then ends with OK.
-async fn end(
-    key: &TunnelKey,
-    outbound: &Outbound,
-    failure: Option<&Failure>,
-) -> Result<(), TunnelFailure> {
-    let error = failure.map(|f| (f.code().as_i32(), f.message().to_owned()));
-    outbound
-        .send(&key.seal_downstream(&tunnel::downstream_end(error)))
-        .await?;
-    Ok(())
-}
-
-/// Feeds the caller's later requests to the method: sealed `method_payload`s; a
-/// `method_end`, a bare `client_end` or a half-close ends its input.
-async fn pump_requests(
-    svc: Arc<Services>,
-    key: Arc<TunnelKey>,
-    mut inbound: Inbound,
-    requests: InboundSender,
-    first: Option<Bytes>,
-    failed: mpsc::Sender<TunnelFailure>,
-) {
-    if let Some(first) = first {
-        if requests.send(first).await.is_err() {
-            return;
-        }
-    }
-    let outcome = async {
-        while let Some(message) = inbound.next::<InvokeRequest>().await? {
-            svc.connections().tunnel_message();
-            match open(&key, &message)? {
-                Some(remote_response::Payload::MethodPayload(payload)) => {
-                    let Some(method_payload::MethodPayload::Payload(bytes)) =
-                        payload.method_payload
-                    else {
-                        return Err(TunnelFailure(
-                            Code::InvalidArgument,
-                            "a JSON payload in a protobuf tunnel".into(),
-                        ));
-                    };
-                    if requests.send(Bytes::from(bytes)).await.is_err() {
-                        // The method takes no more requests (a unary one has its one).
-                        return Ok(());
-                    }
-                }
-                Some(remote_response::Payload::MethodEnd(_)) => return Ok(()),
-                None if message.client_end => return Ok(()),
-                Some(remote_response::Payload::MethodInvoke(_)) => {
-                    return Err(TunnelFailure(
-                        Code::FailedPrecondition,
-                        "a second method_invoke in one tunnel".into(),
-                    ))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(failure) = outcome {
-        let _ = failed.send(failure).await;
-    }
-}
-
-/// Opens one sealed message from the caller. A second token (a second key exchange on the
-/// same stream) and anything that does not decrypt end the tunnel.
-fn open(
-    key: &TunnelKey,
-    message: &InvokeRequest,
-) -> Result<Option<remote_response::Payload>, TunnelFailure> {
-    if !message.token.is_empty() {
-        return Err(TunnelFailure(
-            Code::FailedPrecondition,
-            "a second key exchange on one tunnel".into(),
-        ));
-    }
-    match key.open_upstream(message) {
-        Ok(opened) => Ok(opened.and_then(|m| m.payload)),
-        Err(_) => Err(TunnelFailure(
-            Code::InvalidArgument,
-            "a tunnel message that does not decrypt".into(),
-        )),
-    }
-}
-
-/// Aborts a task when dropped (the tunnel ended, or its caller went away).
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    })
 }

@@ -19,6 +19,7 @@ use crate::proto_json::{from_json, to_json};
 use crate::snapshot_file::{Snapshot, SnapshotFile};
 
 pub mod changes;
+pub mod service_state;
 pub use changes::{Change, ChangeKind, Listener};
 
 /// The file the tree is kept in.
@@ -268,6 +269,7 @@ impl ResourceStore {
             template.status = ResourceStatus::Live as i32;
         }
         template.child.clear();
+        service_state::created_offline(&mut template);
         self.change(|tree| {
             let parent_id = resolved(tree, parent_id);
             if !tree.nodes.contains_key(&parent_id) {
@@ -289,7 +291,7 @@ impl ResourceStore {
     }
 
     /// Updates an existing resource's descriptive fields (name, description, kinds,
-    /// attributes, share mode, aliases); bumps `version` and `modified`.
+    /// attributes, share mode, aliases, a service's description); bumps `version` and `modified`.
     pub async fn update(
         &self,
         incoming: &Resource,
@@ -319,6 +321,7 @@ impl ResourceStore {
             if !incoming.alias.is_empty() {
                 r.alias = incoming.alias.clone();
             }
+            service_state::merge_description(r, incoming);
             if purge_attributes {
                 r.attribute = incoming.attribute.clone();
             } else {
