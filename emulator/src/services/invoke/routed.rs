@@ -108,14 +108,16 @@ async fn run(
     let mut caller_open = true;
     loop {
         tokio::select! {
-            message = inbound.next::<InvokeRequest>(), if caller_open => match message? {
-                Some(message) => {
+            message = inbound.next::<InvokeRequest>(), if caller_open => match message {
+                // A message that does not decode fails the tunnel, as a status.
+                Err(f) => return Ok(Ending::Failed(f.code(), f.message().to_owned())),
+                Ok(Some(message)) => {
                     svc.connections().tunnel_message();
                     if let Some(ending) = upstream(invocation, message).await {
                         return Ok(ending);
                     }
                 }
-                None => {
+                Ok(None) => {
                     caller_open = false;
                     if invocation.end_input().await.is_err() {
                         return Ok(host_gone());
