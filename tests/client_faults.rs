@@ -134,8 +134,10 @@ async fn fifty_callers_across_five_restarts() {
                             );
                         }
                     }
-                    // None hangs: the request timeout bounds each one.
-                    assert!(started.elapsed() < Duration::from_secs(10), "a call hung");
+                    // None hangs: the request timeout (3 s) bounds each one. The bound
+                    // checked is far looser, as the emulator shares this test's two runtime
+                    // threads (and the machine its cores): a late timer is not a hang.
+                    assert!(started.elapsed() < support::WAIT, "a call hung");
                 }
                 (ok, failed)
             }));
