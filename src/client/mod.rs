@@ -10,7 +10,9 @@ mod authenticate;
 mod builder;
 pub(crate) mod call;
 mod config_file;
+mod host;
 mod methods;
+mod service;
 mod session;
 mod sql;
 mod typed;
@@ -35,6 +37,8 @@ pub use builder::{
     DEFAULT_MAX_CALLS, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_REQUEST_TIMEOUT, MAX_CALL_BUFFER,
 };
 pub use call::Call;
+pub use host::{Host, HostOptions, Invocation};
+pub use service::{ServiceCall, ServiceRef};
 pub use session::{
     ResourceEventKind, Session, SessionEvent, SessionEvents, SessionOptions, SessionState,
     DEFAULT_SESSION_CLOSE_WAIT, DEFAULT_SESSION_EVENT_BUFFER, DEFAULT_SESSION_PING_EVERY,
@@ -162,6 +166,11 @@ impl VoltClient {
     /// ```
     pub fn connection_state(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
         self.shared.setup.options.supervisor.watch()
+    }
+
+    /// The credential key (a host signs its callers' key exchanges with it).
+    pub(crate) fn key(&self) -> std::sync::Arc<PrivateKey> {
+        self.shared.setup.key.clone()
     }
 
     /// The client's reconnect policy (sessions space their own attempts by it).

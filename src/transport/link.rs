@@ -32,6 +32,32 @@ pub(crate) struct Opened {
     pub receivers: Receivers,
 }
 
+/// A call to open to a service a Volt client hosts (through the Volt, end-to-end encrypted
+/// with the host).
+#[derive(Debug)]
+pub(crate) struct ServiceSpec {
+    /// The method path, `/package.Service/Method`.
+    pub path: Arc<str>,
+    /// The method's shape.
+    pub kind: crate::protocol::schema::MethodKind,
+    /// The host's client id: the last hop, and the audience of the call's token.
+    pub host_client_id: String,
+    /// The service resource's id (`host_service_id`).
+    pub service_id: String,
+    /// The host's key, which signs its half of the key exchange.
+    pub host_key: crate::PublicKey,
+}
+
+/// A call of raw protobuf messages, as [`Link::open_service`] opened it.
+pub(crate) struct RawOpened {
+    /// Requests (protobuf bytes); dropping the sender ends the client side.
+    pub requests: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    /// Responses, then an error if the call failed; the end of the channel is the call's.
+    pub responses: tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>,
+    /// The call's task: aborting it cancels the call.
+    pub task: tokio::task::AbortHandle,
+}
+
 /// A live connection to a Volt, shared by every call on it.
 pub(crate) trait Link: Send + Sync {
     /// Which transport this is.
@@ -43,6 +69,18 @@ pub(crate) trait Link: Send + Sync {
 
     /// Opens a call; returns once the connection has it.
     fn open(&self, spec: CallSpec) -> BoxFuture<'_, Result<Opened>>;
+
+    /// Opens a call to a hosted service. Only the gRPC transport tunnels to hosts.
+    fn open_service(&self, spec: ServiceSpec) -> Result<RawOpened> {
+        Err(crate::Error::new(
+            crate::ErrorKind::Config,
+            format!(
+                "{}: calls to a hosted service go over gRPC (Transport::Grpc, or Auto with a \
+                 gRPC endpoint)",
+                spec.path
+            ),
+        ))
+    }
 }
 
 /// The caller's side of one call.

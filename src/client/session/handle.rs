@@ -84,6 +84,19 @@ impl Session {
         })
     }
 
+    /// Sends `message` (a whole `ConnectRequest`) on the live Connect call; fails while the
+    /// session is reconnecting or closed.
+    pub(crate) async fn send(&self, message: serde_json::Value) -> crate::Result<()> {
+        let gone = || crate::Error::new(crate::ErrorKind::Closed, "the session is closed");
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Send { message, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
     /// Ends the session: says goodbye, waits for the Volt's goodbye (at most
     /// [`close_wait`](super::SessionOptions::close_wait)), and ends the call. The state is
     /// [`Closed`](SessionState::Closed) when it returns. Harmless on a session already over.

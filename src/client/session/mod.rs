@@ -82,6 +82,15 @@ impl VoltClient {
     /// # Ok(()) }
     /// ```
     pub async fn session(&self, options: SessionOptions) -> Result<Session> {
+        self.session_hosting(options, None).await
+    }
+
+    /// [`VoltClient::session`], handing every `invoke_request` the Volt sends to `host`.
+    pub(crate) async fn session_hosting(
+        &self,
+        options: SessionOptions,
+        host: Option<mpsc::Sender<serde_json::Value>>,
+    ) -> Result<Session> {
         let live = match establish(self, &options).await {
             Ok(live) => live,
             Err(Refused::Failed(e) | Refused::Invalid(e)) => return Err(e),
@@ -91,7 +100,7 @@ impl VoltClient {
         });
         let (events, events_rx) = mpsc::channel(options.event_buffer);
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-        let task = task::Task::new(self.clone(), options, state, events, commands_rx);
+        let task = task::Task::new(self.clone(), options, state, events, commands_rx, host);
         tokio::spawn(task.run(live));
         Ok(Session::new(commands, state_rx, events_rx))
     }

@@ -107,8 +107,8 @@ impl SessionOptions {
     }
 
     /// Tell the Volt this connection takes invocations (`accept_invocation`). Off by default.
-    /// The session does not answer invocations itself yet: leave it off unless another part
-    /// of the application does.
+    /// A plain session does not answer invocations: host services with
+    /// [`VoltClient::host`](crate::VoltClient::host), which turns it on.
     pub fn accept_invocation(mut self, on: bool) -> SessionOptions {
         self.accept_invocation = on;
         self

@@ -17,9 +17,32 @@ use crate::client::{Call, CallEvent, VoltClient};
 use crate::{ConnectionState, Error, ErrorKind};
 
 /// What a handle asks of the task.
-pub(super) enum Command {
+pub(crate) enum Command {
     /// Say goodbye and end; answer when done.
     Close(oneshot::Sender<()>),
+    /// Send a message on the live call (a hosted service's answer); fails while there is
+    /// none.
+    Send {
+        message: Value,
+        reply: oneshot::Sender<crate::Result<()>>,
+    },
+}
+
+impl Command {
+    /// The reply of a `Close`; a `Send` made while no call is live fails at once (what it
+    /// answered was for a call that is gone).
+    fn closing(self) -> Option<oneshot::Sender<()>> {
+        match self {
+            Command::Close(reply) => Some(reply),
+            Command::Send { reply, .. } => {
+                let _ = reply.send(Err(Error::new(
+                    ErrorKind::Closed,
+                    "the session's Connect call is gone (reconnecting)",
+                )));
+                None
+            }
+        }
+    }
 }
 
 /// Why serving (or reconnecting) stopped.
@@ -49,6 +72,8 @@ pub(super) struct Task {
     /// Events dropped since the reader last had room.
     missed: u64,
     commands: mpsc::Receiver<Command>,
+    /// Where invocations go, when the session hosts services.
+    host: Option<mpsc::Sender<Value>>,
 }
 
 impl Task {
@@ -58,6 +83,7 @@ impl Task {
         state: watch::Sender<SessionState>,
         events: mpsc::Sender<SessionEvent>,
         commands: mpsc::Receiver<Command>,
+        host: Option<mpsc::Sender<Value>>,
     ) -> Task {
         Task {
             client,
@@ -66,6 +92,7 @@ impl Task {
             events,
             missed: 0,
             commands,
+            host,
         }
     }
 
@@ -189,13 +216,16 @@ impl Task {
         loop {
             let deadline = liveness.deadline();
             tokio::select! {
-                command = self.commands.recv() => {
-                    let reply = command.map(|Command::Close(reply)| reply);
-                    if reply.is_some() {
-                        self.goodbye(&mut call).await;
+                command = self.commands.recv() => match command {
+                    Some(Command::Send { message, reply }) => {
+                        let _ = reply.send(call.send(message).await);
                     }
-                    return Ended::Stop(reply);
-                }
+                    Some(Command::Close(reply)) => {
+                        self.goodbye(&mut call).await;
+                        return Ended::Stop(Some(reply));
+                    }
+                    None => return Ended::Stop(None),
+                },
                 _ = ticker.tick() => {
                     liveness.pinged(Instant::now());
                     // A send waits while the call's queue is full: no longer than an answer may.
@@ -242,9 +272,18 @@ impl Task {
                 ErrorKind::Closed,
                 "Connect: the Volt said goodbye",
             )));
+        } else if let (Some(request), Some(host)) = (message.get("invoke_request"), &self.host) {
+            // The host's dispatcher never waits on this task, so it drains its inbox; one
+            // that is full has fallen far behind, and the message is lost (its caller's
+            // call then fails).
+            if host.try_send(request.clone()).is_err() {
+                tracing::debug!(
+                    "volt session: the host's inbox is full; an invocation message dropped"
+                );
+            }
         } else {
-            // A second acknowledge (the official client ignores it too), or an invocation,
-            // which this session does not take.
+            // A second acknowledge (the official client ignores it too), or an invocation
+            // when nothing here hosts a service.
             tracing::debug!("volt session: a message it does not handle, skipped");
         }
         None
@@ -301,9 +340,12 @@ impl Task {
             });
             tokio::select! {
                 () = tokio::time::sleep_until(until) => {}
-                command = self.commands.recv() => {
-                    return Err(Ended::Stop(command.map(|Command::Close(reply)| reply)));
-                }
+                command = self.commands.recv() => match command {
+                    None => return Err(Ended::Stop(None)),
+                    Some(command) => if let Some(reply) = command.closing() {
+                        return Err(Ended::Stop(Some(reply)));
+                    },
+                },
             }
         }
     }
@@ -321,9 +363,12 @@ impl Task {
         loop {
             tokio::select! {
                 result = &mut establishing => return result.map_err(Ended::from),
-                command = self.commands.recv() => {
-                    return Err(Ended::Stop(command.map(|Command::Close(reply)| reply)));
-                }
+                command = self.commands.recv() => match command {
+                    None => return Err(Ended::Stop(None)),
+                    Some(command) => if let Some(reply) = command.closing() {
+                        return Err(Ended::Stop(Some(reply)));
+                    },
+                },
                 changed = connection.changed(), if watching => {
                     if changed.is_err() {
                         watching = false;

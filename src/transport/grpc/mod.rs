@@ -25,7 +25,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use super::delivery;
-use super::link::{CallSpec, Link, Opened};
+use super::link::{CallSpec, Link, Opened, RawOpened, ServiceSpec};
 use super::Transport;
 use crate::protocol::grpc::TOKEN_METADATA;
 use crate::protocol::schema;
@@ -229,6 +229,27 @@ impl Link for Connection {
     fn open(&self, spec: CallSpec) -> BoxFuture<'_, Result<Opened>> {
         let opened = self.open_call(spec);
         Box::pin(async move { opened })
+    }
+
+    fn open_service(&self, spec: ServiceSpec) -> Result<RawOpened> {
+        // Through a relay the Volt is a hop before the host; on a direct connection the
+        // host is the only one.
+        let mut target_did = self
+            .settings
+            .tunnel
+            .as_ref()
+            .map(|relay| relay.target_did.clone())
+            .unwrap_or_default();
+        if target_did.last() != Some(&spec.host_client_id) {
+            target_did.push(spec.host_client_id.clone());
+        }
+        let route = tunnel::Route {
+            target_did,
+            service_id: Some(spec.service_id),
+            audience: Some(spec.host_client_id),
+            signer: spec.host_key,
+        };
+        tunnel::open_raw(self, &route, spec.path, spec.kind)
     }
 }
 

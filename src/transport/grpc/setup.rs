@@ -40,6 +40,8 @@ pub(crate) async fn connect(
             };
             let route = tunnel::Route {
                 target_did: vec![config.volt().id.clone()],
+                service_id: None,
+                audience: None,
                 signer: config.volt_public_key()?,
             };
             let trust = Trust {

@@ -28,42 +28,56 @@ use crate::protocol::grpc::{Encoded, TOKEN_METADATA};
 use crate::protocol::schema::{self, Method, MethodKind};
 use crate::protocol::tunnel::{self, Downstream, TunnelKey};
 use crate::transport::delivery::{self, response_event, Delivery};
-use crate::transport::link::Opened;
+use crate::transport::link::{Opened, RawOpened};
 use crate::{Error, ErrorKind, PublicKey, Reached, Result, Status};
 
 /// Where tunnelled calls go, and who answers them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Route {
-    /// `target_did` of each call: the hops, the Volt's id last.
+    /// `target_did` of each call: the hops, the far end last.
     pub target_did: Vec<String>,
-    /// The key that signs the far end's key exchange: the Volt's.
+    /// `target_service_id`: the hosted service called, if any.
+    pub service_id: Option<String>,
+    /// The token's audience, when not the Volt (a service's host).
+    pub audience: Option<String>,
+    /// The key that signs the far end's key exchange: the Volt's, or the service host's.
     pub signer: PublicKey,
 }
 
 /// Bytes a sealed message may add to the request it carries (envelope, padding, IV).
 const SEALING_OVERHEAD: usize = 1024;
 
-/// Opens a tunnelled call of `method`, with its first request (already encoded) if given.
-pub(super) fn open(
+/// A tunnelled call set going: the caller's request queue, and what its reader needs.
+struct Started<S> {
+    requests: Option<mpsc::Sender<Bytes>>,
+    grpc: tonic::client::Grpc<Observed>,
+    request: tonic::Request<S>,
+    reader: Reader,
+}
+
+/// Starts a tunnelled call of `path` (of shape `kind`) along `route`, with its first request
+/// (already encoded) if given.
+fn start(
     connection: &Connection,
     route: &Route,
-    path: Arc<str>,
-    method: &Method,
+    path: &Arc<str>,
+    kind: MethodKind,
     first: Option<Bytes>,
     end_after_first: bool,
-    unread: delivery::Unread,
-) -> Result<Opened> {
+) -> Result<Started<impl Stream<Item = Bytes> + Send + 'static>> {
     let settings = &connection.settings;
     let exchange = ClientKeyExchange::new();
     let signer = &settings.signer;
-    let jwt = signer
-        .sign(&signer.session_claims().with_key(exchange.token_claim()))?
-        .to_jwt();
+    let mut claims = signer.session_claims().with_key(exchange.token_claim());
+    if let Some(audience) = &route.audience {
+        claims.aud.clone_from(audience);
+    }
+    let jwt = signer.sign(&claims)?.to_jwt();
     let mut token = MetadataValue::try_from(jwt.as_str()).map_err(|e| {
         Error::new(ErrorKind::Token, "the identity token is not valid metadata").with_source(e)
     })?;
     token.set_sensitive(true);
-    let opening = tunnel::opening_request(jwt, route.target_did.clone(), None).encode_to_vec();
+    let opening = tunnel::opening_request(jwt, route.target_did.clone(), route.service_id.clone());
 
     let (requests, queue) = mpsc::channel::<Bytes>(REQUEST_QUEUE);
     if let Some(message) = first {
@@ -74,9 +88,9 @@ pub(super) fn open(
     let (key_tx, key_rx) = oneshot::channel();
     let sealer = Sealer {
         method_name: path.to_string(),
-        kind: method.kind(),
+        kind,
     };
-    let body = sealed_requests(Bytes::from(opening), key_rx, queue, sealer);
+    let body = sealed_requests(Bytes::from(opening.encode_to_vec()), key_rx, queue, sealer);
     let mut request = tonic::Request::new(body);
     request.metadata_mut().insert(TOKEN_METADATA, token);
 
@@ -84,27 +98,130 @@ pub(super) fn open(
     let grpc = tonic::client::Grpc::new(service)
         .max_decoding_message_size(settings.max_inbound + SEALING_OVERHEAD)
         .max_encoding_message_size(settings.max_outbound + SEALING_OVERHEAD);
-    let (delivery, receivers) = delivery::channels(settings.call_buffer, unread);
-    let reader = Reader {
+    Ok(Started {
+        requests,
+        grpc,
+        request,
+        reader: Reader {
+            path: path.clone(),
+            exchange,
+            signer: route.signer.clone(),
+            key_tx,
+            seen,
+        },
+    })
+}
+
+/// Opens a tunnelled call of a method of the Volt API, with its first request (already
+/// encoded) if given: JSON in and out, as on every transport.
+pub(super) fn open(
+    connection: &Connection,
+    route: &Route,
+    path: Arc<str>,
+    method: &Method,
+    first: Option<Bytes>,
+    end_after_first: bool,
+    unread: delivery::Unread,
+) -> Result<Opened> {
+    let started = start(
+        connection,
+        route,
+        &path,
+        method.kind(),
+        first,
+        end_after_first,
+    )?;
+    let (delivery, receivers) = delivery::channels(connection.settings.call_buffer, unread);
+    let sink = JsonSink {
         path: path.clone(),
         output: method.output().clone(),
-        exchange,
-        signer: route.signer.clone(),
-        key_tx,
-        seen,
+        delivery,
     };
-    let task = tokio::spawn(reader.run(grpc, request, delivery));
+    let task = tokio::spawn(started.reader.run(started.grpc, started.request, sink));
     let handle = CallHandle::new(
         path,
         method.input().clone(),
-        settings.clone(),
-        requests,
+        connection.settings.clone(),
+        started.requests,
         task.abort_handle(),
     );
     Ok(Opened {
         io: Box::new(handle),
         receivers,
     })
+}
+
+/// Opens a tunnelled call whose messages are raw protobuf bytes (a hosted service's method,
+/// described by the caller): requests go in through the returned queue, responses come out
+/// of the returned receiver, then the outcome (an error as its last item).
+pub(crate) fn open_raw(
+    connection: &Connection,
+    route: &Route,
+    path: Arc<str>,
+    kind: MethodKind,
+) -> Result<RawOpened> {
+    let started = start(connection, route, &path, kind, None, false)?;
+    let (responses, receiver) = mpsc::channel(connection.settings.call_buffer.max(1));
+    let sink = RawSink { responses };
+    let task = tokio::spawn(started.reader.run(started.grpc, started.request, sink));
+    Ok(RawOpened {
+        requests: started.requests,
+        responses: receiver,
+        task: task.abort_handle(),
+    })
+}
+
+/// Where a tunnelled call's responses go.
+trait Sink: Send + 'static {
+    /// Takes one response; `false` when the caller has gone.
+    fn message(&mut self, bytes: Vec<u8>)
+        -> impl std::future::Future<Output = Result<bool>> + Send;
+    /// Settles the call.
+    fn finish(self, outcome: Result<()>) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Responses as proto3 JSON, into a call's events.
+struct JsonSink {
+    path: Arc<str>,
+    output: MessageDescriptor,
+    delivery: Delivery,
+}
+
+impl Sink for JsonSink {
+    async fn message(&mut self, bytes: Vec<u8>) -> Result<bool> {
+        let value = schema::protobuf_to_json(&self.output, &bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("{}: a response that does not decode", self.path),
+            )
+            .with_source(e)
+        })?;
+        Ok(self
+            .delivery
+            .deliver(response_event(value), bytes.len())
+            .await)
+    }
+
+    async fn finish(self, outcome: Result<()>) {
+        self.delivery.finish(outcome);
+    }
+}
+
+/// Responses as they came, into a bounded channel.
+struct RawSink {
+    responses: mpsc::Sender<Result<Bytes>>,
+}
+
+impl Sink for RawSink {
+    async fn message(&mut self, bytes: Vec<u8>) -> Result<bool> {
+        Ok(self.responses.send(Ok(Bytes::from(bytes))).await.is_ok())
+    }
+
+    async fn finish(self, outcome: Result<()>) {
+        if let Err(e) = outcome {
+            let _ = self.responses.send(Err(e)).await;
+        }
+    }
 }
 
 /// Turns the call's requests into sealed tunnel messages.
@@ -163,10 +280,9 @@ fn sealed_requests(
     })
 }
 
-/// Reads one tunnelled call's responses into its events.
+/// Reads one tunnelled call's responses into its sink.
 struct Reader {
     path: Arc<str>,
-    output: MessageDescriptor,
     exchange: ClientKeyExchange,
     signer: PublicKey,
     key_tx: oneshot::Sender<Arc<TunnelKey>>,
@@ -174,33 +290,30 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run<S>(
+    async fn run<S, K: Sink>(
         self,
         grpc: tonic::client::Grpc<Observed>,
         request: tonic::Request<S>,
-        delivery: Delivery,
+        mut sink: K,
     ) where
         S: Stream<Item = Bytes> + Send + 'static,
     {
-        let outcome = tokio::select! {
-            () = delivery.gone() => return,
-            outcome = self.read(grpc, request, &delivery) => outcome,
-        };
-        delivery.finish(outcome);
+        // A caller that leaves aborts this task (its handle's drop), which resets the call.
+        let outcome = self.read(grpc, request, &mut sink).await;
+        sink.finish(outcome).await;
     }
 
-    async fn read<S>(
+    async fn read<S, K: Sink>(
         self,
         mut grpc: tonic::client::Grpc<Observed>,
         request: tonic::Request<S>,
-        delivery: &Delivery,
+        sink: &mut K,
     ) -> Result<()>
     where
         S: Stream<Item = Bytes> + Send + 'static,
     {
         let Reader {
             path,
-            output,
             exchange,
             signer,
             key_tx,
@@ -281,14 +394,7 @@ impl Reader {
                             format!("{path}: a tunnelled response without protobuf bytes"),
                         ));
                     };
-                    let value = schema::protobuf_to_json(&output, &bytes).map_err(|e| {
-                        Error::new(
-                            ErrorKind::Protocol,
-                            format!("{path}: a response that does not decode"),
-                        )
-                        .with_source(e)
-                    })?;
-                    if !delivery.deliver(response_event(value), bytes.len()).await {
+                    if !sink.message(bytes).await? {
                         return Ok(());
                     }
                 }

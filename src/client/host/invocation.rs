@@ -1,0 +1,166 @@
+//! One call a caller made to a hosted service: who called which method, its requests, and
+//! how the host answers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::outgoing::Outgoing;
+use crate::protocol::token::Claims;
+use crate::protocol::tunnel::{self, TunnelKey};
+use crate::{Error, ErrorKind, Result, Status};
+
+/// A call to a service this client hosts. Made by [`Host`](super::Host).
+///
+/// Read the requests with [`request`](Invocation::request) (the first one came with the call;
+/// a streaming caller sends more, until it ends its side), answer with
+/// [`respond`](Invocation::respond) (once for a unary method, as often as needed for a
+/// streaming one), then [`finish`](Invocation::finish). Every message is sealed with the key
+/// agreed with this caller alone. Dropping an invocation unfinished ends it with an error.
+pub struct Invocation {
+    id: u64,
+    method: String,
+    service_id: String,
+    caller: Claims,
+    token: String,
+    requests: mpsc::Receiver<Bytes>,
+    key: Arc<TunnelKey>,
+    outgoing: Outgoing,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Invocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The caller's token is a credential: never shown.
+        f.debug_struct("Invocation")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("service_id", &self.service_id)
+            .field("caller", &self.caller.sub)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Invocation {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        id: u64,
+        method: String,
+        service_id: String,
+        caller: Claims,
+        token: String,
+        requests: mpsc::Receiver<Bytes>,
+        key: Arc<TunnelKey>,
+        outgoing: Outgoing,
+    ) -> Invocation {
+        Invocation {
+            id,
+            method,
+            service_id,
+            caller,
+            token,
+            requests,
+            key,
+            outgoing,
+            finished: false,
+        }
+    }
+
+    /// The method called: its full path, `/package.Service/Method`.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The service resource the caller addressed (`target_service_id`; empty if none).
+    pub fn service_id(&self) -> &str {
+        &self.service_id
+    }
+
+    /// The caller's identity token claims, as the Volt passed them on (the Volt checked the
+    /// token before routing the call; check what your service needs, or ask the Volt with
+    /// [`raw_token`](Invocation::raw_token)).
+    pub fn caller(&self) -> &Claims {
+        &self.caller
+    }
+
+    /// The caller's identity token as it came: the subject of `CanAccessResource`, for a
+    /// host that asks the Volt what this caller may do. A credential: keep it out of logs.
+    pub fn raw_token(&self) -> &str {
+        &self.token
+    }
+
+    /// The next request as raw protobuf bytes; `None` once the caller has ended its side.
+    pub async fn request_bytes(&mut self) -> Option<Bytes> {
+        self.requests.recv().await
+    }
+
+    /// The next request decoded as `T`; `None` once the caller has ended its side.
+    pub async fn request<T: prost::Message + Default>(&mut self) -> Result<Option<T>> {
+        match self.requests.recv().await {
+            None => Ok(None),
+            Some(bytes) => T::decode(bytes).map(Some).map_err(|e| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!("{}: a request that does not decode", self.method),
+                )
+                .with_source(e)
+            }),
+        }
+    }
+
+    /// Sends one response (raw protobuf bytes of the method's output message).
+    pub async fn respond_bytes(&self, response: Vec<u8>) -> Result<()> {
+        self.send(&tunnel::downstream_payload(response), false)
+            .await
+    }
+
+    /// Sends one response.
+    pub async fn respond<T: prost::Message>(&self, response: &T) -> Result<()> {
+        self.respond_bytes(response.encode_to_vec()).await
+    }
+
+    /// Ends the call: `Ok` for success, or the status the caller's call fails with
+    /// ([`Status::new`] with a gRPC code and a message).
+    pub async fn finish(mut self, outcome: std::result::Result<(), Status>) -> Result<()> {
+        self.finished = true;
+        let error = outcome.err().map(|s| (s.code, s.message));
+        self.send(&tunnel::downstream_end(error), true).await
+    }
+
+    async fn send(&self, message: &crate::proto::volt::RemoteRequest, end: bool) -> Result<()> {
+        let mut sealed = self.key.seal_downstream(message);
+        sealed.invoke_id = self.id;
+        sealed.server_end = end;
+        self.outgoing.send(sealed).await
+    }
+}
+
+impl Drop for Invocation {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut sealed = self.key.seal_downstream(&tunnel::downstream_end(Some((
+            1,
+            "the service dropped the call".to_owned(),
+        ))));
+        sealed.invoke_id = self.id;
+        sealed.server_end = true;
+        self.outgoing.send_later(sealed);
+    }
+}
+
+/// A status for [`Invocation::finish`].
+pub(super) fn status(code: i32, message: impl Into<String>) -> Status {
+    Status::new(code, message, "")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn statuses_keep_code_and_message() {
+        let s = super::status(5, "no such thing");
+        assert_eq!((s.code, s.message.as_str()), (5, "no such thing"));
+    }
+}

@@ -1,0 +1,204 @@
+//! Hosting a service and calling it: Alice hosts an echo service over her Connect session,
+//! Bob calls it through the Volt (directly and through the relay), end-to-end encrypted with
+//! Alice; a wrong host key fails the call before anything leaves.
+
+mod support;
+
+use futures_util::StreamExt as _;
+use serde_json::{json, Value};
+use support::{connect, within, TestVolt};
+use tdx_volt::client::{HostOptions, ServiceRef};
+use tdx_volt::proto::volt::Status as Echo;
+use tdx_volt::protocol::schema::MethodKind;
+use tdx_volt::{PrivateKey, Transport, VoltClient};
+
+const ECHO: &str = "/test.Echo/Echo";
+const ECHO_STREAM: &str = "/test.Echo/EchoStream";
+
+fn echo(code: i32, message: &str) -> Echo {
+    Echo {
+        code,
+        message: message.to_owned(),
+        description: String::new(),
+    }
+}
+
+/// Saves Alice's echo service, hosted by her own client.
+async fn save_service(alice: &VoltClient) -> String {
+    let config = alice.config();
+    let key = config.private_key(None).expect("key");
+    let saved = alice
+        .save_resource(json!({"create": true, "resource": {
+            "name": "echo",
+            "kind": ["volt:service"],
+            "service_description": {
+                "host_type": "SERVICE_HOST_TYPE_RELAYED",
+                "host_client_id": config.credential().client_id,
+                "host_public_key": key.public_key().to_spki_pem().expect("PEM"),
+                "service_api": ["test.Echo"],
+            },
+        }}))
+        .await
+        .expect("SaveResource");
+    saved["resource"]["id"].as_str().expect("id").to_owned()
+}
+
+/// Serves every invocation `host` gives, as an echo: unary `Echo` answers its request;
+/// `EchoStream` answers each request until the caller ends, then ends; a request with code
+/// 99 fails the call.
+fn serve_echo(mut host: tdx_volt::client::Host) -> tokio::task::JoinHandle<Vec<Value>> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(mut call) = host.next().await {
+            seen.push(json!({
+                "method": call.method(),
+                "aud": call.caller().aud,
+                "sub": call.caller().sub,
+                "service": call.service_id(),
+            }));
+            tokio::spawn(async move {
+                let mut failed = None;
+                while let Ok(Some(request)) = call.request::<Echo>().await {
+                    if request.code == 99 {
+                        failed = Some(echo(9, "asked to fail"));
+                        break;
+                    }
+                    if call.respond(&request).await.is_err() {
+                        return;
+                    }
+                    if call.method() == ECHO {
+                        break;
+                    }
+                }
+                let _ = call
+                    .finish(match failed {
+                        Some(status) => Err(tdx_volt::Status::new(status.code, status.message, "")),
+                        None => Ok(()),
+                    })
+                    .await;
+            });
+            if seen.len() >= 1000 {
+                break;
+            }
+        }
+        seen
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosted_service_answers_callers_through_the_volt_and_its_relay() {
+    let volt = TestVolt::start("host-echo").await;
+    let alice = volt.client_over(Transport::Grpc).await;
+    let bob_config = volt
+        .emulator()
+        .issue_client("bob", None)
+        .expect("a second client");
+    let bob = connect(bob_config.clone(), Transport::Grpc)
+        .await
+        .expect("Bob connects");
+    let service_id = save_service(&alice).await;
+    // Bob may find and invoke it.
+    let me = bob
+        .can_access_resource(json!({"resource_id": service_id}))
+        .await
+        .expect("CanAccessResource");
+    let bob_did = me["identity_did"].as_str().expect("identity").to_owned();
+    for access in ["volt:resource-read", "volt:resource-invoke"] {
+        alice
+            .save_access(
+                json!({"access": {"resource_id": service_id, "identity_did": bob_did,
+                                            "access": access}}),
+            )
+            .await
+            .expect("SaveAccess");
+    }
+
+    let host = alice.host(HostOptions::new()).await.expect("hosting");
+    let session = host.session().clone();
+    let connection_id = host.session().connection_id().expect("connected");
+    let served = serve_echo(host);
+
+    // Bob finds it online, hosted on Alice's connection.
+    let found = bob
+        .discover_services(json!({"service_api": ["test.Echo"]}))
+        .await
+        .expect("DiscoverServices");
+    let resource = found["resource"]
+        .as_array()
+        .and_then(|s| s.iter().find(|r| r["id"] == json!(service_id)))
+        .cloned()
+        .unwrap_or_else(|| panic!("the service is listed: {found}"));
+    assert_eq!(
+        resource["service_description"]["host_connection_id"],
+        json!(connection_id),
+        "{resource}"
+    );
+    let service = ServiceRef::from_resource(&resource).expect("a hosted service");
+
+    // Unary, directly and through the relay.
+    let mut relayed_config = bob_config.clone();
+    relayed_config["volt"]["relay"] = json!({
+        "address": volt.emulator().address(),
+        "http_address": volt.emulator().http_address(),
+        "ca_pem": volt.emulator().ca_pem(),
+    });
+    let bob_relayed = connect(relayed_config, Transport::Grpc)
+        .await
+        .expect("Bob through the relay");
+    for (n, caller) in [&bob, &bob_relayed].into_iter().enumerate() {
+        let answer: Echo = within(
+            "echo",
+            caller.call_service_unary(&service, ECHO, &echo(n as i32, "hello")),
+        )
+        .await
+        .expect("Echo");
+        assert_eq!(answer, echo(n as i32, "hello"));
+    }
+
+    // Bidirectional: three requests, three answers, then the end.
+    let mut call = bob
+        .call_service(&service, ECHO_STREAM, MethodKind::BidiStreaming)
+        .expect("EchoStream");
+    for i in 0..3 {
+        call.send(&echo(i, "again")).await.expect("sent");
+    }
+    call.end();
+    for i in 0..3 {
+        let answer = within("an answer", call.next::<Echo>())
+            .await
+            .expect("open")
+            .expect("an answer");
+        assert_eq!(answer, echo(i, "again"));
+    }
+    assert!(within("the end", call.next_bytes()).await.is_none());
+
+    // The host's error is the caller's status error.
+    let err = bob
+        .call_service_unary::<Echo, Echo>(&service, ECHO, &echo(99, "fail"))
+        .await
+        .expect_err("the host fails it");
+    assert!(err.is_status() && !err.is_tunnel(), "{err:?}");
+    assert_eq!(err.status().map(|s| s.code), Some(9), "{err:?}");
+
+    // A host key that is not the host's: nothing leaves, the call fails.
+    let mut forged = resource.clone();
+    let stranger = PrivateKey::from_ed25519_seed(&[5; 32]);
+    forged["service_description"]["host_public_key"] =
+        json!(stranger.public_key().to_spki_pem().expect("PEM"));
+    let forged = ServiceRef::from_resource(&forged).expect("well formed");
+    let err = bob
+        .call_service_unary::<Echo, Echo>(&forged, ECHO, &echo(1, "secret"))
+        .await
+        .expect_err("the key exchange does not verify");
+    assert!(err.is_key_exchange(), "{err:?}");
+
+    // The host saw who called: tokens for Alice, in Bob's session.
+    session.close().await;
+    let seen = within("the host to stop", served).await.expect("host");
+    let bob_session = bob_config["credential"]["session_id"].clone();
+    assert!(seen.len() >= 4, "{seen:?}");
+    for call in &seen {
+        assert_eq!(call["sub"], bob_session, "{call}");
+        assert_eq!(call["service"], json!(service_id), "{call}");
+    }
+}
