@@ -7,8 +7,9 @@ mod support;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use support::{connect, within, TestVolt};
-use tdx_volt::client::{HostOptions, ServiceRef};
+use tdx_volt::client::{HostOptions, InvocationBody, ServiceRef};
 use tdx_volt::proto::volt::Status as Echo;
+use tdx_volt::protocol::grpc::Encoded;
 use tdx_volt::protocol::schema::MethodKind;
 use tdx_volt::{PrivateKey, Transport, VoltClient};
 
@@ -201,4 +202,130 @@ async fn a_hosted_service_answers_callers_through_the_volt_and_its_relay() {
         assert_eq!(call["sub"], bob_session, "{call}");
         assert_eq!(call["service"], json!(service_id), "{call}");
     }
+}
+
+/// A server shaped as tonic generates them (`tonic::server::Grpc` over a codec, a service per
+/// method), answering the echo methods: what `Host::serve` takes.
+#[derive(Clone)]
+struct TonicEcho;
+
+type Answer = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<http::Request<InvocationBody>> for TonicEcho {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<InvocationBody>) -> Answer {
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(Encoded);
+            Ok(match request.uri().path() {
+                ECHO => grpc.unary(Unary, request).await,
+                ECHO_STREAM => grpc.streaming(Streaming, request).await,
+                other => tonic::Status::unimplemented(other.to_owned()).into_http(),
+            })
+        })
+    }
+}
+
+struct Unary;
+
+impl tonic::server::UnaryService<bytes::Bytes> for Unary {
+    type Response = bytes::Bytes;
+    type Future = std::future::Ready<Result<tonic::Response<bytes::Bytes>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<bytes::Bytes>) -> Self::Future {
+        let bytes = request.into_inner();
+        let asked = <Echo as prost::Message>::decode(bytes.clone()).map(|e| e.code);
+        std::future::ready(match asked {
+            Ok(99) => Err(tonic::Status::failed_precondition("asked to fail")),
+            _ => Ok(tonic::Response::new(bytes)),
+        })
+    }
+}
+
+struct Streaming;
+
+impl tonic::server::StreamingService<bytes::Bytes> for Streaming {
+    type Response = bytes::Bytes;
+    type ResponseStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, tonic::Status>> + Send>,
+    >;
+    type Future = std::future::Ready<Result<tonic::Response<Self::ResponseStream>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<tonic::Streaming<bytes::Bytes>>) -> Self::Future {
+        let stream: Self::ResponseStream = Box::pin(request.into_inner());
+        std::future::ready(Ok(tonic::Response::new(stream)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tonic_shaped_server_hosts_the_service() {
+    let volt = TestVolt::start("host-tonic").await;
+    let alice = volt.client_over(Transport::Grpc).await;
+    let service_id = save_service(&alice).await;
+    let host = alice.host(HostOptions::new()).await.expect("hosting");
+    let session = host.session().clone();
+    let serving = tokio::spawn(host.serve(TonicEcho));
+    // Alice calls her own service (the owner may), through the Volt to her host.
+    let found = alice
+        .discover_services(json!({"service_api": ["test.Echo"]}))
+        .await
+        .expect("DiscoverServices");
+    let resource = found["resource"]
+        .as_array()
+        .and_then(|s| s.iter().find(|r| r["id"] == json!(service_id)))
+        .cloned()
+        .unwrap_or_else(|| panic!("the service is listed: {found}"));
+    let service = ServiceRef::from_resource(&resource).expect("a hosted service");
+
+    let answer: Echo = alice
+        .call_service_unary(&service, ECHO, &echo(7, "tonic"))
+        .await
+        .expect("Echo");
+    assert_eq!(answer, echo(7, "tonic"));
+    let err = alice
+        .call_service_unary::<Echo, Echo>(&service, ECHO, &echo(99, "fail"))
+        .await
+        .expect_err("the server fails it");
+    let status = err.status().expect("a status");
+    assert_eq!((status.code, status.message.as_str()), (9, "asked to fail"));
+
+    let mut call = alice
+        .call_service(&service, ECHO_STREAM, MethodKind::BidiStreaming)
+        .expect("EchoStream");
+    for i in 0..3 {
+        call.send(&echo(i, "streamed")).await.expect("sent");
+    }
+    call.end();
+    for i in 0..3 {
+        let answer = within("an answer", call.next::<Echo>())
+            .await
+            .expect("open")
+            .expect("an answer");
+        assert_eq!(answer, echo(i, "streamed"));
+    }
+    assert!(within("the end", call.next_bytes()).await.is_none());
+
+    let err = alice
+        .call_service_unary::<Echo, Echo>(&service, "/test.Echo/Nothing", &echo(1, "x"))
+        .await
+        .expect_err("no such method");
+    assert_eq!(err.status().map(|s| s.code), Some(12), "{err:?}");
+
+    session.close().await;
+    within("serve to return", serving).await.expect("serve");
 }

@@ -37,7 +37,7 @@ pub use builder::{
     DEFAULT_MAX_CALLS, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_REQUEST_TIMEOUT, MAX_CALL_BUFFER,
 };
 pub use call::Call;
-pub use host::{Host, HostOptions, Invocation};
+pub use host::{Host, HostOptions, Invocation, InvocationBody};
 pub use service::{ServiceCall, ServiceRef};
 pub use session::{
     ResourceEventKind, Session, SessionEvent, SessionEvents, SessionOptions, SessionState,

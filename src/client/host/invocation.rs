@@ -90,6 +90,13 @@ impl Invocation {
         &self.token
     }
 
+    /// Takes the call's requests (for a body that streams them); the invocation then has
+    /// none left to read.
+    pub(super) fn take_requests(&mut self) -> mpsc::Receiver<Bytes> {
+        let (_, closed) = mpsc::channel(1);
+        std::mem::replace(&mut self.requests, closed)
+    }
+
     /// The next request as raw protobuf bytes; `None` once the caller has ended its side.
     pub async fn request_bytes(&mut self) -> Option<Bytes> {
         self.requests.recv().await

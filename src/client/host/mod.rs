@@ -4,6 +4,7 @@
 //! - `invocation`: [`Invocation`], one call to answer;
 //! - `dispatch`: the task that keys, opens and routes what callers send;
 //! - `outgoing`: the way answers go back, over the session;
+//! - `tower`: serving invocations with a tonic-generated server (any tower `Service`);
 //! - `wire`: the invocation messages between the session's JSON and prost types.
 //!
 //! Each caller's messages are end-to-end encrypted with a key agreed with that caller alone:
@@ -13,6 +14,7 @@
 mod dispatch;
 mod invocation;
 mod outgoing;
+mod tower;
 mod wire;
 
 use std::pin::Pin;
@@ -22,6 +24,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 pub use invocation::Invocation;
+pub use tower::InvocationBody;
 
 use super::session::{Session, SessionOptions};
 use super::VoltClient;
