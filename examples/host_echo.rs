@@ -66,11 +66,13 @@ async fn run(path: &str) -> tdx_volt::Result<()> {
 }
 
 /// The service resource this client hosts: the one it saved before, or a new one. Its
-/// description names this client as the host, with its public key.
+/// description names this client as the host, with its public key, and the resource itself
+/// as `host_service_id` (callers such as the official JS client send that as the call's
+/// `target_service_id`: with none, the Volt cannot check their access to the service).
 async fn save_service(client: &VoltClient) -> tdx_volt::Result<String> {
     let config = client.config();
     let me = config.credential().client_id.clone();
-    let description = json!({
+    let mut description = json!({
         "host_type": "SERVICE_HOST_TYPE_RELAYED",
         "host_client_id": me,
         "host_public_key": config.private_key(None)?.public_key().to_spki_pem()?,
@@ -86,23 +88,21 @@ async fn save_service(client: &VoltClient) -> tdx_volt::Result<String> {
             .find(|r| r["service_description"]["host_client_id"] == json!(me))
             .cloned()
     });
-    let saved = match mine {
-        Some(mut resource) => {
-            resource["service_description"] = description;
-            client.save_resource(json!({"resource": resource})).await?
-        }
-        None => {
-            client
-                .save_resource(json!({"create": true, "resource": {
-                    "name": "echo", "kind": ["volt:service"],
-                    "service_description": description}}))
-                .await?
-        }
+    let mut resource = match mine {
+        Some(resource) => resource,
+        // A new resource first, for its id.
+        None => client
+            .save_resource(json!({"create": true, "resource": {
+                "name": "echo", "kind": ["volt:service"],
+                "service_description": description}}))
+            .await?["resource"]
+            .take(),
     };
-    Ok(saved["resource"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
+    let id = resource["id"].as_str().unwrap_or_default().to_owned();
+    description["host_service_id"] = json!(id);
+    resource["service_description"] = description;
+    client.save_resource(json!({"resource": resource})).await?;
+    Ok(id)
 }
 
 /// Waits until the Volt lists the service online on this host's session.
