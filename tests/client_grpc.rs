@@ -17,7 +17,7 @@ use tdx_volt::proto::volt as pb;
 use tdx_volt::{Transport, VoltClient};
 use tdx_volt_emulator::AuthenticatePolicy;
 
-use support::scenario::{b64, fixture, record, scenario, FILE_API, VOLT_API};
+use support::scenario::{b64, fixture, record, scenario, upload_and_read_back, FILE_API, VOLT_API};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_and_websocket_give_the_same_answers() {
@@ -86,41 +86,7 @@ async fn streams_cross_transports() {
     assert!(within("end", over_grpc.next()).await.is_none());
 
     // A client-streaming upload over gRPC reads back the same over the websocket gateway.
-    let saved = grpc
-        .save_resource(json!({"resource": {"name": "up.txt", "kind": ["file"]}, "create": true}))
-        .await
-        .expect("SaveResource");
-    let file_id = saved["resource"]["id"].as_str().expect("id").to_owned();
-    let mut upload = grpc.upload_file(None).await.expect("UploadFile");
-    upload
-        .send(json!({"start": {"resource_id": file_id}}))
-        .await
-        .expect("start");
-    let mut content = Vec::new();
-    for i in 0..40u8 {
-        let block = vec![b'a' + i % 26; 3000];
-        upload
-            .send(json!({"block": b64(&block)}))
-            .await
-            .expect("block");
-        content.extend_from_slice(&block);
-    }
-    upload.end().await.expect("end");
-    let answer = within("upload answer", upload.message())
-        .await
-        .expect("no error")
-        .expect("answer");
-    assert_eq!(answer["ack"], json!(40));
-    assert!(matches!(
-        within("end", upload.next()).await,
-        Some(CallEvent::End)
-    ));
-    assert!(upload.send(json!({})).await.unwrap_err().is_closed());
-    let got = ws
-        .get_file_content(json!({"resource_id": file_id}))
-        .await
-        .expect("GetFileContent");
-    assert_eq!(got["content"], json!(b64(&content)));
+    upload_and_read_back(&grpc, &ws).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

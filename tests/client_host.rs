@@ -44,6 +44,19 @@ async fn save_service(alice: &VoltClient) -> String {
     saved["resource"]["id"].as_str().expect("id").to_owned()
 }
 
+/// The service `service_id` as `client` finds it with DiscoverServices.
+async fn find_service(client: &VoltClient, service_id: &str) -> Value {
+    let found = client
+        .discover_services(json!({"service_api": ["test.Echo"]}))
+        .await
+        .expect("DiscoverServices");
+    found["resource"]
+        .as_array()
+        .and_then(|s| s.iter().find(|r| r["id"] == json!(service_id)))
+        .cloned()
+        .unwrap_or_else(|| panic!("the service is listed: {found}"))
+}
+
 /// Serves every invocation `host` gives, as an echo: unary `Echo` answers its request;
 /// `EchoStream` answers each request until the caller ends, then ends; a request with code
 /// 99 fails the call.
@@ -120,15 +133,7 @@ async fn a_hosted_service_answers_callers_through_the_volt_and_its_relay() {
     let served = serve_echo(host);
 
     // Bob finds it online, hosted on Alice's connection.
-    let found = bob
-        .discover_services(json!({"service_api": ["test.Echo"]}))
-        .await
-        .expect("DiscoverServices");
-    let resource = found["resource"]
-        .as_array()
-        .and_then(|s| s.iter().find(|r| r["id"] == json!(service_id)))
-        .cloned()
-        .unwrap_or_else(|| panic!("the service is listed: {found}"));
+    let resource = find_service(&bob, &service_id).await;
     assert_eq!(
         resource["service_description"]["host_connection_id"],
         json!(connection_id),
@@ -281,15 +286,7 @@ async fn a_tonic_shaped_server_hosts_the_service() {
     let session = host.session().clone();
     let serving = tokio::spawn(host.serve(TonicEcho));
     // Alice calls her own service (the owner may), through the Volt to her host.
-    let found = alice
-        .discover_services(json!({"service_api": ["test.Echo"]}))
-        .await
-        .expect("DiscoverServices");
-    let resource = found["resource"]
-        .as_array()
-        .and_then(|s| s.iter().find(|r| r["id"] == json!(service_id)))
-        .cloned()
-        .unwrap_or_else(|| panic!("the service is listed: {found}"));
+    let resource = find_service(&alice, &service_id).await;
     let service = ServiceRef::from_resource(&resource).expect("a hosted service");
 
     let answer: Echo = alice

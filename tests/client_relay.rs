@@ -8,7 +8,7 @@ mod support;
 
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
-use support::scenario::{b64, fixture, record, scenario};
+use support::scenario::{fixture, record, scenario, upload_and_read_back};
 use support::{connect, new_wire, publish, subscribed, within, TestVolt};
 use tdx_volt::client::CallEvent;
 use tdx_volt::{PrivateKey, Transport};
@@ -106,40 +106,7 @@ async fn every_shape_of_call_goes_through_the_tunnel() {
 
     // Client streaming: an upload whose requests were written before the key exchange
     // completed arrives whole, in order.
-    let saved = tunnel
-        .save_resource(json!({"resource": {"name": "up.txt", "kind": ["file"]}, "create": true}))
-        .await
-        .expect("SaveResource");
-    let file_id = saved["resource"]["id"].as_str().expect("id").to_owned();
-    let mut upload = tunnel.upload_file(None).await.expect("UploadFile");
-    upload
-        .send(json!({"start": {"resource_id": file_id}}))
-        .await
-        .expect("start");
-    let mut content = Vec::new();
-    for i in 0..40u8 {
-        let block = vec![b'a' + i % 26; 3000];
-        upload
-            .send(json!({"block": b64(&block)}))
-            .await
-            .expect("block");
-        content.extend_from_slice(&block);
-    }
-    upload.end().await.expect("end");
-    let answer = within("upload answer", upload.message())
-        .await
-        .expect("no error")
-        .expect("answer");
-    assert_eq!(answer["ack"], json!(40));
-    assert!(matches!(
-        within("end", upload.next()).await,
-        Some(CallEvent::End)
-    ));
-    let got = direct
-        .get_file_content(json!({"resource_id": file_id}))
-        .await
-        .expect("GetFileContent");
-    assert_eq!(got["content"], json!(b64(&content)));
+    upload_and_read_back(&tunnel, &direct).await;
 
     // The Volt's refusals are the same errors as on a direct call.
     let err = tunnel

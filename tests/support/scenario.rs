@@ -171,3 +171,43 @@ pub fn scenario(volt_id: &str, f: &Fixture) -> Vec<(String, Value)> {
         (SQL_EXECUTE.to_owned(), select("SELEC nonsense", 0)),
     ]
 }
+
+/// Uploads 40 blocks of 3,000 bytes with `uploader` (client streaming: every request written
+/// before the answer), then checks that `reader` reads the same content back.
+pub async fn upload_and_read_back(uploader: &VoltClient, reader: &VoltClient) {
+    let saved = uploader
+        .save_resource(json!({"resource": {"name": "up.txt", "kind": ["file"]}, "create": true}))
+        .await
+        .expect("SaveResource");
+    let file_id = saved["resource"]["id"].as_str().expect("id").to_owned();
+    let mut upload = uploader.upload_file(None).await.expect("UploadFile");
+    upload
+        .send(json!({"start": {"resource_id": file_id}}))
+        .await
+        .expect("start");
+    let mut content = Vec::new();
+    for i in 0..40u8 {
+        let block = vec![b'a' + i % 26; 3000];
+        upload
+            .send(json!({"block": b64(&block)}))
+            .await
+            .expect("block");
+        content.extend_from_slice(&block);
+    }
+    upload.end().await.expect("end");
+    let answer = within("upload answer", upload.message())
+        .await
+        .expect("no error")
+        .expect("answer");
+    assert_eq!(answer["ack"], json!(40));
+    assert!(matches!(
+        within("end", upload.next()).await,
+        Some(CallEvent::End)
+    ));
+    assert!(upload.send(json!({})).await.unwrap_err().is_closed());
+    let got = reader
+        .get_file_content(json!({"resource_id": file_id}))
+        .await
+        .expect("GetFileContent");
+    assert_eq!(got["content"], json!(b64(&content)));
+}
