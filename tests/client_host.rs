@@ -44,6 +44,25 @@ async fn save_service(alice: &VoltClient) -> String {
     saved["resource"]["id"].as_str().expect("id").to_owned()
 }
 
+/// Calls EchoStream with three requests and checks the three answers, then the end.
+async fn echo_three(caller: &VoltClient, service: &ServiceRef, text: &str) {
+    let mut call = caller
+        .call_service(service, ECHO_STREAM, MethodKind::BidiStreaming)
+        .expect("EchoStream");
+    for i in 0..3 {
+        call.send(&echo(i, text)).await.expect("sent");
+    }
+    call.end();
+    for i in 0..3 {
+        let answer = within("an answer", call.next::<Echo>())
+            .await
+            .expect("open")
+            .expect("an answer");
+        assert_eq!(answer, echo(i, text));
+    }
+    assert!(within("the end", call.next_bytes()).await.is_none());
+}
+
 /// The service `service_id` as `client` finds it with DiscoverServices.
 async fn find_service(client: &VoltClient, service_id: &str) -> Value {
     let found = client
@@ -162,21 +181,7 @@ async fn a_hosted_service_answers_callers_through_the_volt_and_its_relay() {
     }
 
     // Bidirectional: three requests, three answers, then the end.
-    let mut call = bob
-        .call_service(&service, ECHO_STREAM, MethodKind::BidiStreaming)
-        .expect("EchoStream");
-    for i in 0..3 {
-        call.send(&echo(i, "again")).await.expect("sent");
-    }
-    call.end();
-    for i in 0..3 {
-        let answer = within("an answer", call.next::<Echo>())
-            .await
-            .expect("open")
-            .expect("an answer");
-        assert_eq!(answer, echo(i, "again"));
-    }
-    assert!(within("the end", call.next_bytes()).await.is_none());
+    echo_three(&bob, &service, "again").await;
 
     // The host's error is the caller's status error.
     let err = bob
@@ -301,21 +306,7 @@ async fn a_tonic_shaped_server_hosts_the_service() {
     let status = err.status().expect("a status");
     assert_eq!((status.code, status.message.as_str()), (9, "asked to fail"));
 
-    let mut call = alice
-        .call_service(&service, ECHO_STREAM, MethodKind::BidiStreaming)
-        .expect("EchoStream");
-    for i in 0..3 {
-        call.send(&echo(i, "streamed")).await.expect("sent");
-    }
-    call.end();
-    for i in 0..3 {
-        let answer = within("an answer", call.next::<Echo>())
-            .await
-            .expect("open")
-            .expect("an answer");
-        assert_eq!(answer, echo(i, "streamed"));
-    }
-    assert!(within("the end", call.next_bytes()).await.is_none());
+    echo_three(&alice, &service, "streamed").await;
 
     let err = alice
         .call_service_unary::<Echo, Echo>(&service, "/test.Echo/Nothing", &echo(1, "x"))
