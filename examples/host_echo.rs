@@ -76,6 +76,9 @@ async fn save_service(client: &VoltClient) -> tdx_volt::Result<String> {
         "host_type": "SERVICE_HOST_TYPE_RELAYED",
         "host_client_id": me,
         "host_public_key": config.private_key(None)?.public_key().to_spki_pem()?,
+        // Callers reach a RELAYED service through the Volt; the official gRPC client still
+        // wants an address here (it makes, and never dials, a client for it).
+        "host_address": config.volt().address.clone().unwrap_or_default(),
         "service_api": [echo::SERVICE],
         "proto_file": [{"file_path": "echo.proto", "protobuf": echo::PROTO,
                         "service_name": [echo::SERVICE]}],

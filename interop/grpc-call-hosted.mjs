@@ -62,20 +62,17 @@ await step("discover", async () => {
     `no proto_file with the service's proto text: ${JSON.stringify(description.proto_file)}`
   );
   check(description.host_connection_id, "no host_connection_id (the service is not online)");
+  // See below: the official client needs one.
+  check(description.host_address, "no host_address in the service description");
   service = resource;
   return { service_id: resource.id, host_client_id: description.host_client_id };
 });
 
-// Workaround (official client 0.20.34): for any service that is not built in, the client
-// makes a grpc-js client at service_description.host_address (volt-client-internal.js,
-// getAPIClientInternal), even for a RELAYED service whose calls all go through the Volt's
-// own VoltAPI/Invoke; grpc-js throws `Could not parse target name ""` for a service without
-// one. That client is only used for the method's serialisers and path, never dialled, so a
-// user gives it the Volt's address.
-const callable = structuredClone(service);
-if (!callable.service_description.host_address) {
-  callable.service_description.host_address = config.volt.address;
-}
+// The official client (0.20.34) makes a grpc-js client at service_description.host_address
+// for any service that is not built in, even a RELAYED one whose calls all go through the
+// Volt's own VoltAPI/Invoke, and throws `Could not parse target name ""` without one. That
+// client is never dialled; host_echo fills the field with the Volt's address.
+const callable = service;
 
 await step("unary_echo", async () => {
   // Resolves when the Invoke stream ends, after the host's end of the call.
