@@ -5,6 +5,9 @@
 //! cargo run --example call_echo -- CONFIG_PATH
 //! ```
 //!
+//! The service's resource carries its proto file, so the calls work over any transport:
+//! protobuf tunnelled over gRPC, or JSON routed through the websocket gateway.
+//!
 //! The calls go through the Volt (and its relay, with a relayed configuration) to the host,
 //! end-to-end encrypted with it: the host's key exchange is checked against the service's
 //! `host_public_key` before a request leaves.
@@ -17,7 +20,6 @@ use std::process::ExitCode;
 use echo::{EchoRequest, EchoResponse};
 use serde_json::json;
 use tdx_volt::client::ServiceRef;
-use tdx_volt::protocol::schema::MethodKind;
 use tdx_volt::VoltClient;
 
 #[tokio::main]
@@ -38,7 +40,7 @@ async fn main() -> ExitCode {
 async fn run(path: &str) -> tdx_volt::Result<()> {
     let client = VoltClient::builder().config_file(path).connect().await?;
     let found = client
-        .discover_services(json!({"service_api": [echo::SERVICE]}))
+        .discover_services(json!({"service_api": [echo::SERVICE], "include_protobuf": true}))
         .await?;
     let resource = found["resource"]
         .as_array()
@@ -65,11 +67,12 @@ async fn run(path: &str) -> tdx_volt::Result<()> {
         json!({"method": "Echo", "text": answer.text, "sequence": answer.sequence})
     );
 
-    let mut call = client.call_service(&service, echo::ECHO_STREAM, MethodKind::BidiStreaming)?;
+    // The method's shape (bidirectional) comes from the proto file the service carries.
+    let mut call = client.call_service(&service, echo::ECHO_STREAM).await?;
     for text in ["one", "two", "three"] {
         call.send(&EchoRequest { text: text.into() }).await?;
     }
-    call.end();
+    call.end().await?;
     while let Some(answer) = call.next::<EchoResponse>().await {
         let answer = answer?;
         println!(

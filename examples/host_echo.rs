@@ -23,7 +23,7 @@ use std::time::Duration;
 use echo::{EchoRequest, EchoResponse};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
-use tdx_volt::client::{HostOptions, Invocation};
+use tdx_volt::client::{HostOptions, Invocation, ServiceProtos};
 use tdx_volt::{Status, VoltClient};
 
 /// How long to wait for the Volt to list the service online.
@@ -47,7 +47,10 @@ async fn main() -> ExitCode {
 async fn run(path: &str) -> tdx_volt::Result<()> {
     let client = VoltClient::builder().config_file(path).connect().await?;
     let service_id = save_service(&client).await?;
-    let mut host = client.host(HostOptions::new()).await?;
+    // With the service's proto file the host serves callers on the websocket gateway (JSON)
+    // as well as those on gRPC (protobuf).
+    let protos = ServiceProtos::compile([("echo.proto", echo::PROTO)])?;
+    let mut host = client.host(HostOptions::new().protos(protos)).await?;
     wait_until_online(&client, &service_id, &host).await?;
     // Exactly this line (scripts wait for it): `{"ready": true, "service_id": "..."}`.
     println!("{{\"ready\": true, \"service_id\": {}}}", json!(service_id));

@@ -24,8 +24,24 @@ fn echo(code: i32, message: &str) -> Echo {
     }
 }
 
+/// The echo service's proto file: its messages are wire-compatible with the Volt's `Status`.
+const ECHO_PROTO: &str = r#"
+syntax = "proto3";
+package test;
+message Status { int32 code = 1; string message = 2; string description = 3; }
+service Echo {
+  rpc Echo(Status) returns (Status);
+  rpc EchoStream(stream Status) returns (stream Status);
+}
+"#;
+
 /// Saves Alice's echo service, hosted by her own client.
 async fn save_service(alice: &VoltClient) -> String {
+    save_service_with(alice, json!([])).await
+}
+
+/// Saves Alice's echo service, carrying `proto_file`.
+async fn save_service_with(alice: &VoltClient, proto_file: Value) -> String {
     let config = alice.config();
     let key = config.private_key(None).expect("key");
     let saved = alice
@@ -37,6 +53,7 @@ async fn save_service(alice: &VoltClient) -> String {
                 "host_client_id": config.credential().client_id,
                 "host_public_key": key.public_key().to_spki_pem().expect("PEM"),
                 "service_api": ["test.Echo"],
+                "proto_file": proto_file,
             },
         }}))
         .await
@@ -47,12 +64,13 @@ async fn save_service(alice: &VoltClient) -> String {
 /// Calls EchoStream with three requests and checks the three answers, then the end.
 async fn echo_three(caller: &VoltClient, service: &ServiceRef, text: &str) {
     let mut call = caller
-        .call_service(service, ECHO_STREAM, MethodKind::BidiStreaming)
+        .call_service_as(service, ECHO_STREAM, MethodKind::BidiStreaming)
+        .await
         .expect("EchoStream");
     for i in 0..3 {
         call.send(&echo(i, text)).await.expect("sent");
     }
-    call.end();
+    call.end().await.expect("ended");
     for i in 0..3 {
         let answer = within("an answer", call.next::<Echo>())
             .await
@@ -63,10 +81,10 @@ async fn echo_three(caller: &VoltClient, service: &ServiceRef, text: &str) {
     assert!(within("the end", call.next_bytes()).await.is_none());
 }
 
-/// The service `service_id` as `client` finds it with DiscoverServices.
+/// The service `service_id` as `client` finds it with DiscoverServices (with its proto files).
 async fn find_service(client: &VoltClient, service_id: &str) -> Value {
     let found = client
-        .discover_services(json!({"service_api": ["test.Echo"]}))
+        .discover_services(json!({"service_api": ["test.Echo"], "include_protobuf": true}))
         .await
         .expect("DiscoverServices");
     found["resource"]
@@ -316,4 +334,139 @@ async fn a_tonic_shaped_server_hosts_the_service() {
 
     session.close().await;
     within("serve to return", serving).await.expect("serve");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_on_the_gateway_speak_json_to_the_host() {
+    let volt = TestVolt::start("host-json").await;
+    let alice = volt.client_over(Transport::Grpc).await;
+    let proto_file = json!([{"file_path": "echo.proto", "protobuf": ECHO_PROTO}]);
+    let service_id = save_service_with(&alice, proto_file).await;
+    let protos = tdx_volt::client::ServiceProtos::compile([("echo.proto", ECHO_PROTO)])
+        .expect("the proto compiles");
+    let host = alice
+        .host(HostOptions::new().protos(protos))
+        .await
+        .expect("hosting");
+    let session = host.session().clone();
+    let served = serve_echo(host);
+
+    let mut relayed = volt.config();
+    relayed["volt"]["relay"] = json!({
+        "address": volt.emulator().address(),
+        "http_address": volt.emulator().http_address(),
+        "ca_pem": volt.emulator().ca_pem(),
+    });
+    let gateway = volt.client_over(Transport::Websocket).await;
+    let gateway_relayed = connect(relayed, Transport::Websocket)
+        .await
+        .expect("through the relay's gateway");
+    let grpc = volt.client_over(Transport::Grpc).await;
+    let service = ServiceRef::from_resource(&find_service(&gateway, &service_id).await)
+        .expect("a hosted service");
+    assert_eq!(
+        service.method(ECHO_STREAM).map(|m| m.kind()),
+        Some(MethodKind::BidiStreaming),
+        "the shape comes from the service's proto file"
+    );
+
+    for caller in [&gateway, &gateway_relayed, &grpc] {
+        let transport = caller.transport();
+        // JSON, whatever the transport carries.
+        let answer = within(
+            "Echo in JSON",
+            caller.call_service_json(&service, ECHO, json!({"code": 4, "message": "json"})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+        assert_eq!(answer, json!({"code": 4, "message": "json"}));
+        // prost types, whatever the transport carries.
+        let typed: Echo = within(
+            "Echo typed",
+            caller.call_service_unary(&service, ECHO, &echo(5, "typed")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+        assert_eq!(typed, echo(5, "typed"));
+        // Bidirectional, its shape from the proto file.
+        let mut call = caller
+            .call_service(&service, ECHO_STREAM)
+            .await
+            .expect("EchoStream");
+        for i in 0..3 {
+            call.send_json(json!({"code": i, "message": "stream"}))
+                .await
+                .expect("sent");
+        }
+        call.end().await.expect("ended");
+        for i in 0..3 {
+            let answer = within("an answer", call.next_json())
+                .await
+                .expect("open")
+                .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+            // proto3 JSON leaves out a field at its default (code 0).
+            assert_eq!(answer["code"].as_i64().unwrap_or(0), i, "{transport:?}");
+            assert_eq!(answer["message"], json!("stream"), "{transport:?}");
+        }
+        assert!(within("the end", call.next_json()).await.is_none());
+        // The host's failure is the caller's status, code and message.
+        let err = caller
+            .call_service_json(&service, ECHO, json!({"code": 99}))
+            .await
+            .expect_err("the host fails it");
+        assert!(
+            err.is_status() && !err.is_tunnel(),
+            "{transport:?}: {err:?}"
+        );
+        assert_eq!(err.status().map(|s| s.code), Some(9), "{err:?}");
+        assert!(err.to_string().contains("asked to fail"), "{err}");
+        // A request that does not fit the method never leaves.
+        let err = caller
+            .call_service_json(&service, ECHO, json!({"nope": 1}))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind(), tdx_volt::ErrorKind::Schema, "{err:?}");
+    }
+
+    // A host key that is not the host's fails a gateway call before anything leaves.
+    let mut forged = find_service(&gateway, &service_id).await;
+    let stranger = PrivateKey::from_ed25519_seed(&[6; 32]);
+    forged["service_description"]["host_public_key"] =
+        json!(stranger.public_key().to_spki_pem().expect("PEM"));
+    let forged = ServiceRef::from_resource(&forged).expect("well formed");
+    let err = gateway
+        .call_service_json(&forged, ECHO, json!({"message": "secret"}))
+        .await
+        .expect_err("the key exchange does not verify");
+    assert!(err.is_key_exchange(), "{err:?}");
+
+    session.close().await;
+    let seen = within("the host to stop", served).await.expect("host");
+    // Three transports, four calls each that reached the host.
+    assert_eq!(seen.len(), 12, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_the_proto_files_refuses_json_callers() {
+    let volt = TestVolt::start("host-no-json").await;
+    let alice = volt.client_over(Transport::Grpc).await;
+    let proto_file = json!([{"file_path": "echo.proto", "protobuf": ECHO_PROTO}]);
+    let service_id = save_service_with(&alice, proto_file).await;
+    let host = alice.host(HostOptions::new()).await.expect("hosting");
+    let _served = serve_echo(host);
+    let gateway = volt.client_over(Transport::Websocket).await;
+    let service = ServiceRef::from_resource(&find_service(&gateway, &service_id).await)
+        .expect("a hosted service");
+    let err = gateway
+        .call_service_json(&service, ECHO, json!({"message": "hi"}))
+        .await
+        .expect_err("no schema for JSON");
+    assert_eq!(err.status().map(|s| s.code), Some(12), "{err:?}");
+    // Protobuf callers are served all the same.
+    let grpc = volt.client_over(Transport::Grpc).await;
+    let answer: Echo = grpc
+        .call_service_unary(&service, ECHO, &echo(1, "hi"))
+        .await
+        .expect("Echo");
+    assert_eq!(answer, echo(1, "hi"));
 }

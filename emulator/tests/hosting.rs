@@ -12,11 +12,12 @@ use std::time::Duration;
 use prost::Message as _;
 use serde_json::{json, Value};
 use support::{TestVolt, WAIT};
-use tdx_volt::client::{Call, CallEvent};
+use tdx_volt::client::{Call, CallEvent, ServiceRef};
 use tdx_volt::proto::volt::{
-    connect_response, remote_request, remote_response, ConnectResponse, InvokeRequest,
-    InvokeResponse, RemoteResponse,
+    connect_response, invoke_request, remote_request, remote_response, ConnectResponse,
+    InvokeRequest, InvokeResponse, RemoteResponse,
 };
+use tdx_volt::protocol::body::Body;
 use tdx_volt::protocol::exchange::ClientKeyExchange;
 use tdx_volt::protocol::schema::MethodKind;
 use tdx_volt::protocol::token::{unix_now, Claims, IdentityToken};
@@ -629,4 +630,124 @@ fn sealed_messages_round_trip_through_json() {
     };
     let back: InvokeRequest = from_json(&to_json(&request).expect("JSON")).expect("back");
     assert_eq!(back.encode_to_vec(), request.encode_to_vec());
+}
+
+// ---- callers on the websocket gateway -----------------------------------------------------
+
+impl Host {
+    /// Reads the next message of invocation `id` from a caller on the gateway: its sealed
+    /// JSON body, opened.
+    async fn read_json(&mut self, id: u64, key: &TunnelKey) -> Body {
+        let request = self.invoked().await;
+        assert_eq!(request.invoke_id, id);
+        match request.request_payload {
+            Some(invoke_request::RequestPayload::JsonPayload(sealed)) => {
+                key.open_json_upstream(&request.iv, &sealed).expect("opens")
+            }
+            other => panic!("not a JSON payload: {other:?}"),
+        }
+    }
+
+    /// Sends `body` back to a caller on the gateway, sealed; `end` sets `server_end`.
+    async fn reply_json(&self, id: u64, key: &TunnelKey, body: &Body, end: bool) {
+        let mut sealed = key.seal_json_downstream(body);
+        sealed.invoke_id = id;
+        sealed.server_end = end;
+        self.answer(sealed).await;
+    }
+}
+
+/// The service as the owner's gateway client finds it, naming its host (the resource leaves
+/// `host_client_id` to the Volt: its creator hosts it).
+async fn gateway_service(caller: &VoltClient, host: &Party) -> ServiceRef {
+    let found = sdk::ok(caller, "DiscoverServices", json!({})).await;
+    let mut resource = found["resource"][0].clone();
+    resource["service_description"]["host_client_id"] = json!(host.id);
+    ServiceRef::from_resource(&resource).expect("a hosted service")
+}
+
+#[tokio::test]
+async fn a_gateway_call_reaches_its_host_in_json_and_comes_back() {
+    let volt = TestVolt::start("host-gateway").await;
+    let host = party(&volt, "host").await;
+    let service = create_service(&host).await;
+    let mut online = Host::online(&host).await;
+    let caller = sdk::owner(&volt, Transport::Websocket).await;
+    let service_ref = gateway_service(&caller, &host).await;
+    let mut call = caller
+        .call_service_as(&service_ref, ECHO, MethodKind::BidiStreaming)
+        .await
+        .expect("opened");
+
+    // The key exchange is the host's, the token (a whole JWT again) is for the host.
+    let (sent, (id, key, opening)) =
+        tokio::join!(call.send_json(json!({"text": "hi"})), online.accept());
+    sent.expect("sent once keyed");
+    assert_eq!(opening.target_did, vec![host.id.clone()]);
+    assert_eq!(opening.target_service_id, service);
+    let token = IdentityToken::parse(&opening.token).expect("a JWT");
+    let claims = token.claims_unverified().expect("claims");
+    assert_eq!(claims.aud, host.id);
+    let expected = Body::Invoke {
+        method_name: ECHO.into(),
+        service_id: Some(service.clone()),
+        json_request: r#"{"text":"hi"}"#.into(),
+    };
+    assert_eq!(online.read_json(id, &key).await, expected);
+
+    let echo = Body::Payload {
+        json_payload: r#"{"text":"hi"}"#.into(),
+    };
+    online.reply_json(id, &key, &echo, false).await;
+    let answer = tokio::time::timeout(WAIT, call.next_json())
+        .await
+        .expect("in time");
+    assert_eq!(
+        answer.expect("open").expect("an answer"),
+        json!({"text": "hi"})
+    );
+
+    // The caller's end: its sealed end body, then a client_end of its own.
+    call.end().await.expect("ended");
+    assert_eq!(online.read_json(id, &key).await, Body::end());
+    let end = online.invoked().await;
+    assert!(end.client_end && end.request_payload.is_none(), "{end:?}");
+    online.reply_json(id, &key, &Body::end(), true).await;
+    let last = tokio::time::timeout(WAIT, call.next_json())
+        .await
+        .expect("in time");
+    assert!(last.is_none(), "{last:?}");
+    assert_eq!(volt.emulator().connections().routed_invocations, 1);
+}
+
+#[tokio::test]
+async fn a_gateway_call_fails_when_its_host_goes_or_is_offline() {
+    let volt = TestVolt::start("host-gateway-gone").await;
+    let host = party(&volt, "host").await;
+    create_service(&host).await;
+    let mut online = Host::online(&host).await;
+    let caller = sdk::owner(&volt, Transport::Websocket).await;
+    let service_ref = gateway_service(&caller, &host).await;
+    let mut call = caller
+        .call_service_as(&service_ref, ECHO, MethodKind::BidiStreaming)
+        .await
+        .expect("opened");
+    let (sent, _) = tokio::join!(call.send_json(json!({})), online.accept());
+    sent.expect("sent");
+    drop(online);
+    let failed = tokio::time::timeout(WAIT, call.next_json())
+        .await
+        .expect("in time");
+    let e = failed.expect("an event").expect_err("failed");
+    assert!(
+        e.to_string().contains("the service's host went away"),
+        "{e}"
+    );
+
+    // With its host gone the call is refused at once.
+    let e = caller
+        .call_service_json(&service_ref, ECHO, json!({}))
+        .await
+        .expect_err("refused");
+    assert!(e.to_string().contains("is not online"), "{e}");
 }

@@ -385,7 +385,8 @@ async fn our_client_calls_a_service_the_official_client_hosts() {
     // host hands an invocation to its application only after the first request, so a
     // request arriving with the first could be missed (see grpc-host-service.mjs).
     let mut call = caller
-        .call_service(&service, ECHO_STREAM, MethodKind::BidiStreaming)
+        .call_service_as(&service, ECHO_STREAM, MethodKind::BidiStreaming)
+        .await
         .expect("EchoStream");
     for (n, text) in ["one", "two", "three"].into_iter().enumerate() {
         call.send(&EchoRequest { text: text.into() })
@@ -397,7 +398,7 @@ async fn our_client_calls_a_service_the_official_client_hosts() {
             .expect("an answer");
         assert_eq!(got, answer(text, n as u64 + 1));
     }
-    call.end();
+    call.end().await.expect("ended");
     assert!(
         within("the end of EchoStream", call.next_bytes())
             .await

@@ -27,6 +27,7 @@ use futures_util::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+pub use crate::protocol::service_protos::ServiceProtos;
 pub use crate::transport::{
     CallEvent, ConnectionState, ReconnectPolicy, Transport, DEFAULT_RECONNECT_FACTOR,
     DEFAULT_RECONNECT_INITIAL, DEFAULT_RECONNECT_MAX,
@@ -49,7 +50,7 @@ pub use wire::{WireChunks, WirePublisher};
 pub use wire_resume::{ResumableWire, WireItem};
 
 use crate::protocol::schema::methods as method_table;
-use crate::transport::{CallSpec, ConnectOptions, Link, Unread};
+use crate::transport::{CallSpec, ConnectOptions, Link, ServiceRoute, Unread};
 use crate::{ClientConfig, Error, ErrorKind, PrivateKey, Result};
 
 /// A connection to one Volt, shared by all clones.
@@ -343,7 +344,21 @@ impl VoltClient {
         end_after: bool,
         unread: Unread,
     ) -> Result<Call> {
-        self.open_on(self.connection(), path, request, end_after, unread)
+        self.open_on(self.connection(), path, request, end_after, unread, None)
+            .await
+    }
+
+    /// Opens a call of JSON messages routed to a hosted service (`input` checks its
+    /// requests), on `connection`.
+    pub(crate) async fn open_routed(
+        &self,
+        connection: Arc<dyn Link>,
+        path: &str,
+        route: ServiceRoute,
+        input: Option<prost_reflect::MessageDescriptor>,
+    ) -> Result<Call> {
+        let route = Some((route, input));
+        self.open_on(connection, path, None, false, Unread::Bounded, route)
             .await
     }
 
@@ -356,6 +371,7 @@ impl VoltClient {
         request: Option<Value>,
         end_after: bool,
         unread: Unread,
+        route: Option<(ServiceRoute, Option<prost_reflect::MessageDescriptor>)>,
     ) -> Result<Call> {
         check_path(path)?;
         let supervisor = &self.shared.setup.options.supervisor;
@@ -389,13 +405,17 @@ impl VoltClient {
                 }
             };
         let path: Arc<str> = Arc::from(path);
-        let opening = connection.open(CallSpec {
+        let spec = CallSpec {
             path: path.clone(),
             first: request,
             end_after_first: end_after,
             timeout,
             unread,
-        });
+        };
+        let opening = match route {
+            None => connection.open(spec),
+            Some((route, input)) => connection.open_routed(spec, route, input),
+        };
         // Opening waits for the connection when it is down; within the call's timeout.
         let opened = match tokio::time::timeout(timeout, opening).await {
             Ok(opened) => opened?,
@@ -412,7 +432,7 @@ impl VoltClient {
 }
 
 /// A method path is `/package.Service/Method`.
-fn check_path(path: &str) -> Result<()> {
+pub(crate) fn check_path(path: &str) -> Result<()> {
     let well_formed = path
         .strip_prefix('/')
         .and_then(|rest| rest.split_once('/'))

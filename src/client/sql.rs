@@ -94,7 +94,7 @@ impl VoltClient {
             Unread::Bounded
         };
         let call = self
-            .open_on(connection, EXECUTE, Some(request), false, unread)
+            .open_on(connection, EXECUTE, Some(request), false, unread, None)
             .await?;
         Ok(SqlRows {
             call,

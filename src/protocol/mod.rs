@@ -31,6 +31,8 @@ pub mod limits;
 mod pbes2;
 mod pem;
 pub mod schema;
+#[cfg(feature = "service-protos")]
+pub mod service_protos;
 pub(crate) mod status;
 pub mod token;
 pub mod tunnel;

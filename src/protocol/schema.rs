@@ -139,7 +139,8 @@ pub struct MethodTable {
 }
 
 impl MethodTable {
-    fn build(pool: &DescriptorPool) -> MethodTable {
+    /// The table of every method of every service in `pool`.
+    pub(crate) fn from_pool(pool: &DescriptorPool) -> MethodTable {
         let mut methods = Vec::new();
         for service in pool.services() {
             for m in service.methods() {
@@ -197,7 +198,7 @@ impl MethodTable {
 /// The table of every RPC of the Volt API.
 pub fn methods() -> &'static MethodTable {
     static TABLE: OnceLock<MethodTable> = OnceLock::new();
-    TABLE.get_or_init(|| MethodTable::build(descriptor_pool()))
+    TABLE.get_or_init(|| MethodTable::from_pool(descriptor_pool()))
 }
 
 third_party_fn! {

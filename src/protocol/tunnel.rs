@@ -15,6 +15,7 @@
 use prost::Message as _;
 use rand_core::{OsRng, RngCore as _};
 
+use super::body::Body;
 use super::error::{Error, ErrorKind, Result};
 use super::exchange::{server_key_exchange, CallKey, ClientKeyExchange};
 use super::frame::{ServerHello, IV_LEN};
@@ -189,6 +190,26 @@ impl TunnelKey {
             response_payload: Some(invoke_response::ResponsePayload::Payload(payload)),
             ..InvokeResponse::default()
         }
+    }
+
+    /// Target to a JSON-mode caller (one on the websocket gateway): `body` sealed into an
+    /// `InvokeResponse.json_payload`.
+    pub fn seal_json_downstream(&self, body: &Body) -> InvokeResponse {
+        let (iv, payload) = self.seal(&body.to_json());
+        InvokeResponse {
+            iv,
+            response_payload: Some(invoke_response::ResponsePayload::JsonPayload(payload)),
+            ..InvokeResponse::default()
+        }
+    }
+
+    /// The target's side of a JSON-mode caller's message (`InvokeRequest.json_payload`: the
+    /// caller's sealed websocket body, passed on as it came).
+    pub fn open_json_upstream(&self, iv: &[u8], payload: &[u8]) -> Result<Body> {
+        let plain = self.open(iv, payload)?;
+        Body::parse(&plain).map_err(|e| {
+            Error::new(ErrorKind::Protocol, "a tunnel message that does not parse").with_source(e)
+        })
     }
 
     /// The caller's side of [`seal_downstream`](Self::seal_downstream).

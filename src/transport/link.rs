@@ -32,20 +32,27 @@ pub(crate) struct Opened {
     pub receivers: Receivers,
 }
 
-/// A call to open to a service a Volt client hosts (through the Volt, end-to-end encrypted
+/// Where a call to a service a Volt client hosts goes (through the Volt, end-to-end encrypted
 /// with the host).
-#[derive(Debug)]
-pub(crate) struct ServiceSpec {
-    /// The method path, `/package.Service/Method`.
-    pub path: Arc<str>,
-    /// The method's shape.
-    pub kind: crate::protocol::schema::MethodKind,
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceRoute {
     /// The host's client id: the last hop, and the audience of the call's token.
     pub host_client_id: String,
     /// The service resource's id (`host_service_id`).
     pub service_id: String,
     /// The host's key, which signs its half of the key exchange.
     pub host_key: crate::PublicKey,
+}
+
+/// A call of raw protobuf messages to open to a hosted service.
+#[derive(Debug)]
+pub(crate) struct ServiceSpec {
+    /// The method path, `/package.Service/Method`.
+    pub path: Arc<str>,
+    /// The method's shape.
+    pub kind: crate::protocol::schema::MethodKind,
+    /// Where it goes.
+    pub route: ServiceRoute,
 }
 
 /// A call of raw protobuf messages, as [`Link::open_service`] opened it.
@@ -70,17 +77,33 @@ pub(crate) trait Link: Send + Sync {
     /// Opens a call; returns once the connection has it.
     fn open(&self, spec: CallSpec) -> BoxFuture<'_, Result<Opened>>;
 
-    /// Opens a call to a hosted service. Only the gRPC transport tunnels to hosts.
+    /// Opens a call of raw protobuf messages to a hosted service: the gRPC transport tunnels
+    /// it through `VoltAPI/Invoke`.
     fn open_service(&self, spec: ServiceSpec) -> Result<RawOpened> {
-        Err(crate::Error::new(
-            crate::ErrorKind::Config,
-            format!(
-                "{}: calls to a hosted service go over gRPC (Transport::Grpc, or Auto with a \
-                 gRPC endpoint)",
-                spec.path
-            ),
-        ))
+        Err(not_here(&spec.path, "raw protobuf messages go over gRPC"))
     }
+
+    /// Opens a call of JSON messages to a hosted service: the websocket gateway (protocol v1)
+    /// routes it by its opening frame's meta. `input` checks the requests.
+    fn open_routed(
+        &self,
+        spec: CallSpec,
+        _route: ServiceRoute,
+        _input: Option<prost_reflect::MessageDescriptor>,
+    ) -> BoxFuture<'_, Result<Opened>> {
+        let e = not_here(
+            &spec.path,
+            "JSON calls go over the websocket gateway (protocol v1)",
+        );
+        Box::pin(std::future::ready(Err(e)))
+    }
+}
+
+fn not_here(path: &str, why: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Config,
+        format!("{path}: this transport does not call hosted services that way ({why})"),
+    )
 }
 
 /// The caller's side of one call.

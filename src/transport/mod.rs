@@ -21,6 +21,6 @@ pub use reconnect::{
 
 pub(crate) use connect::open;
 pub(crate) use delivery::{Receivers, Unread};
-pub(crate) use link::{CallIo, CallSpec, Link, Opened, ServiceSpec};
+pub(crate) use link::{CallIo, CallSpec, Link, Opened, RawOpened, ServiceRoute, ServiceSpec};
 pub(crate) use options::ConnectOptions;
 pub(crate) use reconnect::Supervisor;

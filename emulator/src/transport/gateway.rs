@@ -120,15 +120,43 @@ enum CallState<K> {
         serial: u64,
         task: AbortHandle,
     },
+    /// Routed to a client hosting a service (protocol v1, meta `d`/`s`): its sealed frames go
+    /// to the host unopened; the emulator holds no key for it.
+    Routed {
+        upstream: mpsc::Sender<Upstream>,
+        serial: u64,
+        task: AbortHandle,
+    },
 }
 
 impl<K> CallState<K> {
-    fn key(&self) -> &Arc<K> {
+    fn key(&self) -> Option<&Arc<K>> {
         match self {
-            CallState::Keyed { key, .. } | CallState::Running { key, .. } => key,
+            CallState::Keyed { key, .. } | CallState::Running { key, .. } => Some(key),
+            CallState::Routed { .. } => None,
+        }
+    }
+
+    fn task(&self) -> Option<(&AbortHandle, u64)> {
+        match self {
+            CallState::Running { task, serial, .. } | CallState::Routed { task, serial, .. } => {
+                Some((task, *serial))
+            }
+            CallState::Keyed { .. } => None,
         }
     }
 }
+
+/// A sealed frame of a routed call, passed on to the service's host as it came.
+pub(crate) struct Upstream {
+    pub iv: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    /// The frame's meta said `client_end`: the caller has finished sending.
+    pub client_end: bool,
+}
+
+/// Frames of one routed call waiting for its host; a caller further ahead fails its call.
+const ROUTED_UPSTREAM_BUFFER: usize = 64;
 
 /// Who opened a call.
 pub(crate) enum Identity {
@@ -240,8 +268,8 @@ impl<P: Protocol> Connection<P> {
                 }
                 Some(done) = self.tasks.join_next() => {
                     if let Ok((call_id, serial)) = done {
-                        if matches!(self.calls.get(&call_id),
-                            Some(CallState::Running { serial: s, .. }) if *s == serial)
+                        if self.calls.get(&call_id).and_then(CallState::task)
+                            .is_some_and(|(_, s)| s == serial)
                         {
                             self.calls.remove(&call_id);
                             self.remember_finished(call_id);
@@ -303,7 +331,7 @@ impl<P: Protocol> Connection<P> {
     /// unless the call finished recently (a late frame, dropped quietly).
     pub(crate) fn key_of(&mut self, call_id: u64) -> Option<Arc<P::Key>> {
         match self.calls.get(&call_id) {
-            Some(state) => Some(state.key().clone()),
+            Some(state) => state.key().cloned(),
             None => {
                 if !self.finished.contains(&call_id) {
                     self.send_error(Some(call_id), "unknown call id");
@@ -337,7 +365,53 @@ impl<P: Protocol> Connection<P> {
             Some(CallState::Keyed { .. }) => {
                 self.calls.remove(&call_id);
             }
-            None => {}
+            Some(CallState::Routed { .. }) | None => {}
+        }
+    }
+
+    /// Starts an admitted call routed to a service's host: `relay` runs it, reading the
+    /// caller's frames from its queue and writing the host's answers to the socket.
+    pub(crate) fn start_routed<F, Fut>(&mut self, call_id: u64, relay: F)
+    where
+        F: FnOnce(mpsc::Receiver<Upstream>, Outgoing) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (upstream, frames) = mpsc::channel(ROUTED_UPSTREAM_BUFFER);
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let run = relay(frames, self.outgoing.clone());
+        let task = self.tasks.spawn(async move {
+            run.await;
+            (call_id, serial)
+        });
+        self.calls.insert(
+            call_id,
+            CallState::Routed {
+                upstream,
+                serial,
+                task,
+            },
+        );
+    }
+
+    /// Whether the call under this id is routed to a service's host.
+    pub(crate) fn is_routed(&self, call_id: u64) -> bool {
+        matches!(self.calls.get(&call_id), Some(CallState::Routed { .. }))
+    }
+
+    /// Passes a frame of a routed call on to its host (nothing for any other call).
+    pub(crate) fn forward_routed(&mut self, call_id: u64, frame: Upstream) {
+        let Some(CallState::Routed { upstream, .. }) = self.calls.get(&call_id) else {
+            return;
+        };
+        match upstream.try_send(frame) {
+            Ok(()) => {}
+            // The relay has ended; the connection task forgets the call when it joins.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.fail_call(
+                call_id,
+                "too many frames waiting for the service's host (it is not keeping up)",
+            ),
         }
     }
 
@@ -505,7 +579,12 @@ impl<P: Protocol> Connection<P> {
 
     /// Fails a call: its handler (if any) stops, and the client gets an error frame.
     pub(crate) fn fail_call(&mut self, call_id: u64, message: &str) {
-        if let Some(CallState::Running { task, .. }) = self.calls.remove(&call_id) {
+        if let Some((task, _)) = self
+            .calls
+            .remove(&call_id)
+            .as_ref()
+            .and_then(CallState::task)
+        {
             task.abort();
         }
         self.remember_finished(call_id);

@@ -12,14 +12,16 @@ use serde_json::Value;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-use super::invocation::Invocation;
+use super::invocation::{Framing, Invocation};
 use super::outgoing::Outgoing;
 use super::wire;
 use crate::client::session::{Session, SessionState};
 use crate::proto::volt::{
     invoke_request, invoke_response, method_invoke, method_payload, remote_response, InvokeRequest,
-    InvokeResponse,
+    InvokeResponse, RemoteResponse,
 };
+use crate::protocol::body::Body;
+use crate::protocol::service_protos::ServiceProtos;
 use crate::protocol::token::{Claims, IdentityToken};
 use crate::protocol::tunnel::{self, TunnelKey};
 use crate::PrivateKey;
@@ -44,6 +46,89 @@ struct Slot {
     /// end.
     requests: Option<mpsc::Sender<Bytes>>,
     started: bool,
+    /// The caller seals JSON bodies (it is on the websocket gateway), not protobuf.
+    json: bool,
+    framing: Framing,
+}
+
+/// A request as the caller sent it.
+enum Request {
+    Protobuf(Bytes),
+    Json(String),
+}
+
+/// What one opened message of a caller asks.
+enum Step {
+    Invoke {
+        method_name: String,
+        first: Option<Request>,
+    },
+    Payload(Request),
+    End,
+    Nothing,
+}
+
+impl Step {
+    fn from_remote(message: Option<RemoteResponse>) -> Step {
+        match message.and_then(|m| m.payload) {
+            Some(remote_response::Payload::MethodInvoke(invoke)) => Step::Invoke {
+                method_name: invoke.method_name,
+                first: match invoke.invoke_request {
+                    Some(method_invoke::InvokeRequest::Request(bytes)) => {
+                        Some(Request::Protobuf(Bytes::from(bytes)))
+                    }
+                    Some(method_invoke::InvokeRequest::JsonRequest(json)) => {
+                        Some(Request::Json(json))
+                    }
+                    None => None,
+                },
+            },
+            Some(remote_response::Payload::MethodPayload(payload)) => {
+                match payload.method_payload {
+                    Some(method_payload::MethodPayload::Payload(bytes)) => {
+                        Step::Payload(Request::Protobuf(Bytes::from(bytes)))
+                    }
+                    Some(method_payload::MethodPayload::JsonPayload(json)) => {
+                        Step::Payload(Request::Json(json))
+                    }
+                    None => Step::Nothing,
+                }
+            }
+            Some(remote_response::Payload::MethodEnd(_)) => Step::End,
+            _ => Step::Nothing,
+        }
+    }
+
+    fn from_body(body: Body) -> Step {
+        match body {
+            Body::Invoke {
+                method_name,
+                json_request,
+                ..
+            } => Step::Invoke {
+                method_name,
+                first: (!json_request.trim().is_empty()).then_some(Request::Json(json_request)),
+            },
+            Body::Payload { json_payload } => Step::Payload(Request::Json(json_payload)),
+            Body::End { .. } => Step::End,
+        }
+    }
+}
+
+/// A request as protobuf, for the application: a JSON one converted with the method's input
+/// type. The error says why it does not convert.
+fn protobuf(framing: &Framing, request: Request) -> std::result::Result<Bytes, String> {
+    match (request, framing) {
+        (Request::Protobuf(bytes), _) => Ok(bytes),
+        (Request::Json(text), Framing::Json(method)) => serde_json::from_str::<Value>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|json| method.encode_request(&json).map_err(|e| e.to_string()))
+            .map(Bytes::from)
+            .map_err(|e| format!("a request that does not fit the method: {e}")),
+        (Request::Json(_), Framing::Protobuf) => {
+            Err("a JSON request in a protobuf call".to_owned())
+        }
+    }
 }
 
 pub(super) struct Dispatcher {
@@ -55,6 +140,8 @@ pub(super) struct Dispatcher {
     client_id: String,
     state: watch::Receiver<SessionState>,
     request_buffer: usize,
+    /// The hosted services' own schema, for callers that speak JSON.
+    protos: Option<Arc<ServiceProtos>>,
     slots: HashMap<u64, Slot>,
 }
 
@@ -66,6 +153,7 @@ impl Dispatcher {
         key: Arc<PrivateKey>,
         client_id: String,
         request_buffer: usize,
+        protos: Option<Arc<ServiceProtos>>,
     ) -> Dispatcher {
         Dispatcher {
             inbox,
@@ -75,6 +163,7 @@ impl Dispatcher {
             key,
             client_id,
             request_buffer,
+            protos,
             slots: HashMap::new(),
         }
     }
@@ -129,31 +218,25 @@ impl Dispatcher {
                 "volt host: a message for an unknown invocation, skipped"
             );
         };
-        let payload = match &request.request_payload {
-            Some(invoke_request::RequestPayload::Payload(_)) if request.iv.is_empty() => {
+        let step = match &request.request_payload {
+            Some(
+                invoke_request::RequestPayload::Payload(_)
+                | invoke_request::RequestPayload::JsonPayload(_),
+            ) if request.iv.is_empty() => {
                 // Never read as plaintext: whoever sent it does not have the call's key.
                 return self
                     .end_sealed(id, INVALID_ARGUMENT, "an unsealed message in a sealed call")
                     .await;
             }
-            Some(invoke_request::RequestPayload::JsonPayload(_)) => {
-                return self
-                    .end_sealed(
-                        id,
-                        UNIMPLEMENTED,
-                        "this host serves protobuf callers (gRPC) only",
-                    )
-                    .await;
-            }
             Some(invoke_request::RequestPayload::Payload(_)) => {
-                match slot.key.open_upstream(&request) {
-                    Ok(opened) => opened.and_then(|m| m.payload),
-                    Err(_) => {
-                        return self
-                            .end_sealed(id, INVALID_ARGUMENT, "a message that does not decrypt")
-                            .await
-                    }
-                }
+                slot.json = false;
+                slot.key.open_upstream(&request).map(Step::from_remote)
+            }
+            Some(invoke_request::RequestPayload::JsonPayload(sealed)) => {
+                slot.json = true;
+                slot.key
+                    .open_json_upstream(&request.iv, sealed)
+                    .map(Step::from_body)
             }
             None => {
                 if request.client_end {
@@ -162,16 +245,41 @@ impl Dispatcher {
                 return;
             }
         };
-        match payload {
-            Some(remote_response::Payload::MethodInvoke(invoke)) if !slot.started => {
-                let first = match invoke.invoke_request {
-                    Some(method_invoke::InvokeRequest::Request(bytes)) => Some(Bytes::from(bytes)),
-                    Some(method_invoke::InvokeRequest::JsonRequest(_)) => {
-                        return self
-                            .end_sealed(id, UNIMPLEMENTED, "this host serves protobuf callers only")
-                            .await
+        let Ok(step) = step else {
+            return self
+                .end_sealed(id, INVALID_ARGUMENT, "a message that does not decrypt")
+                .await;
+        };
+        match step {
+            Step::Invoke { .. } if slot.started => {
+                self.end_sealed(
+                    id,
+                    FAILED_PRECONDITION,
+                    "a second method_invoke in one call",
+                )
+                .await;
+            }
+            Step::Invoke { method_name, first } => {
+                let framing = if slot.json {
+                    match self.protos.as_ref().and_then(|p| p.method(&method_name)) {
+                        Some(method) => Framing::Json(Box::new(method.clone())),
+                        None => {
+                            return self
+                                .end_sealed(
+                                    id,
+                                    UNIMPLEMENTED,
+                                    "this host has no proto files for that method, so it \
+                                     cannot serve it to a JSON caller",
+                                )
+                                .await
+                        }
                     }
-                    None => None,
+                } else {
+                    Framing::Protobuf
+                };
+                let first = match first.map(|r| protobuf(&framing, r)).transpose() {
+                    Ok(first) => first,
+                    Err(e) => return self.end_sealed(id, INVALID_ARGUMENT, &e).await,
                 };
                 let (requests, receiver) = mpsc::channel(self.request_buffer);
                 if let Some(first) = first {
@@ -180,15 +288,17 @@ impl Dispatcher {
                 }
                 slot.requests = Some(requests);
                 slot.started = true;
+                slot.framing = framing.clone();
                 let invocation = Invocation::new(
                     id,
-                    invoke.method_name,
+                    method_name,
                     slot.service_id.clone(),
                     slot.claims.clone(),
                     slot.token.clone(),
                     receiver,
                     slot.key.clone(),
                     self.outgoing.clone(),
+                    framing,
                 );
                 match self.deliver.try_send(invocation) {
                     Ok(()) => {}
@@ -203,25 +313,15 @@ impl Dispatcher {
                     }
                 }
             }
-            Some(remote_response::Payload::MethodInvoke(_)) => {
-                self.end_sealed(
-                    id,
-                    FAILED_PRECONDITION,
-                    "a second method_invoke in one call",
-                )
-                .await;
-            }
-            Some(remote_response::Payload::MethodPayload(payload)) => {
-                let Some(method_payload::MethodPayload::Payload(bytes)) = payload.method_payload
-                else {
-                    return self
-                        .end_sealed(id, UNIMPLEMENTED, "this host serves protobuf callers only")
-                        .await;
-                };
+            Step::Payload(request) => {
                 let Some(requests) = &slot.requests else {
                     return;
                 };
-                match requests.try_send(Bytes::from(bytes)) {
+                let bytes = match protobuf(&slot.framing, request) {
+                    Ok(bytes) => bytes,
+                    Err(e) => return self.end_sealed(id, INVALID_ARGUMENT, &e).await,
+                };
+                match requests.try_send(bytes) {
                     Ok(()) | Err(TrySendError::Closed(_)) => {}
                     Err(TrySendError::Full(_)) => {
                         self.end_sealed(
@@ -233,8 +333,8 @@ impl Dispatcher {
                     }
                 }
             }
-            Some(remote_response::Payload::MethodEnd(_)) => slot.requests = None,
-            _ => {}
+            Step::End => slot.requests = None,
+            Step::Nothing => {}
         }
     }
 
@@ -295,6 +395,8 @@ impl Dispatcher {
                 service_id: request.target_service_id,
                 requests: None,
                 started: false,
+                json: false,
+                framing: Framing::Protobuf,
             },
         );
         let response = InvokeResponse {
@@ -331,9 +433,14 @@ impl Dispatcher {
         let Some(slot) = self.slots.remove(&id) else {
             return;
         };
-        let mut sealed = slot
-            .key
-            .seal_downstream(&tunnel::downstream_end(Some((code, message.to_owned()))));
+        let error = Some((code, message.to_owned()));
+        let mut sealed = if slot.json {
+            let (error_code, error) = (code, Some(message.to_owned()));
+            slot.key
+                .seal_json_downstream(&Body::End { error, error_code })
+        } else {
+            slot.key.seal_downstream(&tunnel::downstream_end(error))
+        };
         sealed.invoke_id = id;
         sealed.server_end = true;
         let _ = self.outgoing.send(sealed).await;

@@ -7,9 +7,27 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::outgoing::Outgoing;
+use crate::proto::volt::InvokeResponse;
+use crate::protocol::body::Body;
+use crate::protocol::schema::Method;
 use crate::protocol::token::Claims;
 use crate::protocol::tunnel::{self, TunnelKey};
 use crate::{Error, ErrorKind, Result, Status};
+
+/// How a caller's messages are carried: as it sent them.
+#[derive(Clone)]
+pub(super) enum Framing {
+    /// Protobuf (a caller on gRPC).
+    Protobuf,
+    /// Proto3 JSON (a caller on the websocket gateway); the method converts the answers.
+    Json(Box<Method>),
+}
+
+/// One answer to a caller.
+enum Reply {
+    Payload(Vec<u8>),
+    End(Option<(i32, String)>),
+}
 
 /// A call to a service this client hosts. Made by [`Host`](super::Host).
 ///
@@ -27,6 +45,7 @@ pub struct Invocation {
     requests: mpsc::Receiver<Bytes>,
     key: Arc<TunnelKey>,
     outgoing: Outgoing,
+    framing: Framing,
     finished: bool,
 }
 
@@ -53,6 +72,7 @@ impl Invocation {
         requests: mpsc::Receiver<Bytes>,
         key: Arc<TunnelKey>,
         outgoing: Outgoing,
+        framing: Framing,
     ) -> Invocation {
         Invocation {
             id,
@@ -63,6 +83,7 @@ impl Invocation {
             requests,
             key,
             outgoing,
+            framing,
             finished: false,
         }
     }
@@ -97,6 +118,13 @@ impl Invocation {
         std::mem::replace(&mut self.requests, closed)
     }
 
+    /// Whether the caller is on the websocket gateway and speaks proto3 JSON. Requests and
+    /// responses are protobuf here all the same: they are converted with the service's
+    /// proto files ([`HostOptions::protos`](super::HostOptions::protos)).
+    pub fn caller_speaks_json(&self) -> bool {
+        matches!(self.framing, Framing::Json(_))
+    }
+
     /// The next request as raw protobuf bytes; `None` once the caller has ended its side.
     pub async fn request_bytes(&mut self) -> Option<Bytes> {
         self.requests.recv().await
@@ -118,8 +146,8 @@ impl Invocation {
 
     /// Sends one response (raw protobuf bytes of the method's output message).
     pub async fn respond_bytes(&self, response: Vec<u8>) -> Result<()> {
-        self.send(&tunnel::downstream_payload(response), false)
-            .await
+        let sealed = self.seal(Reply::Payload(response))?;
+        self.outgoing.send(sealed).await
     }
 
     /// Sends one response.
@@ -132,14 +160,40 @@ impl Invocation {
     pub async fn finish(mut self, outcome: std::result::Result<(), Status>) -> Result<()> {
         self.finished = true;
         let error = outcome.err().map(|s| (s.code, s.message));
-        self.send(&tunnel::downstream_end(error), true).await
+        let sealed = self.seal(Reply::End(error))?;
+        self.outgoing.send(sealed).await
     }
 
-    async fn send(&self, message: &crate::proto::volt::RemoteRequest, end: bool) -> Result<()> {
-        let mut sealed = self.key.seal_downstream(message);
+    /// Seals an answer the way the caller reads them (a response to a JSON-mode caller is
+    /// converted with the method's output type first).
+    fn seal(&self, reply: Reply) -> Result<InvokeResponse> {
+        let end = matches!(reply, Reply::End(_));
+        let mut sealed = match (&self.framing, reply) {
+            (Framing::Protobuf, Reply::Payload(bytes)) => {
+                self.key.seal_downstream(&tunnel::downstream_payload(bytes))
+            }
+            (Framing::Protobuf, Reply::End(error)) => {
+                self.key.seal_downstream(&tunnel::downstream_end(error))
+            }
+            (Framing::Json(method), Reply::Payload(bytes)) => {
+                let json = method.decode_response(&bytes)?;
+                let body = Body::Payload {
+                    json_payload: json.to_string(),
+                };
+                self.key.seal_json_downstream(&body)
+            }
+            (Framing::Json(_), Reply::End(error)) => {
+                let (error_code, error) = match error {
+                    Some((code, message)) => (code, Some(message)),
+                    None => (0, None),
+                };
+                self.key
+                    .seal_json_downstream(&Body::End { error, error_code })
+            }
+        };
         sealed.invoke_id = self.id;
         sealed.server_end = end;
-        self.outgoing.send(sealed).await
+        Ok(sealed)
     }
 }
 
@@ -148,13 +202,10 @@ impl Drop for Invocation {
         if self.finished {
             return;
         }
-        let mut sealed = self.key.seal_downstream(&tunnel::downstream_end(Some((
-            1,
-            "the service dropped the call".to_owned(),
-        ))));
-        sealed.invoke_id = self.id;
-        sealed.server_end = true;
-        self.outgoing.send_later(sealed);
+        let dropped = Reply::End(Some((1, "the service dropped the call".to_owned())));
+        if let Ok(sealed) = self.seal(dropped) {
+            self.outgoing.send_later(sealed);
+        }
     }
 }
 

@@ -18,6 +18,7 @@ mod tower;
 mod wire;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -28,6 +29,7 @@ pub use tower::InvocationBody;
 
 use super::session::{Session, SessionOptions};
 use super::VoltClient;
+use crate::protocol::service_protos::ServiceProtos;
 use crate::Result;
 
 /// Invocation messages the session may hold for the dispatcher.
@@ -40,12 +42,14 @@ const INBOX: usize = 4096;
 /// | [`session`](HostOptions::session) | [`SessionOptions::new`] with `online_services` on (`accept_invocation` is always on) |
 /// | [`invocation_buffer`](HostOptions::invocation_buffer): calls waiting for the application | 64 |
 /// | [`request_buffer`](HostOptions::request_buffer): requests one call may hold unread | 64 |
+/// | [`protos`](HostOptions::protos): the services' schema, for JSON callers | none (protobuf callers only) |
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct HostOptions {
     session: SessionOptions,
     invocation_buffer: usize,
     request_buffer: usize,
+    protos: Option<Arc<ServiceProtos>>,
 }
 
 impl Default for HostOptions {
@@ -61,7 +65,17 @@ impl HostOptions {
             session: SessionOptions::new().online_services(true),
             invocation_buffer: 64,
             request_buffer: 64,
+            protos: None,
         }
+    }
+
+    /// The hosted services' own proto files, so that callers on the websocket gateway, which
+    /// speak proto3 JSON, are served too: their requests reach the application as protobuf
+    /// and its responses go back as JSON. Without them such callers are answered
+    /// `UNIMPLEMENTED`.
+    pub fn protos(mut self, protos: ServiceProtos) -> HostOptions {
+        self.protos = Some(Arc::new(protos));
+        self
     }
 
     /// The options of the Connect session that carries the calls (events, pings, ...).
@@ -164,6 +178,7 @@ impl VoltClient {
             self.key(),
             self.config().credential().client_id.clone(),
             options.request_buffer,
+            options.protos,
         );
         tokio::spawn(dispatcher.run());
         Ok(Host {

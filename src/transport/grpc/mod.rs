@@ -240,14 +240,15 @@ impl Link for Connection {
             .as_ref()
             .map(|relay| relay.target_did.clone())
             .unwrap_or_default();
-        if target_did.last() != Some(&spec.host_client_id) {
-            target_did.push(spec.host_client_id.clone());
+        let service = spec.route;
+        if target_did.last() != Some(&service.host_client_id) {
+            target_did.push(service.host_client_id.clone());
         }
         let route = tunnel::Route {
             target_did,
-            service_id: Some(spec.service_id),
-            audience: Some(spec.host_client_id),
-            signer: spec.host_key,
+            service_id: Some(service.service_id),
+            audience: Some(service.host_client_id),
+            signer: service.host_key,
         };
         tunnel::open_raw(self, &route, spec.path, spec.kind)
     }

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::delivery::{self, Delivery};
-use super::link::{CallIo, CallSpec, Link, Opened};
+use super::link::{CallIo, CallSpec, Link, Opened, ServiceRoute};
 use super::reconnect::Supervisor;
 use super::Transport;
 use crate::protocol::body;
@@ -134,6 +134,9 @@ pub(crate) struct OpenCall {
     pub exchange_timeout: Duration,
     pub delivery: Delivery,
     pub phase: watch::Sender<Phase>,
+    /// For a call to a hosted service: its id (the invoke names it) and the host's key (it
+    /// signs the key exchange instead of the Volt).
+    pub service: Option<(String, PublicKey)>,
 }
 
 /// How a call gets its key.
@@ -195,7 +198,17 @@ impl Connection {
     /// Opens a call: signs a fresh token with a fresh key-exchange key and queues the opening
     /// frame. Returns once the task has the call; the key exchange completes in the
     /// background.
-    async fn open_call(&self, spec: CallSpec) -> Result<Opened> {
+    ///
+    /// A call to a hosted service (`route`) names it in its opening frame's meta (`d`, the
+    /// hops, ending with the host unless the Volt hosts it; `s`, the service), its token is
+    /// for the host, and the host's key must sign the key exchange. `input`, for such a call,
+    /// is the method's input message from the service's own protos, when known.
+    async fn open_call(
+        &self,
+        spec: CallSpec,
+        route: Option<ServiceRoute>,
+        input: Option<MessageDescriptor>,
+    ) -> Result<Opened> {
         let CallSpec {
             path,
             first,
@@ -205,13 +218,16 @@ impl Connection {
         } = spec;
         // The Volt checks a request against the method's schema too; checking it here makes a
         // request that does not fit the same Schema error as on gRPC, where encoding checks it.
-        let input = schema::methods().get(&path).map(|m| m.input().clone());
+        let input = match &route {
+            Some(_) => input,
+            None => schema::methods().get(&path).map(|m| m.input().clone()),
+        };
         if let (Some(input), Some(request)) = (&input, &first) {
             schema::json_to_protobuf(input, request)?;
         }
         let first = first.as_ref().map(to_json_text).transpose()?;
         let settings = &self.settings;
-        let mut opening = self.opening()?;
+        let mut opening = self.opening(route.as_ref())?;
         let token_len = opening.token_len();
         if let Some(json) = &first {
             check_size(&path, json, settings, token_len)?;
@@ -241,6 +257,7 @@ impl Connection {
             exchange_timeout: timeout,
             delivery,
             phase,
+            service: route.map(|r| (r.service_id, r.host_key)),
         };
         self.commands
             .send(Command::Open(Box::new(open)))
@@ -280,7 +297,16 @@ impl Link for Connection {
     }
 
     fn open(&self, spec: CallSpec) -> BoxFuture<'_, Result<Opened>> {
-        Box::pin(self.open_call(spec))
+        Box::pin(self.open_call(spec, None, None))
+    }
+
+    fn open_routed(
+        &self,
+        spec: CallSpec,
+        route: ServiceRoute,
+        input: Option<MessageDescriptor>,
+    ) -> BoxFuture<'_, Result<Opened>> {
+        Box::pin(self.open_call(spec, Some(route), input))
     }
 }
 
@@ -305,6 +331,22 @@ impl Protocol {
     }
 }
 
+/// Adds a hosted service's route to an opening frame's meta: the host as the last hop of `d`
+/// (unless the Volt, `volt_id`, hosts it) and the service as `s`.
+fn route_meta(meta: &mut Map<String, Value>, route: &ServiceRoute, volt_id: &str) {
+    let mut hops: Vec<Value> = match meta.remove("d") {
+        Some(Value::Array(hops)) => hops,
+        _ => Vec::new(),
+    };
+    if route.host_client_id != volt_id {
+        hops.push(Value::from(route.host_client_id.as_str()));
+    }
+    if !hops.is_empty() {
+        meta.insert("d".into(), Value::Array(hops));
+    }
+    meta.insert("s".into(), Value::from(route.service_id.as_str()));
+}
+
 /// A message as the JSON text the websocket gateway carries.
 fn to_json_text(message: &Value) -> Result<String> {
     serde_json::to_string(message)
@@ -314,24 +356,33 @@ fn to_json_text(message: &Value) -> Result<String> {
 impl Connection {
     /// Signs a fresh token for a call, with what the protocol needs to key the call (the v1
     /// opening frame's call id is set once the call has one).
-    fn opening(&self) -> Result<Opening> {
+    fn opening(&self, route: Option<&ServiceRoute>) -> Result<Opening> {
         let settings = &self.settings;
         match settings.protocol {
             Protocol::V1 => {
                 let exchange = ClientKeyExchange::new();
-                let claims = settings
+                let mut claims = settings
                     .signer
                     .session_claims()
                     .with_key(exchange.token_claim());
+                let mut meta = settings.meta.clone();
+                if let Some(route) = route {
+                    route_meta(&mut meta, route, &claims.aud);
+                    claims.aud = route.host_client_id.clone();
+                }
                 let token = settings.signer.sign(&claims)?;
                 let hello = ClientHello {
                     call_id: 0,
-                    meta: settings.meta.clone(),
+                    meta,
                     signature: token.signature().to_vec(),
                     claims: token.claims_json().to_vec(),
                 };
                 Ok(Opening::V1 { hello, exchange })
             }
+            Protocol::Legacy { .. } if route.is_some() => Err(Error::new(
+                ErrorKind::Config,
+                "calls to hosted services need the websocket gateway's protocol v1",
+            )),
             Protocol::Legacy { .. } => {
                 let key = LegacyKey::generate();
                 let token = legacy::token(settings, &key)?;

@@ -105,7 +105,7 @@ pub async fn send_status(outbound: &Outbound, status: Status) -> Result<(), Fail
 }
 
 /// Where an accepted tunnel goes.
-enum Opened {
+pub(crate) enum Opened {
     /// It ends here; `key` is the caller's `k` claim.
     Here { caller: Caller, key: String },
     /// It goes to the client `host`; `service_connection` is the host connection the named
@@ -118,7 +118,10 @@ enum Opened {
 
 /// Checks the opening message: the route, then a valid token for where it ends (with a key),
 /// then for a hosted service that the caller may invoke it.
-fn open_tunnel(svc: &Services, opening: &InvokeRequest) -> Result<Opened, TunnelFailure> {
+pub(crate) fn open_tunnel(
+    svc: &Services,
+    opening: &InvokeRequest,
+) -> Result<Opened, TunnelFailure> {
     let token = IdentityToken::parse(&opening.token).map_err(|e| {
         TunnelFailure(
             Code::Unauthenticated,

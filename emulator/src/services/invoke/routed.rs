@@ -33,7 +33,7 @@ use crate::call::{Code, Failure, Inbound, Outbound};
 pub const HOST_WENT_AWAY: &str = "the service's host went away";
 
 /// How the call ended, for the caller.
-enum Ending {
+pub(crate) enum Ending {
     /// The host ended it (`server_end`): the stream ends with OK.
     Done,
     /// The host ended it with this status.
@@ -131,24 +131,21 @@ async fn run(
                     }
                 }
                 HostEvent::HostGone => return Ok(host_gone()),
-                HostEvent::Overflow => {
-                    return Ok(Ending::Failed(
-                        Code::ResourceExhausted,
-                        "the caller fell too far behind the service's host".into(),
-                    ))
-                }
+                HostEvent::Overflow => return Ok(overflow()),
             },
             () = outbound.closed() => return Err(Failure::cancelled()),
         }
     }
 }
 
-fn host_gone() -> Ending {
+pub(crate) fn host_gone() -> Ending {
     Ending::Failed(Code::Unavailable, HOST_WENT_AWAY.into())
 }
 
 /// Waits for the host's key exchange; a status or an end before it ends the call.
-async fn key_exchange(invocation: &mut Invocation) -> Result<InvokeRequestKeyExchange, Ending> {
+pub(crate) async fn key_exchange(
+    invocation: &mut Invocation,
+) -> Result<InvokeRequestKeyExchange, Ending> {
     loop {
         match invocation.next().await {
             HostEvent::Answer(answer) => {
@@ -175,14 +172,18 @@ async fn key_exchange(invocation: &mut Invocation) -> Result<InvokeRequestKeyExc
                 }
             }
             HostEvent::HostGone => return Err(host_gone()),
-            HostEvent::Overflow => {
-                return Err(Ending::Failed(
-                    Code::ResourceExhausted,
-                    "the caller fell too far behind the service's host".into(),
-                ))
-            }
+            HostEvent::Overflow => return Err(overflow()),
         }
     }
+}
+
+/// The caller fell [`INVOCATION_BUFFER`](super::super::hosting::registry::INVOCATION_BUFFER)
+/// answers behind its host.
+pub(crate) fn overflow() -> Ending {
+    Ending::Failed(
+        Code::ResourceExhausted,
+        "the caller fell too far behind the service's host".into(),
+    )
 }
 
 /// Forwards one caller message to the host: its sealed payload, then (separately) its

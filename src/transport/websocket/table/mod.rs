@@ -22,7 +22,7 @@ use crate::protocol::error::Reached;
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::frame::ServerHello;
 use crate::transport::delivery::{fell_behind, response_event, Delivery, Offer};
-use crate::{Error, ErrorKind, Result, Status};
+use crate::{Error, ErrorKind, PublicKey, Result, Status};
 
 /// How long a call dropped during its key exchange waits for the Volt's half, to end it.
 const ABANDONED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -89,6 +89,8 @@ struct Live {
     deadline: Instant,
     delivery: Delivery,
     phase: watch::Sender<Phase>,
+    /// For a call to a hosted service: its id and the host's key.
+    service: Option<(String, PublicKey)>,
 }
 
 enum Stage {
@@ -192,6 +194,7 @@ impl Table {
             exchange_timeout,
             delivery,
             phase,
+            service,
         } = open;
         let dropped_after = self.early_drops.remove(&id);
         let mut entry = Entry {
@@ -250,6 +253,7 @@ impl Table {
             deadline: deadline_after(now, exchange_timeout),
             delivery,
             phase,
+            service,
         });
         self.calls.insert(id, entry);
         if keyed {
@@ -274,7 +278,7 @@ impl Table {
             Body::Payload { json_payload: json }
         } else {
             call.invoked = true;
-            invoke(&call.path, json)
+            invoke(call, json)
         };
         if let Err(e) = self.seal_and_push(id, &body, false) {
             self.finish(id, Err(e));
@@ -311,7 +315,7 @@ impl Table {
         }
         if !call.invoked && invoke_first == Invoke::Empty {
             call.invoked = true;
-            let body = invoke(&call.path, "{}".to_owned());
+            let body = invoke(call, "{}".to_owned());
             self.seal_and_push(id, &body, false)?;
         }
         self.seal_and_push(id, &Body::end(), true)
@@ -428,8 +432,10 @@ impl Table {
         let Some(call) = self.calls.get_mut(&id).and_then(|e| e.live.as_mut()) else {
             return;
         };
+        // A hosted service's host signs its key exchanges, not the Volt.
+        let signer = call.service.as_ref().map_or(volt_key, |(_, key)| key);
         let keyed = match std::mem::replace(&mut call.stage, Stage::Checking) {
-            Stage::Exchanging(exchange) => exchange.complete(&hello, volt_key),
+            Stage::Exchanging(exchange) => exchange.complete(&hello, signer),
             other => {
                 call.stage = other;
                 Err(Error::new(
@@ -617,10 +623,11 @@ impl Table {
     }
 }
 
-fn invoke(path: &str, json_request: String) -> Body {
+/// The body invoking `call` (naming its service, for a hosted one).
+fn invoke(call: &Live, json_request: String) -> Body {
     Body::Invoke {
-        method_name: path.to_owned(),
-        service_id: None,
+        method_name: call.path.to_string(),
+        service_id: call.service.as_ref().map(|(id, _)| id.clone()),
         json_request,
     }
 }

@@ -52,6 +52,7 @@ fn open_legacy(table: &mut Table, settings: &Settings, signed: Instant) -> (Stri
         exchange_timeout: std::time::Duration::from_secs(5),
         delivery,
         phase,
+        service: None,
     })));
     let first = FirstFrame {
         key,

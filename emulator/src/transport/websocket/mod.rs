@@ -3,7 +3,9 @@
 //!
 //! The call machinery (one task per socket, a task per call, the bounded outgoing channel,
 //! limits) is shared with the older protocol's gateway; this module reads v1 frames: the key
-//! exchange that opens a call, then sealed invoke, payload and end frames.
+//! exchange that opens a call, then sealed invoke, payload and end frames. A call whose
+//! key-exchange frame routes it to a client hosting a service (meta `d`/`s`) is relayed to
+//! that host unopened ([`routed`]).
 //!
 //! Errors: a token or key-exchange failure, an undecryptable frame, an unknown call id or a
 //! frame that does not decode (but has a call id) is answered with a meta-only frame
@@ -12,6 +14,8 @@
 //! other frame too short to carry a call id closes the socket (code 1002); a message above
 //! [`HARD_MESSAGE_LIMIT`] is refused by the websocket layer, which closes the socket. A text
 //! message closes the socket (code 1003).
+
+mod routed;
 
 use std::sync::Arc;
 
@@ -27,7 +31,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::gateway::{self, CallSeal, Connection, Identity, Protocol};
+use super::gateway::{self, CallSeal, Connection, Identity, Protocol, Upstream};
+use routed::Route;
 use crate::services::auth::verify_token;
 use crate::services::Services;
 
@@ -58,20 +63,7 @@ impl Protocol for V1 {
     type Key = CallKey;
 
     fn error_frame(call_id: Option<u64>, message: &str) -> Option<Message> {
-        // Every v1 error names its call; a frame naming none closes the socket instead.
-        let mut meta = Map::new();
-        meta.insert("error".into(), Value::from(message));
-        let frame = SealedFrame {
-            frame_type: FrameType::Payload,
-            call_id: call_id?,
-            meta,
-            iv: Vec::new(),
-            ciphertext: Vec::new(),
-        };
-        frame
-            .encode()
-            .ok()
-            .map(|bytes| Message::Binary(bytes.into()))
+        error_frame(call_id, message)
     }
 
     fn on_message(conn: &mut Connection<V1>, message: Message) -> Option<CloseFrame> {
@@ -83,6 +75,24 @@ impl Protocol for V1 {
             }),
         }
     }
+}
+
+/// A meta-only `{"error": ...}` frame on a call. Every v1 error names its call; an error naming
+/// none closes the socket instead (`None`).
+pub(crate) fn error_frame(call_id: Option<u64>, message: &str) -> Option<Message> {
+    let mut meta = Map::new();
+    meta.insert("error".into(), Value::from(message));
+    let frame = SealedFrame {
+        frame_type: FrameType::Payload,
+        call_id: call_id?,
+        meta,
+        iv: Vec::new(),
+        ciphertext: Vec::new(),
+    };
+    frame
+        .encode()
+        .ok()
+        .map(|bytes| Message::Binary(bytes.into()))
 }
 
 /// Handles one client frame; returns a close frame when the socket must be closed.
@@ -119,6 +129,16 @@ fn on_hello(conn: &mut Connection<V1>, hello: ClientHello) {
         Ok(claims) => claims,
         Err(e) => return refuse(conn, &format!("bad identity token: {e}")),
     };
+    match routed::route(conn.svc(), &hello.meta, &token) {
+        Route::Here => {}
+        Route::Refused(message) => return refuse(conn, &message),
+        Route::Host(invocation, opening) => {
+            let svc = conn.svc().clone();
+            return conn.start_routed(call_id, move |frames, outgoing| {
+                routed::relay(svc, invocation, opening, call_id, frames, outgoing)
+            });
+        }
+    }
     let (identity, claims) = if unverified.sub.as_deref().is_none_or(str::is_empty) {
         // Checked at invoke, against the key an Authenticate request presents.
         (Identity::Sessionless(Box::new(token)), unverified)
@@ -146,6 +166,16 @@ fn on_hello(conn: &mut Connection<V1>, hello: ClientHello) {
 
 fn on_sealed(conn: &mut Connection<V1>, sealed: SealedFrame) {
     let call_id = sealed.call_id;
+    if conn.is_routed(call_id) {
+        let client_end = sealed.meta.get("client_end").and_then(Value::as_bool) == Some(true);
+        let frame = Upstream {
+            iv: sealed.iv,
+            ciphertext: sealed.ciphertext,
+            client_end,
+        };
+        conn.forward_routed(call_id, frame);
+        return;
+    }
     let Some(key) = conn.key_of(call_id) else {
         return;
     };
