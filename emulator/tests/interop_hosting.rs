@@ -1,10 +1,12 @@
-//! Hosting services across clients: the official tdx Volt gRPC client
-//! (`@tdxvolt/volt-client-grpc`) and ours, each calling a service the other hosts, through a
+//! Hosting services across clients: the official tdx Volt clients (`@tdxvolt/volt-client-grpc`
+//! and `@tdxvolt/volt-client-web`) and ours, each calling a service the other hosts, through a
 //! `volt-emulator serve` process.
 //!
 //! - `official_client_calls_our_host_echo`: our `host_echo` example hosts the echo service
 //!   of `examples/proto/echo.proto`; `interop/grpc-call-hosted.mjs` finds it and calls unary
-//!   `Echo` and bidirectional `EchoStream` with the official client.
+//!   `Echo` and bidirectional `EchoStream` with the official gRPC client.
+//! - `official_web_client_calls_our_host_echo`: the same, with `interop/web-call-hosted.mjs`
+//!   and the official web client, through the websocket gateway (in JSON).
 //! - `our_client_calls_a_service_the_official_client_hosts`:
 //!   `interop/grpc-host-service.mjs` hosts the echo service with the official client's
 //!   RpcInvocation; our client calls it with `ServiceRef`, `call_service_unary` and
@@ -222,16 +224,39 @@ async fn identity_did(client: &VoltClient, resource_id: &str) -> String {
         .to_owned()
 }
 
-/// The official client calls the echo service our `host_echo` example hosts: the service
+/// The official gRPC client calls the echo service our `host_echo` example hosts: the service
 /// description our host saves suits it (RELAYED, host_client_id, host_service_id,
 /// host_public_key as PEM SPKI, proto_file with the proto text, service_api); unary `Echo`
 /// answers once; `EchoStream` answers three requests in order and ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_client_calls_our_host_echo() {
+    official_client_calls_host_echo(
+        "grpc-call-hosted.mjs",
+        &["discover", "unary_echo", "bidi_echo_stream"],
+    )
+    .await;
+}
+
+/// The official web client calls the same service through the websocket gateway: routed by
+/// its key-exchange frame's meta, in proto3 JSON, which our host serves with the service's
+/// proto file; an unknown method's refusal reaches it as the call's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_web_client_calls_our_host_echo() {
+    official_client_calls_host_echo(
+        "web-call-hosted.mjs",
+        &["discover", "unary_echo", "bidi_echo_stream", "host_error"],
+    )
+    .await;
+}
+
+/// Runs `host_echo` on an emulator, lets a second client find and invoke its service, and
+/// runs the official client's `script` as that client; each of `steps` must pass.
+async fn official_client_calls_host_echo(script_name: &'static str, steps: &[&str]) {
     let root = workspace_root();
     require_node_and_packages(&root);
     let host_echo = host_echo_binary();
-    let emulator = EmulatorProcess::start("hosting-official-calls", &[]);
+    let label = format!("hosting-{}", script_name.trim_end_matches(".mjs"));
+    let emulator = EmulatorProcess::start(&label, &[]);
     let owner_config = emulator.ready.config.clone();
     let caller_config = emulator.issue_client("caller");
 
@@ -256,12 +281,12 @@ async fn official_client_calls_our_host_echo() {
             .expect("SaveAccess");
     }
 
-    let script = root.join("interop").join("grpc-call-hosted.mjs");
+    let script = root.join("interop").join(script_name);
     let ca_pem = emulator.ca_pem_path();
     let cwd = root.clone();
     let run = tokio::task::spawn_blocking(move || {
         run_script(&Script {
-            name: "grpc-call-hosted.mjs",
+            name: script_name,
             program: OsStr::new("node"),
             args: vec![script.as_os_str(), caller_config.as_os_str()],
             env: vec![("NODE_EXTRA_CA_CERTS", ca_pem.as_os_str())],
@@ -274,14 +299,14 @@ async fn official_client_calls_our_host_echo() {
     .expect("the script's thread");
     if run.status.is_none_or(|s| !s.success()) {
         panic!(
-            "grpc-call-hosted.mjs failed\n{}\n{}",
+            "{script_name} failed\n{}\n{}",
             run.report(&emulator),
             host.report(&emulator)
         );
     }
     run.assert_finished(&emulator);
     println!("{}", run.stdout);
-    for step in ["discover", "unary_echo", "bidi_echo_stream"] {
+    for step in steps {
         assert!(
             run.stdout
                 .contains(&format!("\"step\":\"{step}\",\"ok\":true")),

@@ -32,9 +32,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::gateway::{self, CallSeal, Connection, Identity, Protocol, Upstream};
-use routed::Route;
 use crate::services::auth::verify_token;
 use crate::services::Services;
+use routed::Route;
 
 pub use super::gateway::{API_PATH, HARD_MESSAGE_LIMIT, MAX_CALLS_PER_CONNECTION, MAX_MESSAGE_LEN};
 
