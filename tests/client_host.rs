@@ -470,3 +470,53 @@ async fn a_host_without_the_proto_files_refuses_json_callers() {
         .expect("Echo");
     assert_eq!(answer, echo(1, "hi"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_can_ask_the_volt_about_each_caller() {
+    let volt = TestVolt::start("host-check").await;
+    let alice = volt.client_over(Transport::Grpc).await;
+    let service_id = save_service(&alice).await;
+    let bob_config = volt.emulator().issue_client("bob", None).expect("Bob");
+    let bob = connect(bob_config, Transport::Grpc).await.expect("Bob");
+    let me = bob
+        .can_access_resource(json!({"resource_id": service_id}))
+        .await
+        .expect("CanAccessResource");
+    let bob_did = me["identity_did"].as_str().expect("identity").to_owned();
+    for access in ["volt:resource-read", "volt:resource-invoke"] {
+        alice
+            .save_access(json!({"access": {"resource_id": service_id,
+                                           "identity_did": bob_did, "access": access}}))
+            .await
+            .expect("SaveAccess");
+    }
+    // The host wants its callers to be able to write the service: Bob may only invoke it.
+    let host = alice
+        .host(HostOptions::new().check_callers("volt:resource-write"))
+        .await
+        .expect("hosting");
+    let session = host.session().clone();
+    let served = serve_echo(host);
+    let service = ServiceRef::from_resource(&find_service(&bob, &service_id).await)
+        .expect("a hosted service");
+
+    let err = within(
+        "Bob's call",
+        bob.call_service_unary::<Echo, Echo>(&service, ECHO, &echo(1, "hi")),
+    )
+    .await
+    .expect_err("refused by the host's check");
+    assert_eq!(err.status().map(|s| s.code), Some(7), "{err:?}");
+    // The owner may do anything: the Volt permits, the host serves.
+    let answer: Echo = within(
+        "the owner's call",
+        alice.call_service_unary(&service, ECHO, &echo(2, "owner")),
+    )
+    .await
+    .expect("served");
+    assert_eq!(answer, echo(2, "owner"));
+    // Only the owner's call reached the application.
+    session.close().await;
+    let seen = within("the host to stop", served).await.expect("host");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+}

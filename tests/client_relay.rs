@@ -178,3 +178,33 @@ async fn a_tampered_key_exchange_signature_fails_before_anything_leaves() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_cloud_relay_method_names_carry_the_volt_id() {
+    let volt = TestVolt::start("relay-cloud").await;
+    let direct = volt.client_over(Transport::Grpc).await;
+    let plain = connect(relayed(&volt), Transport::Grpc)
+        .await
+        .expect("relayed");
+    let mut config = relayed(&volt);
+    config["volt"]["relay"]["cloud"] = json!(true);
+    let cloud = connect(config, Transport::Grpc)
+        .await
+        .expect("through a cloud relay");
+    let request = json!({"resource_id": direct.volt_id()});
+    let expected = direct.get_resource(request.clone()).await.expect("direct");
+
+    assert_eq!(
+        plain.get_resource(request.clone()).await.expect("plain"),
+        expected
+    );
+    assert_eq!(volt.emulator().connections().cloud_method_names, 0);
+    // `/<volt id>/pkg.Service/Method`, which the Volt end of the tunnel reads as the method.
+    assert_eq!(cloud.get_resource(request).await.expect("cloud"), expected);
+    let listing = json!({});
+    assert_eq!(
+        cloud.get_resources(listing.clone()).await.expect("cloud"),
+        direct.get_resources(listing).await.expect("direct")
+    );
+    assert_eq!(volt.emulator().connections().cloud_method_names, 2);
+}

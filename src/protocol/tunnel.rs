@@ -278,6 +278,12 @@ fn payload(bytes: Vec<u8>) -> crate::proto::volt::MethodPayload {
     }
 }
 
+/// A method name as a cloud relay routes it: `/pkg.Service/Method` of the Volt `volt_id` is
+/// `/<volt id>/pkg.Service/Method`.
+pub fn cloud_method_name(volt_id: &str, path: &str) -> String {
+    format!("/{volt_id}{path}")
+}
+
 /// Strips the cloud relay's `/<volt id>` prefix from a tunnelled method name, when there is
 /// one: `/<volt id>/pkg.Service/Method` is `/pkg.Service/Method`.
 pub fn strip_cloud_prefix<'a>(method_name: &'a str, volt_id: &str) -> &'a str {
@@ -404,6 +410,17 @@ mod tests {
             ..InvokeResponse::default()
         };
         assert!(matches!(classify(kx), Downstream::KeyExchange(_)));
+    }
+
+    #[test]
+    fn the_cloud_prefix_is_added_and_stripped_back() {
+        let path = "/tdx.volt_api.volt.v1.VoltAPI/GetResource";
+        let named = cloud_method_name("did:volt:abc", path);
+        assert_eq!(
+            named,
+            "/did:volt:abc/tdx.volt_api.volt.v1.VoltAPI/GetResource"
+        );
+        assert_eq!(strip_cloud_prefix(&named, "did:volt:abc"), path);
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub fn verify_token(svc: &Services, token: &IdentityToken) -> Result<(Caller, Cl
 }
 
 /// [`verify_token`] with `aud` = `audience`: a tunnel routed to a client hosting a service
-/// carries a token for that client (its id), not for this Volt. Only for such tunnels.
+/// carries a token for that client (its id), not for this Volt. Only for such tunnels, and
+/// for that client asking (CanAccessResource) what the caller of such a tunnel may do.
 pub fn verify_token_for(
     svc: &Services,
     token: &IdentityToken,

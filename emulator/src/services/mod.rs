@@ -98,6 +98,7 @@ pub struct Connections {
     tunnels: AtomicU64,
     tunnel_messages: AtomicU64,
     routed_invocations: AtomicU64,
+    cloud_method_names: AtomicU64,
 }
 
 /// A snapshot of [`Connections`].
@@ -116,6 +117,8 @@ pub struct ConnectionCounts {
     pub tunnel_messages: u64,
     /// Of the tunnels, those routed to a client hosting a service (forwarded to its host).
     pub routed_invocations: u64,
+    /// Tunnelled methods ended here whose name came with a cloud relay's `/<volt id>` prefix.
+    pub cloud_method_names: u64,
 }
 
 impl Connections {
@@ -147,6 +150,11 @@ impl Connections {
         self.tunnel_messages.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a tunnelled method name that came with the cloud prefix.
+    pub fn cloud_method_name(&self) {
+        self.cloud_method_names.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counts so far.
     pub fn counts(&self) -> ConnectionCounts {
         ConnectionCounts {
@@ -156,6 +164,7 @@ impl Connections {
             tunnels: self.tunnels.load(Ordering::Relaxed),
             tunnel_messages: self.tunnel_messages.load(Ordering::Relaxed),
             routed_invocations: self.routed_invocations.load(Ordering::Relaxed),
+            cloud_method_names: self.cloud_method_names.load(Ordering::Relaxed),
         }
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
+use super::caller_check::{self, CallerCheck};
 use super::invocation::{Framing, Invocation};
 use super::outgoing::Outgoing;
 use super::wire;
@@ -131,17 +132,26 @@ fn protobuf(framing: &Framing, request: Request) -> std::result::Result<Bytes, S
     }
 }
 
+/// Who the host is.
+pub(super) struct Ids {
+    /// This client's id: the audience of the tokens callers send it.
+    pub client_id: String,
+    /// Its Volt's id: a caller through a cloud relay prefixes method names with it.
+    pub volt_id: String,
+}
+
 pub(super) struct Dispatcher {
     inbox: mpsc::Receiver<Value>,
     deliver: mpsc::Sender<Invocation>,
     outgoing: Outgoing,
     key: Arc<PrivateKey>,
-    /// This client's id: the audience of the tokens callers send it.
-    client_id: String,
+    ids: Ids,
     state: watch::Receiver<SessionState>,
     request_buffer: usize,
     /// The hosted services' own schema, for callers that speak JSON.
     protos: Option<Arc<ServiceProtos>>,
+    /// The opt-in check of each caller.
+    check: Option<CallerCheck>,
     slots: HashMap<u64, Slot>,
 }
 
@@ -151,9 +161,9 @@ impl Dispatcher {
         deliver: mpsc::Sender<Invocation>,
         session: Session,
         key: Arc<PrivateKey>,
-        client_id: String,
-        request_buffer: usize,
-        protos: Option<Arc<ServiceProtos>>,
+        ids: Ids,
+        options: &super::HostOptions,
+        check: Option<CallerCheck>,
     ) -> Dispatcher {
         Dispatcher {
             inbox,
@@ -161,9 +171,10 @@ impl Dispatcher {
             state: session.state(),
             outgoing: Outgoing::new(session),
             key,
-            client_id,
-            request_buffer,
-            protos,
+            ids,
+            request_buffer: options.request_buffer,
+            protos: options.protos.clone(),
+            check,
             slots: HashMap::new(),
         }
     }
@@ -260,6 +271,9 @@ impl Dispatcher {
                 .await;
             }
             Step::Invoke { method_name, first } => {
+                // A caller through a cloud relay names the method after the Volt's id.
+                let method_name =
+                    tunnel::strip_cloud_prefix(&method_name, &self.ids.volt_id).to_owned();
                 let framing = if slot.json {
                     match self.protos.as_ref().and_then(|p| p.method(&method_name)) {
                         Some(method) => Framing::Json(Box::new(method.clone())),
@@ -300,18 +314,7 @@ impl Dispatcher {
                     self.outgoing.clone(),
                     framing,
                 );
-                match self.deliver.try_send(invocation) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(invocation) | TrySendError::Closed(invocation)) => {
-                        // Finished here, so that its drop sends nothing more.
-                        let _ = invocation
-                            .finish(Err(super::invocation::status(
-                                RESOURCE_EXHAUSTED,
-                                "the service has too many calls waiting",
-                            )))
-                            .await;
-                    }
-                }
+                caller_check::deliver(self.check.as_ref(), &self.deliver, invocation).await;
             }
             Step::Payload(request) => {
                 let Some(requests) = &slot.requests else {
@@ -360,7 +363,7 @@ impl Dispatcher {
                     .await
             }
         };
-        if claims.aud != self.client_id {
+        if claims.aud != self.ids.client_id {
             return self
                 .refuse(
                     id,

@@ -11,6 +11,7 @@
 //! the host signs its half of the key exchange with its own credential key, which is the
 //! service's `host_public_key`. The Volt routes; it cannot read.
 
+mod caller_check;
 mod dispatch;
 mod invocation;
 mod outgoing;
@@ -43,6 +44,7 @@ const INBOX: usize = 4096;
 /// | [`invocation_buffer`](HostOptions::invocation_buffer): calls waiting for the application | 64 |
 /// | [`request_buffer`](HostOptions::request_buffer): requests one call may hold unread | 64 |
 /// | [`protos`](HostOptions::protos): the services' schema, for JSON callers | none (protobuf callers only) |
+/// | [`check_callers`](HostOptions::check_callers): an access each caller needs, asked of the Volt | none (the Volt's own check) |
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct HostOptions {
@@ -50,6 +52,7 @@ pub struct HostOptions {
     invocation_buffer: usize,
     request_buffer: usize,
     protos: Option<Arc<ServiceProtos>>,
+    check_callers: Option<String>,
 }
 
 impl Default for HostOptions {
@@ -66,7 +69,20 @@ impl HostOptions {
             invocation_buffer: 64,
             request_buffer: 64,
             protos: None,
+            check_callers: None,
         }
+    }
+
+    /// Asks the Volt about each caller before the application sees its call:
+    /// `CanAccessResource` with the caller's own token, on the service it called, for
+    /// `access` (`volt:resource-invoke` say). A caller the Volt does not permit, a call that
+    /// names no service, or a Volt that does not answer: the call is refused
+    /// (`PERMISSION_DENIED`, `UNAVAILABLE`). The Volt checks `volt:resource-invoke` itself
+    /// before routing a call that names its service; this checks again, on the host's side,
+    /// for any access.
+    pub fn check_callers(mut self, access: impl Into<String>) -> HostOptions {
+        self.check_callers = Some(access.into());
+        self
     }
 
     /// The hosted services' own proto files, so that callers on the websocket gateway, which
@@ -168,7 +184,7 @@ impl VoltClient {
     pub async fn host(&self, options: HostOptions) -> Result<Host> {
         let (inbox, inbox_rx) = mpsc::channel(INBOX);
         let session = self
-            .session_hosting(options.session.accept_invocation(true), Some(inbox))
+            .session_hosting(options.session.clone().accept_invocation(true), Some(inbox))
             .await?;
         let (deliver, invocations) = mpsc::channel(options.invocation_buffer);
         let dispatcher = dispatch::Dispatcher::new(
@@ -176,9 +192,18 @@ impl VoltClient {
             deliver,
             session.clone(),
             self.key(),
-            self.config().credential().client_id.clone(),
-            options.request_buffer,
-            options.protos,
+            dispatch::Ids {
+                client_id: self.config().credential().client_id.clone(),
+                volt_id: self.config().volt().id.clone(),
+            },
+            &options,
+            options
+                .check_callers
+                .clone()
+                .map(|access| caller_check::CallerCheck {
+                    client: self.clone(),
+                    access,
+                }),
         );
         tokio::spawn(dispatcher.run());
         Ok(Host {

@@ -234,10 +234,8 @@ impl Link for Connection {
     fn open_service(&self, spec: ServiceSpec) -> Result<RawOpened> {
         // Through a relay the Volt is a hop before the host; on a direct connection the
         // host is the only one.
-        let mut target_did = self
-            .settings
-            .tunnel
-            .as_ref()
+        let relay = self.settings.tunnel.as_ref();
+        let mut target_did = relay
             .map(|relay| relay.target_did.clone())
             .unwrap_or_default();
         let service = spec.route;
@@ -249,6 +247,7 @@ impl Link for Connection {
             service_id: Some(service.service_id),
             audience: Some(service.host_client_id),
             signer: service.host_key,
+            cloud_volt_id: relay.and_then(|relay| relay.cloud_volt_id.clone()),
         };
         tunnel::open_raw(self, &route, spec.path, spec.kind)
     }

@@ -38,11 +38,19 @@ pub(crate) async fn connect(
                     ))
                 }
             };
+            let cloud = matches!(
+                relay,
+                Relay::Detailed {
+                    cloud: Some(true),
+                    ..
+                }
+            );
             let route = tunnel::Route {
                 target_did: vec![config.volt().id.clone()],
                 service_id: None,
                 audience: None,
                 signer: config.volt_public_key()?,
+                cloud_volt_id: cloud.then(|| config.volt().id.clone()),
             };
             let trust = Trust {
                 public_roots: options.public_roots,

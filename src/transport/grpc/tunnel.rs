@@ -42,6 +42,9 @@ pub(crate) struct Route {
     pub audience: Option<String>,
     /// The key that signs the far end's key exchange: the Volt's, or the service host's.
     pub signer: PublicKey,
+    /// Through a cloud relay (`volt.relay.cloud`): the Volt's id, which prefixes every
+    /// tunnelled method name (`/<volt id>/pkg.Service/Method`) for the relay to route by.
+    pub cloud_volt_id: Option<String>,
 }
 
 /// Bytes a sealed message may add to the request it carries (envelope, padding, IV).
@@ -86,10 +89,11 @@ fn start(
     }
     let requests = (!end_after_first).then_some(requests);
     let (key_tx, key_rx) = oneshot::channel();
-    let sealer = Sealer {
-        method_name: path.to_string(),
-        kind,
+    let method_name = match &route.cloud_volt_id {
+        Some(volt_id) => tunnel::cloud_method_name(volt_id, path),
+        None => path.to_string(),
     };
+    let sealer = Sealer { method_name, kind };
     let body = sealed_requests(Bytes::from(opening.encode_to_vec()), key_rx, queue, sealer);
     let mut request = tonic::Request::new(body);
     request.metadata_mut().insert(TOKEN_METADATA, token);

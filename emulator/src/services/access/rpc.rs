@@ -306,7 +306,17 @@ async fn can_access(
         Some(Named::Token(jwt)) if !jwt.is_empty() => {
             let token = IdentityToken::parse(jwt)
                 .map_err(|e| Failure::invalid(format!("CanAccessResource: bad token: {e}")))?;
-            crate::services::auth::verify_token(svc, &token)
+            // A token for this Volt, or one a caller sent to the asking client (a host
+            // checking a caller of its service: the token's audience is the host).
+            let for_asker = token
+                .claims_unverified()
+                .is_ok_and(|c| !caller.client_id.is_empty() && c.aud == caller.client_id);
+            let audience = if for_asker {
+                caller.client_id.as_str()
+            } else {
+                svc.identity().id()
+            };
+            crate::services::auth::verify_token_for(svc, &token, audience)
                 .map_err(|f| Failure::invalid(format!("CanAccessResource: {}", f.message())))?
                 .0
         }

@@ -85,6 +85,9 @@ async fn run_method(
     };
     let own = svc.identity().id();
     let name = tunnel::strip_cloud_prefix(&invoke.method_name, own);
+    if name.len() != invoke.method_name.len() {
+        svc.connections().cloud_method_name();
+    }
     let method = match schema::methods().get(name) {
         Some(method) if method.name() != METHOD => method,
         _ => {
