@@ -48,7 +48,12 @@ async fn run(path: &str) -> tdx_volt::Result<()> {
         .ok_or_else(|| {
             tdx_volt::Error::new(
                 tdx_volt::ErrorKind::Status,
-                format!("no {} service is online (start host_echo)", echo::SERVICE),
+                format!(
+                    "no {} service this client may see is online (start host_echo; a client \
+                     other than its owner needs volt:resource-read and volt:resource-invoke \
+                     on it)",
+                    echo::SERVICE
+                ),
             )
         })?;
     let service = ServiceRef::from_resource(resource)?;
