@@ -72,7 +72,7 @@ fn file_size(path: &Path) -> u64 {
 /// Finds a database by resource id or alias, and its file.
 /// The database `database_id` names (an id or alias) and its file, once `caller` is found to
 /// have `access` to it.
-pub(super) fn resolve_database(
+pub(crate) fn resolve_database(
     svc: &Services,
     caller: &Caller,
     database_id: &str,
@@ -121,7 +121,7 @@ pub(super) fn touch(svc: &Services, resource_id: &str, path: &Path) {
 }
 
 /// Opens a connection to an existing database file for one call.
-pub(super) fn connect(path: &Path) -> Result<Connection, Failure> {
+pub(crate) fn connect(path: &Path) -> Result<Connection, Failure> {
     if !path.is_file() {
         create_file(path)?;
     }

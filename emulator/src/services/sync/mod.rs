@@ -1,0 +1,105 @@
+//! SyncAPI: collaborative (Yjs) documents kept in sync databases.
+//!
+//! A sync database is a database resource (kinds `volt:database`, `volt:sqlite-database` and
+//! `volt:sync-database`, as SaveSyncDatabase or the vendor's helpers make it); `database_id`
+//! (and `synapse_id`, which names the same thing here) may be its id or an `@alias`. Each
+//! document in it is identified by `document_id` (a Y.Doc's guid for the official web
+//! provider), held in memory as a yrs document while the emulator runs, and persisted as Yjs
+//! v2 updates in a table of the database's SQLite file (`store.rs`), so it survives a restart.
+//!
+//! - **SyncDocument** (`session.rs`): the state-vector handshake and live updates, as the
+//!   official providers speak it: state vectors in Yjs v1 encoding, updates in v2, chunks of
+//!   at most 1 MiB; awareness fanned out and never stored. Reading needs
+//!   `volt:database-read`, changing the document `volt:database-write`.
+//! - **WriteSynapsePath** / **WatchSynapsePath** (`synapse_path.rs`): edits and watches over the
+//!   document's JSON view (`json_view.rs`).
+//!
+//! The rest of SyncAPI (synapses and their connections, blobs, versions, document states and
+//! metadata) is not implemented; SaveSyncDatabase is served with the database methods.
+
+mod document;
+mod json_view;
+mod session;
+mod store;
+mod synapse_path;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::call::{Caller, Failure, Inbound, Outbound};
+use crate::services::access::names;
+use crate::services::sqlite::databases::resolve_database;
+
+use super::Services;
+
+pub use document::Document;
+
+/// The SyncAPI methods [`dispatch`] routes.
+pub const METHODS: [&str; 3] = ["SyncDocument", "WriteSynapsePath", "WatchSynapsePath"];
+
+/// The largest update (or awareness update) a client may send, in bytes, over all its chunks.
+pub const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The longest `document_id` accepted.
+pub const MAX_DOCUMENT_ID: usize = 1024;
+
+/// The documents loaded so far, by (database resource id, document id).
+#[derive(Default)]
+pub struct SyncHub {
+    documents: tokio::sync::Mutex<HashMap<(String, String), Arc<Document>>>,
+}
+
+/// Routes a SyncAPI method.
+pub async fn dispatch(
+    svc: &Arc<Services>,
+    caller: &Caller,
+    name: &str,
+    inbound: Inbound,
+    outbound: &Outbound,
+) -> Result<(), Failure> {
+    match name {
+        "SyncDocument" => session::sync_document(svc, caller, inbound, outbound).await,
+        "WriteSynapsePath" => synapse_path::write(svc, caller, inbound, outbound).await,
+        "WatchSynapsePath" => synapse_path::watch(svc, caller, inbound, outbound).await,
+        _ => Err(Failure::unimplemented(&format!(
+            "/tdx.volt_api.volt.v1.SyncAPI/{name}"
+        ))),
+    }
+}
+
+/// The document `document_id` of the sync database `database_id` (an id or `@alias`), loaded
+/// when it is not yet, once `caller` is found to have `volt:database-read` on the database.
+pub async fn open_document(
+    svc: &Services,
+    caller: &Caller,
+    database_id: &str,
+    document_id: &str,
+) -> Result<Arc<Document>, Failure> {
+    if document_id.is_empty() || document_id.len() > MAX_DOCUMENT_ID {
+        return Err(Failure::invalid(format!(
+            "document_id must have 1 to {MAX_DOCUMENT_ID} bytes"
+        )));
+    }
+    let (resource, path) = resolve_database(svc, caller, database_id, names::DATABASE_READ)?;
+    let key = (resource.id, document_id.to_owned());
+    let mut documents = svc.sync().documents.lock().await;
+    if let Some(document) = documents.get(&key) {
+        return Ok(Arc::clone(document));
+    }
+    let id = document_id.to_owned();
+    let document = tokio::task::spawn_blocking(move || Document::load_blocking(path, &id))
+        .await
+        .map_err(|e| Failure::internal("loading a synced document", e))??;
+    let document = Arc::new(document);
+    documents.insert(key, Arc::clone(&document));
+    Ok(document)
+}
+
+/// The database a SyncAPI request names: `database_id`, else `synapse_id`.
+pub fn database_named<'a>(database_id: &'a str, synapse_id: &'a str) -> &'a str {
+    if database_id.is_empty() {
+        synapse_id
+    } else {
+        database_id
+    }
+}

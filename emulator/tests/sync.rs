@@ -1,0 +1,400 @@
+//! SyncAPI against an in-process emulator, driven over gRPC with yrs as a provider would:
+//! convergence, updates held until DONE, awareness, read-only, persistence across a restart,
+//! chunking, and the synapse path calls.
+
+mod support;
+#[path = "support/sync_client.rs"]
+mod sync_client;
+
+use std::time::Instant;
+
+use support::TestVolt;
+use sync_client::{sync_database, text, Party, Start, SyncClient};
+use tdx_volt::proto::volt as pb;
+use tdx_volt::protocol::config::ClientConfig;
+use yrs::{Doc, Map, ReadTxn, Text, Transact, WriteTxn};
+
+async fn owner(volt: &TestVolt) -> Party {
+    Party::connect(
+        volt.emulator().address(),
+        volt.emulator().ca_pem(),
+        &volt.config,
+    )
+    .await
+}
+
+async fn other(volt: &TestVolt, name: &str) -> Party {
+    let config = volt.emulator().issue_client(name, None).expect("issued");
+    let config = ClientConfig::from_value(config).expect("config");
+    Party::connect(volt.emulator().address(), volt.emulator().ca_pem(), &config).await
+}
+
+fn insert_text(
+    name: &'static str,
+    at_end: &'static str,
+) -> impl FnOnce(&mut yrs::TransactionMut<'_>) {
+    move |txn| {
+        let text = txn.get_or_insert_text(name);
+        let len = text.len(txn);
+        text.insert(txn, len, at_end);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_converge_and_updates_wait_for_done() {
+    let volt = TestVolt::start("sync-converge").await;
+    let party = owner(&volt).await;
+    let db = sync_database(&party, "notes").await;
+
+    let mut a = SyncClient::join(&party, &db, "doc-1", Doc::new()).await;
+    a.edit(insert_text("content", "hello")).await;
+    // B joins by alias, and makes an edit of its own before joining.
+    let b_doc = Doc::new();
+    {
+        let mut txn = b_doc.transact_mut();
+        txn.get_or_insert_map("meta")
+            .insert(&mut txn, "title", "draft");
+    }
+    let mut watcher = SyncClient::join(&party, "@notes", "doc-1", Doc::new()).await;
+    let mut b = SyncClient::start(&party, "@notes", "doc-1", b_doc, Start::default())
+        .await
+        .expect("B's handshake");
+    assert_eq!(text(&b.doc, "content"), "hello", "B's SYNCING diff");
+    // A edits while B is between SYNCING and DONE; the watcher seeing it means it is applied.
+    a.edit(insert_text("content", " world")).await;
+    watcher.receive_update().await;
+    assert_eq!(text(&watcher.doc, "content"), "hello world");
+    b.send_done().await;
+    let done = b.next().await.expect("DONE");
+    assert_eq!(
+        done.sync_state,
+        pb::SyncState::Done as i32,
+        "DONE comes first: {done:?}"
+    );
+    b.receive_update().await;
+    assert_eq!(
+        text(&b.doc, "content"),
+        "hello world",
+        "the held update follows DONE"
+    );
+    // B's offline edit reached A and the watcher.
+    a.receive_update().await;
+    watcher.receive_update().await;
+    for doc in [&a.doc, &watcher.doc] {
+        let txn = doc.transact();
+        let meta = txn.get_map("meta").expect("meta");
+        assert_eq!(
+            meta.get(&txn, "title").map(|v| v.to_string(&txn)),
+            Some("draft".into())
+        );
+    }
+    // Concurrent edits converge.
+    a.edit(insert_text("content", "!")).await;
+    b.edit(insert_text("content", "?")).await;
+    a.receive_update().await;
+    b.receive_update().await;
+    assert_eq!(text(&a.doc, "content"), text(&b.doc, "content"));
+    assert_eq!(text(&a.doc, "content").len(), "hello world!?".len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awareness_is_fanned_out_and_never_stored() {
+    let volt = TestVolt::start("sync-awareness").await;
+    let party = owner(&volt).await;
+    let db = sync_database(&party, "presence").await;
+    let mut a = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    let mut b = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    let awareness = b"\x01\x07\x01\x0b{\"cursor\":1}".to_vec();
+    a.send_chunked(pb::SyncState::Awareness, &awareness).await;
+    assert_eq!(b.next_payload(pb::SyncState::Awareness).await, awareness);
+    // A later client is not told of it, and A itself is not echoed: the next thing both see is
+    // a document update.
+    let mut c = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    b.edit(insert_text("t", "x")).await;
+    a.receive_update().await;
+    c.receive_update().await;
+    assert_eq!(text(&c.doc, "t"), "x");
+    // Only the document update is stored.
+    let file = volt.dir.join("databases").join(format!("{db}.sqlite"));
+    let conn = rusqlite::Connection::open(file).expect("database file");
+    let blobs: Vec<Vec<u8>> = conn
+        .prepare("SELECT update_v2 FROM volt_sync_document_updates")
+        .expect("the sync table")
+        .query_map([], |row| row.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(blobs.len(), 1, "one stored update");
+    assert!(!blobs
+        .iter()
+        .any(|b| b.windows(8).any(|w| w == b"{\"cursor")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_is_reported_and_enforced() {
+    let volt = TestVolt::start("sync-read-only").await;
+    let party = owner(&volt).await;
+    let db = sync_database(&party, "shared").await;
+    let mut writer = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    let written: pb::WriteSynapsePathResponse = party
+        .unary(
+            "/tdx.volt_api.volt.v1.SyncAPI/WriteSynapsePath",
+            &pb::WriteSynapsePathRequest {
+                database_id: db.clone(),
+                document_id: "doc".into(),
+                path: "$.t".into(),
+                json: "\"base\"".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("WriteSynapsePath");
+    assert_eq!(written.status, None);
+    writer.receive_update().await;
+
+    // Asked for: reported, and an update that changes the document ends the stream.
+    let mut reader = SyncClient::start(
+        &party,
+        &db,
+        "doc",
+        Doc::new(),
+        Start {
+            read_only: true,
+            ..Start::default()
+        },
+    )
+    .await
+    .expect("read-only handshake");
+    assert!(reader.is_read_only());
+    reader.finish().await;
+    reader.edit(insert_text("t", "!")).await;
+    let refused = reader.next().await.expect("a refusal");
+    let status = refused.status.expect("status");
+    assert_eq!(status.code, 7, "PERMISSION_DENIED: {status:?}");
+    assert!(status.message.contains("read-only"), "{}", status.message);
+
+    // A client with only volt:database-read: refused, unless it falls back to read-only.
+    let bob = other(&volt, "bob").await;
+    let _: pb::SaveAccessResponse = party
+        .unary(
+            "/tdx.volt_api.volt.v1.VoltAPI/SaveAccess",
+            &pb::SaveAccessRequest {
+                access: Some(pb::Access {
+                    resource_id: db.clone(),
+                    access: "volt:database-read".into(),
+                    decision: pb::PolicyDecision::Permit as i32,
+                    subject: Some(pb::access::Subject::IdentityDid(bob.client_id.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("SaveAccess");
+    let status = SyncClient::start(&bob, &db, "doc", Doc::new(), Start::default())
+        .await
+        .err()
+        .expect("refused without the fallback");
+    assert_eq!(status.code, 7, "{status:?}");
+    let mut bob_reader = SyncClient::start(
+        &bob,
+        &db,
+        "doc",
+        Doc::new(),
+        Start {
+            read_only_fallback: true,
+            ..Start::default()
+        },
+    )
+    .await
+    .expect("falls back");
+    assert!(bob_reader.is_read_only());
+    assert_eq!(text(&bob_reader.doc, "t"), "base");
+    bob_reader.finish().await;
+    // It still hears the writer's changes.
+    writer.edit(insert_text("t", "+")).await;
+    bob_reader.receive_update().await;
+    assert_eq!(text(&bob_reader.doc, "t"), "base+");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_acknowledged_edits() {
+    let mut volt = TestVolt::start("sync-restart").await;
+    let party = owner(&volt).await;
+    let db = sync_database(&party, "durable").await;
+    let a = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    let mut b = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    for word in ["one ", "two ", "three"] {
+        a.edit(insert_text("content", word)).await;
+        b.receive_update().await;
+    }
+    let _: pb::WriteSynapsePathResponse = party
+        .unary(
+            "/tdx.volt_api.volt.v1.SyncAPI/WriteSynapsePath",
+            &pb::WriteSynapsePathRequest {
+                database_id: "@durable".into(),
+                document_id: "doc".into(),
+                path: "$.meta.owner".into(),
+                json: "\"alice\"".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("WriteSynapsePath");
+    drop((a, b));
+    let emulator = volt.emulator.take().expect("running");
+    emulator.shutdown().await;
+    let restarted = tdx_volt_emulator::Emulator::builder(&volt.dir)
+        .start()
+        .await
+        .expect("restarts");
+    volt.emulator = Some(restarted);
+    let party = owner(&volt).await;
+    let c = SyncClient::join(&party, "@durable", "doc", Doc::new()).await;
+    assert_eq!(text(&c.doc, "content"), "one two three");
+    let txn = c.doc.transact();
+    let meta = txn.get_map("meta").expect("meta");
+    assert_eq!(
+        meta.get(&txn, "owner").map(|v| v.to_string(&txn)),
+        Some("alice".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_document_arrives_in_chunks() {
+    const SIZE: usize = 10 * 1024 * 1024;
+    let volt = TestVolt::start("sync-large").await;
+    let party = owner(&volt).await;
+    let db = sync_database(&party, "big").await;
+    let a = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    let mut watcher = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    let body: String = (0..SIZE)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    let began = Instant::now();
+    a.edit(|txn| {
+        let text = txn.get_or_insert_text("content");
+        text.insert(txn, 0, &body);
+    })
+    .await;
+    watcher.receive_update().await;
+    let live = began.elapsed();
+    let began = Instant::now();
+    let b = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    let joined = began.elapsed();
+    eprintln!("10 MiB document: live update {live:?}, new client's handshake {joined:?}");
+    assert_eq!(text(&b.doc, "content").len(), SIZE);
+    assert!(
+        b.syncing.len() >= 10,
+        "{} SYNCING messages",
+        b.syncing.len()
+    );
+    for (i, m) in b.syncing.iter().enumerate() {
+        let update = m.update.as_ref().expect("update");
+        assert!(update.chunk.len() <= sync_client::CHUNK);
+        assert_eq!(update.complete, i + 1 == b.syncing.len());
+    }
+    assert_eq!(text(&watcher.doc, "content"), text(&b.doc, "content"));
+}
+
+async fn next_watch(
+    watch: &mut tonic::codec::Streaming<bytes::Bytes>,
+) -> pb::watch_synapse_path_response::Result {
+    let bytes = tokio::time::timeout(support::WAIT, watch.message())
+        .await
+        .expect("in time")
+        .expect("no error")
+        .expect("a response");
+    let response: pb::WatchSynapsePathResponse = prost::Message::decode(bytes).expect("decodes");
+    response.result.expect("result")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_paths_write_and_watch_the_json_view() {
+    let volt = TestVolt::start("sync-paths").await;
+    let party = owner(&volt).await;
+    let db = sync_database(&party, "synapse").await;
+    let mut client = SyncClient::join(&party, "@synapse", "doc", Doc::new()).await;
+    let (tx, mut watch) = party
+        .streaming("/tdx.volt_api.volt.v1.SyncAPI/WatchSynapsePath")
+        .await;
+    let start = pb::WatchSynapsePathRequest {
+        payload: Some(pb::watch_synapse_path_request::Payload::Start(
+            pb::WatchSynapsePathStart {
+                synapse_id: db.clone(),
+                document_id: "doc".into(),
+                path: vec!["$.map".into()],
+            },
+        )),
+    };
+    tx.send(prost::Message::encode_to_vec(&start).into())
+        .await
+        .expect("start");
+    assert!(matches!(
+        next_watch(&mut watch).await,
+        pb::watch_synapse_path_response::Result::Status(s) if s.code == 0
+    ));
+    let write = |path: &str, json: &str| pb::WriteSynapsePathRequest {
+        database_id: "@synapse".into(),
+        document_id: "doc".into(),
+        path: path.into(),
+        json: json.into(),
+        ..Default::default()
+    };
+    let _: pb::WriteSynapsePathResponse = party
+        .unary(
+            "/tdx.volt_api.volt.v1.SyncAPI/WriteSynapsePath",
+            &write("$.map.key", r#"{"a":1,"list":[true,"x"]}"#),
+        )
+        .await
+        .expect("write");
+    let pb::watch_synapse_path_response::Result::Update(added) = next_watch(&mut watch).await
+    else {
+        panic!("an update");
+    };
+    assert_eq!(added.update_type, pb::SynapsePathUpdateType::Add as i32);
+    assert_eq!(added.event_path, "$.map");
+    // The provider sees it as Y types.
+    client.receive_update().await;
+    {
+        let txn = client.doc.transact();
+        let map = txn.get_map("map").expect("map");
+        let Some(yrs::Out::YMap(key)) = map.get(&txn, "key") else {
+            panic!("a nested map");
+        };
+        assert_eq!(
+            key.get(&txn, "a").map(|v| v.to_string(&txn)),
+            Some("1".into())
+        );
+    }
+    // A provider's edit is seen by the watch, member by member.
+    client
+        .edit(|txn| {
+            txn.get_or_insert_map("map").insert(txn, "other", 2);
+        })
+        .await;
+    let pb::watch_synapse_path_response::Result::Update(member) = next_watch(&mut watch).await
+    else {
+        panic!("an update");
+    };
+    assert_eq!(member.event_path, "$.map.other");
+    assert_eq!(member.value, "2");
+    assert_eq!((member.index, member.total), (0, 1));
+    // Bad paths and shapes are refused.
+    let refused: pb::WriteSynapsePathResponse = party
+        .unary(
+            "/tdx.volt_api.volt.v1.SyncAPI/WriteSynapsePath",
+            &write("$.map.key.a.deeper", "1"),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(refused.status.expect("status").code, 9);
+    let refused: pb::WriteSynapsePathResponse = party
+        .unary(
+            "/tdx.volt_api.volt.v1.SyncAPI/WriteSynapsePath",
+            &write("$.map[", "1"),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(refused.status.expect("status").code, 3);
+}
