@@ -1,0 +1,174 @@
+#!/usr/bin/env node
+/*
+ * sync-web-provider.mjs - two OFFICIAL Yjs providers (@tdxvolt/volt-client-web's SyncProvider,
+ * pure-JS build, over the websocket gateway) edit one document at once through a Volt, and a
+ * third, read-only one joins later.
+ *
+ *     node interop/sync-web-provider.mjs <client.config.json>
+ *
+ * Steps (one JSON line each on stdout, as lib/scenario.mjs prints them):
+ *   connect    two web clients with the configuration;
+ *   database   SaveSyncDatabase with a fresh alias;
+ *   providers  a provider for each client on `@<alias>`, same document guid, both synced;
+ *   converge   concurrent text inserts, map sets and an array push on both sides; both
+ *              documents end up with the same content, holding every edit;
+ *   late       a third provider, read-only, joins and gets that content and `isReadOnly`;
+ *   content    prints the alias, the document guid and the content, for the caller to check
+ *              with a client of its own.
+ */
+
+import { randomUUID } from "node:crypto";
+
+import { fail, finish, startRun, step, withTimeout } from "./lib/scenario.mjs";
+
+const config = startRun("sync-web");
+
+let WebSocket;
+let VoltClient;
+let SyncProvider;
+let Y;
+try {
+  ({ default: WebSocket } = await import("ws"));
+  ({ VoltClient, SyncProvider } = await import("@tdxvolt/volt-client-web/js"));
+  Y = await import("yjs");
+} catch (err) {
+  fail(`cannot load the packages (${err.message}); run \`npm ci --prefix interop\` first`);
+}
+
+const WAIT_MS = 15_000;
+
+async function webClient(cfg) {
+  const caPem = cfg.volt.ca_pem;
+  class TrustingSocket extends WebSocket {
+    constructor(address, protocols) {
+      super(address, protocols, { ca: caPem });
+    }
+  }
+  const c = new VoltClient(TrustingSocket);
+  await c.initialise(structuredClone(cfg));
+  return c;
+}
+
+/** The content the scenario compares: the text, the map (keys sorted) and the array. */
+function contentOf(doc) {
+  const map = doc.getMap("map").toJSON();
+  return {
+    content: doc.getText("content").toString(),
+    map: Object.fromEntries(Object.keys(map).sort().map((k) => [k, map[k]])),
+    list: doc.getArray("list").toJSON()
+  };
+}
+
+/** Resolves once `ready()` holds, re-checked after every update of the given documents. */
+function whenTrue(docs, ready, what) {
+  return withTimeout(
+    new Promise((resolve) => {
+      const check = () => {
+        if (ready()) {
+          for (const d of docs) d.off("update", check);
+          resolve();
+        }
+      };
+      for (const d of docs) d.on("update", check);
+      check();
+    }),
+    WAIT_MS,
+    what
+  );
+}
+
+/** A provider for `doc` on `database`, started; resolves once it is synced. */
+async function synced(client, database, doc, options = {}) {
+  const provider = new SyncProvider(Y, client, database, doc, { base64: true, ...options });
+  const done = new Promise((resolve, reject) => {
+    provider.once("synced", () => resolve());
+    provider.once("error", (err) => reject(err));
+  });
+  provider.startSync();
+  await withTimeout(done, WAIT_MS, "the provider's synced event");
+  return provider;
+}
+
+const alias = `interop-sync-${randomUUID().slice(0, 8)}`;
+const guid = `doc-${randomUUID()}`;
+let one;
+let two;
+let docA;
+let docB;
+let final;
+
+await step("connect", async () => {
+  one = await webClient(config);
+  two = await webClient(config);
+  return {};
+});
+
+await step("database", async () => {
+  const saved = await one.SaveSyncDatabase({
+    resource: { name: "interop sync", alias: [alias] },
+    create: true
+  });
+  if (!saved?.resource?.id) throw new Error(`no resource: ${JSON.stringify(saved)}`);
+  return { id: saved.resource.id, kind: saved.resource.kind };
+});
+
+const providers = [];
+await step("providers", async () => {
+  docA = new Y.Doc({ guid });
+  docB = new Y.Doc({ guid });
+  providers.push(await synced(one, `@${alias}`, docA));
+  providers.push(await synced(two, `@${alias}`, docB));
+  return { guid };
+});
+
+await step("converge", async () => {
+  docA.transact(() => {
+    docA.getText("content").insert(0, "from A. ");
+    docA.getMap("map").set("a", 1);
+  });
+  docB.transact(() => {
+    docB.getText("content").insert(0, "from B. ");
+    docB.getMap("map").set("b", "two");
+    docB.getArray("list").push([1, 2, 3]);
+  });
+  docA.getArray("list").push(["x"]);
+  const complete = (doc) => {
+    const c = contentOf(doc);
+    return (
+      c.content.includes("from A. ") &&
+      c.content.includes("from B. ") &&
+      c.map.a === 1 &&
+      c.map.b === "two" &&
+      c.list.length === 4
+    );
+  };
+  await whenTrue([docA, docB], () => complete(docA) && complete(docB), "both documents to converge");
+  const a = contentOf(docA);
+  const b = contentOf(docB);
+  if (JSON.stringify(a) !== JSON.stringify(b)) {
+    throw new Error(`diverged: ${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+  }
+  final = a;
+  return final;
+});
+
+await step("late", async () => {
+  const docC = new Y.Doc({ guid });
+  const third = await synced(two, `@${alias}`, docC, { readOnly: true });
+  providers.push(third);
+  const c = contentOf(docC);
+  if (JSON.stringify(c) !== JSON.stringify(final)) {
+    throw new Error(`the late joiner has ${JSON.stringify(c)}, not ${JSON.stringify(final)}`);
+  }
+  if (!third.isReadOnly) throw new Error("the read-only provider was not told it is read-only");
+  return { readOnly: third.isReadOnly };
+});
+
+await step("content", async () => {
+  for (const p of providers) p.stopSync();
+  return { alias, guid, ...final };
+});
+
+one.close();
+two.close();
+finish();
