@@ -398,3 +398,94 @@ async fn synapse_paths_write_and_watch_the_json_view() {
         .expect("answered");
     assert_eq!(refused.status.expect("status").code, 3);
 }
+
+/// Grants `party`'s client `access` on the database, narrowed by `extra`.
+async fn grant(owner: &Party, database: &str, to: &Party, access: &str, extra: &str) {
+    let response: pb::SaveAccessResponse = owner
+        .unary(
+            "/tdx.volt_api.volt.v1.VoltAPI/SaveAccess",
+            &pb::SaveAccessRequest {
+                access: Some(pb::Access {
+                    resource_id: database.to_owned(),
+                    access: access.into(),
+                    extra: extra.into(),
+                    decision: pb::PolicyDecision::Permit as i32,
+                    subject: Some(pb::access::Subject::IdentityDid(to.client_id.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("SaveAccess");
+    assert_eq!(response.status, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_narrowed_to_documents_covers_only_those() {
+    let volt = TestVolt::start("sync-doc-access").await;
+    let party = owner(&volt).await;
+    let db = sync_database(&party, "scoped").await;
+    let carol = other(&volt, "carol").await;
+    let scope = "volt:resource-sync-document-id|team-*,volt:resource-sync-document-id|shared";
+    grant(&party, &db, &carol, "volt:database-read", scope).await;
+    grant(
+        &party,
+        &db,
+        &carol,
+        "volt:database-write",
+        "volt:resource-sync-document-id|team-*",
+    )
+    .await;
+
+    let mut watcher = SyncClient::join(&party, &db, "team-1", Doc::new()).await;
+    let team = SyncClient::join(&carol, &db, "team-1", Doc::new()).await;
+    team.edit(insert_text("t", "ours")).await;
+    watcher.receive_update().await;
+    assert_eq!(text(&watcher.doc, "t"), "ours", "carol may write team-1");
+    let refused = SyncClient::start(&carol, &db, "shared", Doc::new(), Start::default())
+        .await
+        .err()
+        .expect("no write on `shared`, and no fallback asked");
+    assert_eq!(refused.code, 7, "{refused:?}");
+    let reader = SyncClient::start(
+        &carol,
+        &db,
+        "shared",
+        Doc::new(),
+        Start {
+            read_only_fallback: true,
+            ..Start::default()
+        },
+    )
+    .await
+    .expect("`shared` is readable");
+    assert!(reader.is_read_only());
+    let secret = SyncClient::start(&carol, &db, "secret", Doc::new(), Start::default())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(secret.code, 7, "{secret:?}");
+    assert!(secret.message.contains("secret"), "{}", secret.message);
+    // Nor does a rule narrowed to documents open the database to SQL.
+    let sql: Result<tdx_volt::proto::data::SqlExecuteResponse, _> = carol
+        .unary(
+            "/tdx.volt_api.data.v1.SqliteDatabaseAPI/Execute",
+            &tdx_volt::proto::data::SqlExecuteRequest {
+                payload: Some(tdx_volt::proto::data::sql_execute_request::Payload::Start(
+                    tdx_volt::proto::data::SqlExecuteStart {
+                        database_id: db.clone(),
+                        statement: "SELECT 1".into(),
+                        ..Default::default()
+                    },
+                )),
+            },
+        )
+        .await;
+    let Some(tdx_volt::proto::data::sql_execute_response::Payload::Status(status)) =
+        sql.expect("answered").payload
+    else {
+        panic!("a refusal");
+    };
+    assert_eq!(status.code, 7, "{status:?}");
+}

@@ -69,7 +69,6 @@ fn file_size(path: &Path) -> u64 {
         .sum()
 }
 
-/// Finds a database by resource id or alias, and its file.
 /// The database `database_id` names (an id or alias) and its file, once `caller` is found to
 /// have `access` to it.
 pub(crate) fn resolve_database(
@@ -77,6 +76,17 @@ pub(crate) fn resolve_database(
     caller: &Caller,
     database_id: &str,
     access: &str,
+) -> Result<(Resource, PathBuf), Failure> {
+    let (resource, path) = find_database(svc, database_id)?;
+    svc.authorize(caller, &resource.id, access)?;
+    Ok((resource, path))
+}
+
+/// The database `database_id` names (an id or alias) and its file, with no access checked:
+/// for callers that check access their own way.
+pub(crate) fn find_database(
+    svc: &Services,
+    database_id: &str,
 ) -> Result<(Resource, PathBuf), Failure> {
     if database_id.is_empty() {
         return Err(Failure::invalid("database_id is required"));
@@ -97,7 +107,6 @@ pub(crate) fn resolve_database(
             "resource {database_id} is not a database"
         )));
     }
-    svc.authorize(caller, &resource.id, access)?;
     // A resource saved with a database kind (as the vendor's helpers make one) gets its file
     // on first use: `connect` creates it.
     let path = svc.sqlite().path_of(&resource.id).ok_or_else(|| {

@@ -10,7 +10,9 @@
 //! - **SyncDocument** (`session.rs`): the state-vector handshake and live updates, as the
 //!   official providers speak it: state vectors in Yjs v1 encoding, updates in v2, chunks of
 //!   at most 1 MiB; awareness fanned out and never stored. Reading needs
-//!   `volt:database-read`, changing the document `volt:database-write`.
+//!   `volt:database-read`, changing the document `volt:database-write`; a rule whose `extra`
+//!   names documents (`volt:resource-sync-document-id|doc-1,...|report-*`) counts for those
+//!   documents only.
 //! - **WriteSynapsePath** / **WatchSynapsePath** (`synapse_path.rs`): edits and watches over the
 //!   document's JSON view (`json_view.rs`).
 //!
@@ -28,7 +30,7 @@ use std::sync::Arc;
 
 use crate::call::{Caller, Failure, Inbound, Outbound};
 use crate::services::access::names;
-use crate::services::sqlite::databases::resolve_database;
+use crate::services::sqlite::databases::find_database;
 
 use super::Services;
 
@@ -80,7 +82,8 @@ pub async fn open_document(
             "document_id must have 1 to {MAX_DOCUMENT_ID} bytes"
         )));
     }
-    let (resource, path) = resolve_database(svc, caller, database_id, names::DATABASE_READ)?;
+    let (resource, path) = find_database(svc, database_id)?;
+    svc.authorize_document(caller, &resource.id, names::DATABASE_READ, document_id)?;
     let key = (resource.id, document_id.to_owned());
     let mut documents = svc.sync().documents.lock().await;
     if let Some(document) = documents.get(&key) {
@@ -93,6 +96,18 @@ pub async fn open_document(
     let document = Arc::new(document);
     documents.insert(key, Arc::clone(&document));
     Ok(document)
+}
+
+/// Checks that `caller` may change the document `document_id` of the sync database
+/// `database_id` (`volt:database-write`, for all its documents or this one).
+pub fn authorize_write(
+    svc: &Services,
+    caller: &Caller,
+    database_id: &str,
+    document_id: &str,
+) -> Result<(), Failure> {
+    let (resource, _) = find_database(svc, database_id)?;
+    svc.authorize_document(caller, &resource.id, names::DATABASE_WRITE, document_id)
 }
 
 /// The database a SyncAPI request names: `database_id`, else `synapse_id`.

@@ -25,7 +25,7 @@ use crate::services::access::names;
 use crate::services::Services;
 
 use super::document::{Document, Event, Subscription};
-use super::{open_document, MAX_UPDATE_BYTES};
+use super::{authorize_write, open_document, MAX_UPDATE_BYTES};
 
 use pb::sync_document_request::Payload;
 use pb::SyncState;
@@ -90,20 +90,30 @@ fn may_write(
     if start.read_only {
         return Ok(false);
     }
-    let Ok((resource, _)) = crate::services::sqlite::databases::resolve_database(
-        svc,
-        caller,
-        &start.database_id,
-        names::DATABASE_READ,
-    ) else {
-        // open_document reports why it cannot be read.
-        return Ok(false);
-    };
-    match svc.authorize(caller, &resource.id, names::DATABASE_WRITE) {
+    match authorize_write(svc, caller, &start.database_id, &start.document_id) {
         Ok(()) => Ok(true),
         Err(_) if start.read_only_fallback => Ok(false),
-        Err(refused) => Err(refused),
+        // Refused for reading too: open_document says so (NOT_FOUND, or its own refusal).
+        Err(refused) => match open_check(svc, caller, start) {
+            Err(first) => Err(first),
+            Ok(()) => Err(refused),
+        },
     }
+}
+
+/// Whether the stream may read the document at all (the refusal to report first).
+fn open_check(
+    svc: &Services,
+    caller: &Caller,
+    start: &pb::SyncDocumentStart,
+) -> Result<(), Failure> {
+    let (resource, _) = crate::services::sqlite::databases::find_database(svc, &start.database_id)?;
+    svc.authorize_document(
+        caller,
+        &resource.id,
+        names::DATABASE_READ,
+        &start.document_id,
+    )
 }
 
 fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, Failure> {

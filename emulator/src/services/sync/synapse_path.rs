@@ -21,12 +21,10 @@ use serde_json::Value;
 use tdx_volt::proto::volt as pb;
 
 use crate::call::{Caller, Failure, Inbound, Outbound};
-use crate::services::access::names;
-use crate::services::sqlite::databases::resolve_database;
 use crate::services::{unary, Services};
 
 use super::json_view::{self, Step};
-use super::{database_named, open_document};
+use super::{authorize_write, database_named, open_document};
 
 use pb::SynapsePathUpdateType as Kind;
 
@@ -54,8 +52,7 @@ pub async fn write(
                         .map_err(|e| Failure::invalid(format!("json is not JSON: {e}")))?,
                 )
             };
-            let (resource, _) = resolve_database(svc, caller, database, names::DATABASE_READ)?;
-            svc.authorize(caller, &resource.id, names::DATABASE_WRITE)?;
+            authorize_write(svc, caller, database, &r.document_id)?;
             let document = open_document(svc, caller, database, &r.document_id).await?;
             document
                 .edit(|txn| json_view::write(txn, &steps, value))
