@@ -12,7 +12,10 @@ use support::TestVolt;
 use sync_client::{sync_database, text, Party, Start, SyncClient};
 use tdx_volt::proto::volt as pb;
 use tdx_volt::protocol::config::ClientConfig;
-use yrs::{Doc, Map, ReadTxn, Text, Transact, WriteTxn};
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, Doc, Map, ReadTxn, Text, Transact, WriteTxn};
 
 async fn owner(volt: &TestVolt) -> Party {
     Party::connect(
@@ -104,7 +107,18 @@ async fn awareness_is_fanned_out_and_never_stored() {
     let db = sync_database(&party, "presence").await;
     let mut a = SyncClient::join(&party, &db, "doc", Doc::new()).await;
     let mut b = SyncClient::join(&party, &db, "doc", Doc::new()).await;
-    let awareness = b"\x01\x07\x01\x0b{\"cursor\":1}".to_vec();
+    let awareness = AwarenessUpdate {
+        clients: [(
+            ClientID::new(7),
+            AwarenessUpdateEntry {
+                clock: 1,
+                json: "{\"cursor\":1}".into(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
+    .encode_v1();
     a.send_chunked(pb::SyncState::Awareness, &awareness).await;
     assert_eq!(b.next_payload(pb::SyncState::Awareness).await, awareness);
     // A later client is not told of it, and A itself is not echoed: the next thing both see is
@@ -128,6 +142,14 @@ async fn awareness_is_fanned_out_and_never_stored() {
     assert!(!blobs
         .iter()
         .any(|b| b.windows(8).any(|w| w == b"{\"cursor")));
+    // When A leaves, the others hear that its awareness state is gone.
+    drop(a);
+    for peer in [&mut b, &mut c] {
+        let removal = peer.next_payload(pb::SyncState::Awareness).await;
+        let removal = AwarenessUpdate::decode_v1(&removal).expect("an awareness update");
+        let entry = &removal.clients[&ClientID::new(7)];
+        assert_eq!((entry.clock, &*entry.json), (2, "null"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,10 +191,18 @@ pub fn view<T: ReadTxn>(txn: &T) -> Value {
     Value::Object(roots.into_iter().collect())
 }
 
-/// The value at `steps` in the JSON view, if there is one.
+/// The value at `steps` in the JSON view, if there is one. Only the root the path names is
+/// turned into JSON.
 pub fn value_at<T: ReadTxn>(txn: &T, steps: &[Step]) -> Option<Value> {
-    let mut value = view(txn);
-    for step in steps {
+    let Some((Step::Key(root), inner)) = steps.split_first() else {
+        return steps.is_empty().then(|| view(txn));
+    };
+    let out = txn
+        .root_refs()
+        .find(|(name, _)| name == root)
+        .map(|(_, out)| out)?;
+    let mut value = root_json(txn, &out);
+    for step in inner {
         value = match (step, value) {
             (Step::Key(k), Value::Object(mut map)) => map.remove(k)?,
             (Step::Index(i), Value::Array(mut items)) => {

@@ -9,16 +9,21 @@
 //!    does the stream receive other clients' updates. Awareness flows from the start.
 //! 3. Steady state: complete UPDATEs are applied, stored and fanned out; document updates from
 //!    others are sent as UPDATE and awareness as AWARENESS, both chunked.
-//! 4. The client half-closing ends the stream with OK. A read-only stream whose update would
+//! 4. When the stream ends, however it ends, the other streams get an awareness update removing
+//!    the awareness states this one announced (as y-protocols does for a peer that leaves).
+//!    The client half-closing ends the stream with OK. A read-only stream whose update would
 //!    change the document ends with PERMISSION_DENIED; a malformed one with INVALID_ARGUMENT;
 //!    a stream too slow to take the updates it is sent with RESOURCE_EXHAUSTED.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tdx_volt::proto::volt as pb;
 use tokio::sync::oneshot;
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::updates::decoder::Decode;
-use yrs::StateVector;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, StateVector};
 
 use crate::call::{Caller, Code, Failure, Inbound, Outbound};
 use crate::services::access::names;
@@ -32,6 +37,9 @@ use pb::SyncState;
 
 /// The largest chunk of an update one message carries.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The most awareness clients one stream is remembered to have announced.
+pub const MAX_PRESENT: usize = 64;
 
 /// Serves one SyncDocument call.
 pub async fn sync_document(
@@ -65,6 +73,7 @@ pub async fn sync_document(
         outbound,
         writable,
         incoming: Incoming::default(),
+        present: HashMap::new(),
     };
     let syncing = pb::SyncDocumentResponse {
         state_vector: joined.state_vector,
@@ -74,10 +83,12 @@ pub async fn sync_document(
     stream
         .send_chunked(SyncState::Syncing, &joined.diff, syncing)
         .await?;
-    if !stream.handshake(&mut inbound, &sent_sv).await? {
-        return Ok(());
-    }
-    stream.steady(&mut inbound).await
+    let result = match stream.handshake(&mut inbound, &sent_sv).await {
+        Ok(true) => stream.steady(&mut inbound).await,
+        other => other.map(|_| ()),
+    };
+    stream.leave();
+    result
 }
 
 /// Whether the stream may change the document: `read_only` asks not to; without
@@ -161,6 +172,9 @@ struct Stream<'a> {
     outbound: &'a Outbound,
     writable: bool,
     incoming: Incoming,
+    /// The awareness clients this stream announced (client id → clock), to announce their
+    /// removal to the others when it ends. Nothing else of awareness is kept.
+    present: HashMap<ClientID, u32>,
 }
 
 /// What the next step of a stream is.
@@ -282,9 +296,43 @@ impl Stream<'_> {
 
     fn awareness(&mut self, request: pb::SyncDocumentRequest) -> Result<(), Failure> {
         if let Some(update) = self.incoming.add(true, update_of(request))? {
+            // Awareness is relayed as it came; one that does not decode is relayed too, only
+            // not remembered for the removal at the end.
+            if let Ok(decoded) = AwarenessUpdate::decode_v1(&update) {
+                for (client, entry) in decoded.clients {
+                    if &*entry.json == "null" {
+                        self.present.remove(&client);
+                    } else if self.present.len() < MAX_PRESENT || self.present.contains_key(&client)
+                    {
+                        self.present.insert(client, entry.clock);
+                    }
+                }
+            }
             self.document.awareness(self.subscription.id, update);
         }
         Ok(())
+    }
+
+    /// Tells the other streams that the awareness states this one announced are gone.
+    fn leave(&mut self) {
+        if self.present.is_empty() {
+            return;
+        }
+        let removal = AwarenessUpdate {
+            clients: self
+                .present
+                .drain()
+                .map(|(client, clock)| {
+                    let entry = AwarenessUpdateEntry {
+                        clock: clock.wrapping_add(1),
+                        json: Arc::from("null"),
+                    };
+                    (client, entry)
+                })
+                .collect(),
+        };
+        self.document
+            .awareness(self.subscription.id, removal.encode_v1());
     }
 
     async fn send_event(&self, event: Event) -> Result<(), Failure> {
