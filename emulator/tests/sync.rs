@@ -511,3 +511,34 @@ async fn access_narrowed_to_documents_covers_only_those() {
     };
     assert_eq!(status.code, 7, "{status:?}");
 }
+
+/// One client sends many small updates, one per message, as fast as it can; the other receives
+/// every one and ends with the same text. Prints the rate (debug build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_updates_all_arrive_in_order() {
+    const UPDATES: usize = 1000;
+    let volt = TestVolt::start("sync-rate").await;
+    let party = owner(&volt).await;
+    let db = sync_database(&party, "rate").await;
+    let a = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    let mut b = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    let began = Instant::now();
+    let sender = tokio::spawn(async move {
+        for i in 0..UPDATES {
+            let letter: &'static str = ["a", "b", "c", "d"][i % 4];
+            a.edit(insert_text("content", letter)).await;
+        }
+        a
+    });
+    for _ in 0..UPDATES {
+        b.receive_update().await;
+    }
+    let elapsed = began.elapsed();
+    let a = sender.await.expect("sender");
+    eprintln!(
+        "{UPDATES} updates in {elapsed:?}: {:.0} updates/s",
+        UPDATES as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(text(&b.doc, "content"), text(&a.doc, "content"));
+    assert_eq!(text(&b.doc, "content").len(), UPDATES);
+}

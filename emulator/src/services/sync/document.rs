@@ -1,7 +1,8 @@
 //! One synced document: its yrs state, its persistence, and the streams following it.
 //!
 //! All changes to a document go through its `state` lock, which is held while an update is
-//! checked, applied, stored (`store.rs`, on a blocking thread) and fanned out. So every
+//! checked, applied, stored (`store.rs`, on a blocking thread, through the document's own
+//! connection) and fanned out. So every
 //! subscriber sees the updates in the order they were applied, and a stream finishing its
 //! handshake (`finish_handshake`) gets exactly the updates it has not seen: those applied since
 //! its SYNCING diff, computed under the same lock that makes it live.
@@ -53,7 +54,9 @@ struct State {
 
 /// A document of a sync database, loaded.
 pub struct Document {
-    path: PathBuf,
+    /// The document's rows, through its own connection (used by one store at a time: the
+    /// `state` lock is held meanwhile).
+    store: Arc<Mutex<store::Store>>,
     document_id: String,
     state: tokio::sync::Mutex<State>,
     subscribers: Mutex<Vec<Subscriber>>,
@@ -113,7 +116,8 @@ impl Document {
     /// Loads a document from the sync database file `path` (empty when it has no rows yet).
     /// Blocks on SQLite.
     pub fn load_blocking(path: PathBuf, document_id: &str) -> Result<Document, Failure> {
-        let rows = store::load(&path, document_id)?;
+        let store = store::Store::open(&path, document_id)?;
+        let rows = store.load()?;
         let doc = Doc::new();
         {
             let mut txn = doc.transact_mut();
@@ -127,7 +131,7 @@ impl Document {
             }
         }
         Ok(Document {
-            path,
+            store: Arc::new(Mutex::new(store)),
             document_id: document_id.to_owned(),
             state: tokio::sync::Mutex::new(State {
                 doc,
@@ -272,17 +276,26 @@ impl Document {
     /// Stores one update just applied, or, when the document has many rows, its whole state
     /// in their place.
     async fn store(&self, state: &mut State, update: Vec<u8>) -> Result<(), Failure> {
-        let path = self.path.clone();
-        let id = self.document_id.clone();
+        let table = Arc::clone(&self.store);
+        // The lock is only ever taken on these blocking threads, one at a time; a poisoned one
+        // still holds a usable connection.
         if state.stored.saturating_add(1) >= store::COMPACT_AFTER {
             let whole = state
                 .doc
                 .transact()
                 .encode_state_as_update_v2(&StateVector::default());
-            blocking(move || store::compact(&path, &id, &whole)).await?;
+            blocking(move || {
+                let mut rows = table.lock().unwrap_or_else(|p| p.into_inner());
+                rows.compact(&whole)
+            })
+            .await?;
             state.stored = 1;
         } else {
-            blocking(move || store::append(&path, &id, &update)).await?;
+            blocking(move || {
+                let rows = table.lock().unwrap_or_else(|p| p.into_inner());
+                rows.append(&update)
+            })
+            .await?;
             state.stored = state.stored.saturating_add(1);
         }
         Ok(())

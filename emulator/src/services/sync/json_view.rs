@@ -38,13 +38,13 @@ pub fn parse(path: &str) -> Result<Vec<Step>, Failure> {
     let mut steps = Vec::new();
     if !rest.is_empty() && !rest.starts_with(['.', '[']) {
         // A bare first name: `map.key`.
-        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        let end = rest.find(['.', '[', ']']).unwrap_or(rest.len());
         steps.push(Step::Key(rest[..end].to_owned()));
         rest = &rest[end..];
     }
     while !rest.is_empty() {
         if let Some(after) = rest.strip_prefix('.') {
-            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let end = after.find(['.', '[', ']']).unwrap_or(after.len());
             if end == 0 {
                 return Err(bad("an empty name"));
             }

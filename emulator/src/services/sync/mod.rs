@@ -4,7 +4,7 @@
 //! `volt:sync-database`, as SaveSyncDatabase or the vendor's helpers make it); `database_id`
 //! (and `synapse_id`, which names the same thing here) may be its id or an `@alias`. Each
 //! document in it is identified by `document_id` (a Y.Doc's guid for the official web
-//! provider), held in memory as a yrs document while the emulator runs, and persisted as Yjs
+//! provider), held in memory as a yrs document while something uses it, and persisted as Yjs
 //! v2 updates in a table of the database's SQLite file (`store.rs`), so it survives a restart.
 //!
 //! - **SyncDocument** (`session.rs`): the state-vector handshake and live updates, as the
@@ -45,7 +45,7 @@ pub const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
 /// The longest `document_id` accepted.
 pub const MAX_DOCUMENT_ID: usize = 1024;
 
-/// The documents loaded so far, by (database resource id, document id).
+/// The documents in use, by (database resource id, document id).
 #[derive(Default)]
 pub struct SyncHub {
     documents: tokio::sync::Mutex<HashMap<(String, String), Arc<Document>>>,
@@ -89,6 +89,9 @@ pub async fn open_document(
     if let Some(document) = documents.get(&key) {
         return Ok(Arc::clone(document));
     }
+    // Documents nobody uses any more (no stream, watch or call holds them) are let go: all
+    // they hold is on disk, and they load again when next asked for.
+    documents.retain(|_, document| Arc::strong_count(document) > 1);
     let id = document_id.to_owned();
     let document = tokio::task::spawn_blocking(move || Document::load_blocking(path, &id))
         .await
@@ -118,3 +121,6 @@ pub fn database_named<'a>(database_id: &'a str, synapse_id: &'a str) -> &'a str 
         database_id
     }
 }
+
+#[cfg(test)]
+mod tests;

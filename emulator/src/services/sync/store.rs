@@ -5,7 +5,11 @@
 //! [`COMPACT_AFTER`] rows a document's rows are replaced, in one SQLite transaction, by a single
 //! update holding its whole state, so loading stays quick and the file stays small.
 //!
-//! Every function here blocks on SQLite: callers run them on a blocking thread.
+//! A loaded document keeps one connection to the file. It writes with `synchronous=NORMAL`
+//! (the database is in WAL mode): an accepted update is in the file once stored, so it
+//! survives the emulator stopping or crashing; only a power loss may take the last ones.
+//!
+//! Every method blocks on SQLite: callers run them on a blocking thread.
 
 use std::path::Path;
 
@@ -24,61 +28,76 @@ fn failure(context: &str, e: rusqlite::Error) -> Failure {
     Failure::internal(context, e)
 }
 
-fn open(path: &Path) -> Result<Connection, Failure> {
-    let conn = connect(path)?;
-    conn.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {TABLE} (
-             seq INTEGER PRIMARY KEY AUTOINCREMENT,
-             document_id TEXT NOT NULL,
-             update_v2 BLOB NOT NULL
-         );
-         CREATE INDEX IF NOT EXISTS {TABLE}_document ON {TABLE} (document_id, seq);"
-    ))
-    .map_err(|e| failure("preparing the sync table", e))?;
-    Ok(conn)
+/// One document's rows in its sync database.
+pub struct Store {
+    conn: Connection,
+    document_id: String,
 }
 
-/// The stored updates of a document, oldest first.
-pub fn load(path: &Path, document_id: &str) -> Result<Vec<Vec<u8>>, Failure> {
-    let conn = open(path)?;
-    let mut statement = conn
-        .prepare(&format!(
-            "SELECT update_v2 FROM {TABLE} WHERE document_id = ?1 ORDER BY seq"
+impl Store {
+    /// Opens the sync database file `path` for the document `document_id`, creating the table
+    /// when it is not there yet.
+    pub fn open(path: &Path, document_id: &str) -> Result<Store, Failure> {
+        let conn = connect(path)?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS {TABLE} (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 document_id TEXT NOT NULL,
+                 update_v2 BLOB NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS {TABLE}_document ON {TABLE} (document_id, seq);"
         ))
-        .map_err(|e| failure("reading a synced document", e))?;
-    let rows = statement
-        .query_map([document_id], |row| row.get::<_, Vec<u8>>(0))
-        .map_err(|e| failure("reading a synced document", e))?;
-    rows.collect::<Result<Vec<_>, _>>()
-        .map_err(|e| failure("reading a synced document", e))
-}
+        .map_err(|e| failure("preparing the sync table", e))?;
+        Ok(Store {
+            conn,
+            document_id: document_id.to_owned(),
+        })
+    }
 
-/// Appends one accepted update.
-pub fn append(path: &Path, document_id: &str, update: &[u8]) -> Result<(), Failure> {
-    let conn = open(path)?;
-    conn.execute(
-        &format!("INSERT INTO {TABLE} (document_id, update_v2) VALUES (?1, ?2)"),
-        params![document_id, update],
-    )
-    .map_err(|e| failure("storing a document update", e))?;
-    Ok(())
-}
+    /// The stored updates of the document, oldest first.
+    pub fn load(&self) -> Result<Vec<Vec<u8>>, Failure> {
+        let mut statement = self
+            .conn
+            .prepare(&format!(
+                "SELECT update_v2 FROM {TABLE} WHERE document_id = ?1 ORDER BY seq"
+            ))
+            .map_err(|e| failure("reading a synced document", e))?;
+        let rows = statement
+            .query_map([&self.document_id], |row| row.get::<_, Vec<u8>>(0))
+            .map_err(|e| failure("reading a synced document", e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| failure("reading a synced document", e))
+    }
 
-/// Replaces every stored update of a document with `state` (its whole state as one update).
-pub fn compact(path: &Path, document_id: &str, state: &[u8]) -> Result<(), Failure> {
-    let mut conn = open(path)?;
-    let tx = conn
-        .transaction()
+    /// Appends one accepted update.
+    pub fn append(&self, update: &[u8]) -> Result<(), Failure> {
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO {TABLE} (document_id, update_v2) VALUES (?1, ?2)"
+            ))
+            .and_then(|mut insert| insert.execute(params![self.document_id, update]))
+            .map_err(|e| failure("storing a document update", e))?;
+        Ok(())
+    }
+
+    /// Replaces every stored update of the document with `state` (its whole state as one
+    /// update).
+    pub fn compact(&mut self, state: &[u8]) -> Result<(), Failure> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| failure("compacting a document", e))?;
+        tx.execute(
+            &format!("DELETE FROM {TABLE} WHERE document_id = ?1"),
+            [&self.document_id],
+        )
         .map_err(|e| failure("compacting a document", e))?;
-    tx.execute(
-        &format!("DELETE FROM {TABLE} WHERE document_id = ?1"),
-        [document_id],
-    )
-    .map_err(|e| failure("compacting a document", e))?;
-    tx.execute(
-        &format!("INSERT INTO {TABLE} (document_id, update_v2) VALUES (?1, ?2)"),
-        params![document_id, state],
-    )
-    .map_err(|e| failure("compacting a document", e))?;
-    tx.commit().map_err(|e| failure("compacting a document", e))
+        tx.execute(
+            &format!("INSERT INTO {TABLE} (document_id, update_v2) VALUES (?1, ?2)"),
+            params![self.document_id, state],
+        )
+        .map_err(|e| failure("compacting a document", e))?;
+        tx.commit().map_err(|e| failure("compacting a document", e))
+    }
 }
