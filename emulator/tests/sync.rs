@@ -542,3 +542,59 @@ async fn many_small_updates_all_arrive_in_order() {
     assert_eq!(text(&b.doc, "content"), text(&a.doc, "content"));
     assert_eq!(text(&b.doc, "content").len(), UPDATES);
 }
+
+/// Malformed state vectors and updates, unknown databases and a missing start are refused with
+/// a status (never a panic or a silent end), and the document stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_with_a_status() {
+    let volt = TestVolt::start("sync-malformed").await;
+    let party = owner(&volt).await;
+    let db = sync_database(&party, "strict").await;
+    let refusal = |code: i32| move |status: pb::Status| assert_eq!(status.code, code, "{status:?}");
+
+    let (tx, mut responses) = party.streaming(sync_client::SYNC_DOCUMENT).await;
+    let bad_sv = pb::SyncDocumentRequest {
+        payload: Some(pb::sync_document_request::Payload::SyncStart(
+            pb::SyncDocumentStart {
+                database_id: db.clone(),
+                document_id: "doc".into(),
+                state_vector: vec![0xff, 0xff, 0xff],
+                ..Default::default()
+            },
+        )),
+        sync_state: pb::SyncState::Syncing as i32,
+    };
+    tx.send(prost::Message::encode_to_vec(&bad_sv).into())
+        .await
+        .expect("sent");
+    let first = tokio::time::timeout(support::WAIT, responses.message())
+        .await
+        .expect("in time")
+        .expect("no stream error")
+        .expect("a response");
+    let first: pb::SyncDocumentResponse = prost::Message::decode(first).expect("decodes");
+    refusal(3)(first.status.expect("status"));
+
+    for (database, document, code) in [("@nowhere", "doc", 5), (db.as_str(), "", 3)] {
+        let status = SyncClient::start(&party, database, document, Doc::new(), Start::default())
+            .await
+            .err()
+            .expect("refused");
+        refusal(code)(status);
+    }
+
+    let mut client = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    client
+        .send_chunked(pb::SyncState::Update, b"not a yjs update")
+        .await;
+    let refused = client.next().await.expect("a refusal");
+    refusal(3)(refused.status.expect("status"));
+
+    let fine = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    fine.edit(insert_text("t", "still fine")).await;
+    let mut check = SyncClient::join(&party, &db, "doc", Doc::new()).await;
+    if text(&check.doc, "t").is_empty() {
+        check.receive_update().await;
+    }
+    assert_eq!(text(&check.doc, "t"), "still fine");
+}
