@@ -12,7 +12,12 @@
  *   providers  a provider for each client on `@<alias>`, same document guid, both synced;
  *   converge   concurrent text inserts, map sets and an array push on both sides; both
  *              documents end up with the same content, holding every edit;
+ *   awareness  A's awareness state (y-protocols) reaches B;
+ *   offline    a copy of A's document is edited while not connected, B edits meanwhile; a
+ *              provider started on the copy (a reconnect, as the official provider cannot
+ *              reconnect itself) merges both ways;
  *   late       a third provider, read-only, joins and gets that content and `isReadOnly`;
+ *   leave      A stops; B hears that A's awareness state is gone;
  *   content    prints the alias, the document guid and the content, for the caller to check
  *              with a client of its own.
  */
@@ -27,10 +32,12 @@ let WebSocket;
 let VoltClient;
 let SyncProvider;
 let Y;
+let awarenessProtocol;
 try {
   ({ default: WebSocket } = await import("ws"));
   ({ VoltClient, SyncProvider } = await import("@tdxvolt/volt-client-web/js"));
   Y = await import("yjs");
+  awarenessProtocol = await import("y-protocols/awareness");
 } catch (err) {
   fail(`cannot load the packages (${err.message}); run \`npm ci --prefix interop\` first`);
 }
@@ -79,7 +86,11 @@ function whenTrue(docs, ready, what) {
 
 /** A provider for `doc` on `database`, started; resolves once it is synced. */
 async function synced(client, database, doc, options = {}) {
-  const provider = new SyncProvider(Y, client, database, doc, { base64: true, ...options });
+  const provider = new SyncProvider(Y, client, database, doc, {
+    base64: true,
+    awarenessProtocol,
+    ...options
+  });
   const done = new Promise((resolve, reject) => {
     provider.once("synced", () => resolve());
     provider.once("error", (err) => reject(err));
@@ -152,6 +163,59 @@ await step("converge", async () => {
   return final;
 });
 
+/** Resolves once `ready()` holds, re-checked after every change of `awareness`. */
+function whenAware(awareness, ready, what) {
+  return withTimeout(
+    new Promise((resolve) => {
+      const check = () => {
+        if (ready()) {
+          awareness.off("change", check);
+          resolve();
+        }
+      };
+      awareness.on("change", check);
+      check();
+    }),
+    WAIT_MS,
+    what
+  );
+}
+
+await step("awareness", async () => {
+  const [a, b] = providers;
+  a.awareness.setLocalStateField("user", { name: "A" });
+  await whenAware(
+    b.awareness,
+    () => b.awareness.getStates().get(docA.clientID)?.user?.name === "A",
+    "A's awareness state at B"
+  );
+  return { seenBy: "B" };
+});
+
+await step("offline", async () => {
+  const docD = new Y.Doc({ guid });
+  Y.applyUpdate(docD, Y.encodeStateAsUpdate(docA));
+  docD.getText("content").insert(0, "offline D. ");
+  docB.getMap("map").set("online", true);
+  await whenTrue([docA], () => docA.getMap("map").get("online") === true, "B's edit at A");
+  providers.push(await synced(one, `@${alias}`, docD));
+  await whenTrue(
+    [docB, docD],
+    () =>
+      docD.getMap("map").get("online") === true &&
+      docB.getText("content").toString().includes("offline D. "),
+    "the offline edit and the online one to meet"
+  );
+  await whenTrue([docA], () => docA.getText("content").toString().includes("offline D. "), "D's edit at A");
+  const b = contentOf(docB);
+  const d = contentOf(docD);
+  if (JSON.stringify(b) !== JSON.stringify(d)) {
+    throw new Error(`diverged: ${JSON.stringify(b)} vs ${JSON.stringify(d)}`);
+  }
+  final = b;
+  return final;
+});
+
 await step("late", async () => {
   const docC = new Y.Doc({ guid });
   const third = await synced(two, `@${alias}`, docC, { readOnly: true });
@@ -164,8 +228,16 @@ await step("late", async () => {
   return { readOnly: third.isReadOnly };
 });
 
+await step("leave", async () => {
+  const [a, b] = providers;
+  const clientA = docA.clientID;
+  a.stopSync();
+  await whenAware(b.awareness, () => !b.awareness.getStates().has(clientA), "A's awareness removed at B");
+  return { removed: clientA };
+});
+
 await step("content", async () => {
-  for (const p of providers) p.stopSync();
+  for (const p of providers.slice(1)) p.stopSync();
   return { alias, guid, ...final };
 });
 

@@ -1,6 +1,7 @@
-//! Document sync with the official Yjs provider: `interop/sync-web-provider.mjs` runs two
-//! @tdxvolt/volt-client-web SyncProviders (and a late read-only one) on one document through
-//! `volt-emulator serve`; then a yrs client of ours joins the same document and must hold the
+//! Document sync with the official Yjs provider: `interop/sync-web-provider.mjs` runs
+//! @tdxvolt/volt-client-web SyncProviders on one document through `volt-emulator serve`
+//! (concurrent edits, awareness and its removal, an offline edit merged on reconnecting, a late
+//! read-only provider); then a yrs client of ours joins the same document and must hold the
 //! content the official providers converged to.
 //!
 //! Needs `node` and the pinned packages (yjs among them) in `interop/node_modules`
@@ -25,7 +26,7 @@ const NPM_HINT: &str = "run `npm ci --prefix interop` from the workspace root (C
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_web_providers_converge_and_ours_reads_the_same_document() {
     let root = workspace_root();
-    for package in ["@tdxvolt/volt-client-web", "yjs", "ws"] {
+    for package in ["@tdxvolt/volt-client-web", "yjs", "y-protocols", "ws"] {
         let manifest = root
             .join("interop/node_modules")
             .join(package)
