@@ -16,7 +16,9 @@
  *   offline    a copy of A's document is edited while not connected, B edits meanwhile; a
  *              provider started on the copy (a reconnect, as the official provider cannot
  *              reconnect itself) merges both ways;
- *   late       a third provider, read-only, joins and gets that content and `isReadOnly`;
+ *   large      A inserts 3 MiB of text (sent and relayed in 1 MiB chunks); B gets all of it;
+ *   late       a third provider, read-only, joins and gets that content (its handshake in
+ *              several chunks) and `isReadOnly`;
  *   leave      A stops; B hears that A's awareness state is gone;
  *   content    prints the alias, the document guid and the content, for the caller to check
  *              with a client of its own.
@@ -62,7 +64,8 @@ function contentOf(doc) {
   return {
     content: doc.getText("content").toString(),
     map: Object.fromEntries(Object.keys(map).sort().map((k) => [k, map[k]])),
-    list: doc.getArray("list").toJSON()
+    list: doc.getArray("list").toJSON(),
+    bigLength: doc.getText("big").length
   };
 }
 
@@ -214,6 +217,16 @@ await step("offline", async () => {
   }
   final = b;
   return final;
+});
+
+const LARGE = 3 * 1024 * 1024;
+await step("large", async () => {
+  const big = "0123456789abcdef".repeat(LARGE / 16);
+  docA.getText("big").insert(0, big);
+  await whenTrue([docB], () => docB.getText("big").length === LARGE, "3 MiB of text at B");
+  if (docB.getText("big").toString() !== big) throw new Error("the large text arrived altered");
+  final = contentOf(docB);
+  return { bytes: LARGE };
 });
 
 await step("late", async () => {

@@ -1,7 +1,7 @@
 //! Document sync with the official Yjs provider: `interop/sync-web-provider.mjs` runs
 //! @tdxvolt/volt-client-web SyncProviders on one document through `volt-emulator serve`
-//! (concurrent edits, awareness and its removal, an offline edit merged on reconnecting, a late
-//! read-only provider); then a yrs client of ours joins the same document and must hold the
+//! (concurrent edits, awareness and its removal, an offline edit merged on reconnecting, 3 MiB
+//! of text in chunks, a late read-only provider); then a yrs client of ours joins the same document and must hold the
 //! content the official providers converged to.
 //!
 //! Needs `node` and the pinned packages (yjs among them) in `interop/node_modules`

@@ -40,7 +40,7 @@ pub use document::Document;
 pub const METHODS: [&str; 3] = ["SyncDocument", "WriteSynapsePath", "WatchSynapsePath"];
 
 /// The largest update (or awareness update) a client may send, in bytes, over all its chunks.
-pub const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_UPDATE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The longest `document_id` accepted.
 pub const MAX_DOCUMENT_ID: usize = 1024;
