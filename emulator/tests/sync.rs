@@ -598,3 +598,37 @@ async fn malformed_requests_are_refused_with_a_status() {
     }
     assert_eq!(text(&check.doc, "t"), "still fine");
 }
+
+/// A sync database made the way the vendor's Rust helpers make one (SaveResource with the three
+/// database kinds and an alias) is synced by `@alias`, its file made on first use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_saved_as_a_resource_with_the_sync_kinds_syncs_by_alias() {
+    let volt = TestVolt::start("sync-resource-kinds").await;
+    let party = owner(&volt).await;
+    let saved: pb::SaveResourceResponse = party
+        .unary(
+            "/tdx.volt_api.volt.v1.VoltAPI/SaveResource",
+            &pb::SaveResourceRequest {
+                resource: Some(pb::Resource {
+                    name: "agent synapse".into(),
+                    alias: vec!["agent-synapse-1".into()],
+                    kind: vec![
+                        "volt:database".into(),
+                        "volt:sqlite-database".into(),
+                        "volt:sync-database".into(),
+                    ],
+                    ..Default::default()
+                }),
+                create: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("SaveResource");
+    assert_eq!(saved.status, None);
+    let a = SyncClient::join(&party, "@agent-synapse-1", "doc", Doc::new()).await;
+    let mut b = SyncClient::join(&party, "@agent-synapse-1", "doc", Doc::new()).await;
+    a.edit(insert_text("t", "by alias")).await;
+    b.receive_update().await;
+    assert_eq!(text(&b.doc, "t"), "by alias");
+}
