@@ -15,6 +15,7 @@ pub mod resource_ops;
 pub mod resources;
 pub mod sessions;
 pub mod sqlite;
+pub mod sync;
 #[cfg(test)]
 mod test_support;
 pub mod volt_admin;
@@ -46,6 +47,8 @@ pub struct Services {
     events: Arc<events::EventHub>,
     sqlite: sqlite::SqliteService,
     wires: wires::WireHub,
+    /// Synced documents loaded so far.
+    sync: sync::SyncHub,
     files: files::FileStore,
     clock_offset: i64,
     connections: Connections,
@@ -197,6 +200,7 @@ impl Services {
             clients: ClientRegistry::open(&dir)?,
             sqlite: sqlite::SqliteService::open(&dir)?,
             wires: wires::WireHub::new(),
+            sync: sync::SyncHub::default(),
             files: files::FileStore::open(&dir)?,
             resources,
             identity,
@@ -348,6 +352,11 @@ impl Services {
         &self.wires
     }
 
+    /// Synced documents.
+    pub fn sync(&self) -> &sync::SyncHub {
+        &self.sync
+    }
+
     /// File contents.
     pub fn files(&self) -> &files::FileStore {
         &self.files
@@ -456,6 +465,9 @@ impl Services {
             }
             "tdx.volt_api.volt.v1.SyncAPI" if name == "SaveSyncDatabase" => {
                 sqlite::save_database::dispatch(self, caller, name, inbound, outbound).await
+            }
+            "tdx.volt_api.volt.v1.SyncAPI" if sync::METHODS.contains(&name) => {
+                sync::dispatch(self, caller, name, inbound, outbound).await
             }
             _ => Err(Failure::unimplemented(method.path())),
         }

@@ -15,6 +15,7 @@
 //! Rules, access requests and the custom policy are kept in `DIR/access.json`, rewritten
 //! whole after every change.
 
+pub mod document_scope;
 pub mod rpc;
 #[cfg(test)]
 mod tests;
@@ -254,7 +255,11 @@ impl AccessStore {
         let mut decision = None;
         for rule in &state.rules {
             let names_access = rule.access == access
-                && (access != names::API_CALL || rule.extra.is_empty() || rule.extra == extra);
+                && if access == names::API_CALL {
+                    rule.extra.is_empty() || rule.extra == extra
+                } else {
+                    document_scope::covers(&rule.extra, extra)
+                };
             if !names_access
                 || !subject.is(rule_subject(rule))
                 || !lineage.reached_by(&rule.resource_id, rule.recursive)
@@ -487,6 +492,26 @@ impl Services {
     ) -> Result<(), Failure> {
         let lineage = Lineage::of(self.resources(), resource_id)?;
         self.authorize_lineage(caller, &lineage, access)
+    }
+
+    /// [`Services::authorize`] for one document of a sync database: rules narrowed to some
+    /// documents (`document_scope`) count when they name `document_id`.
+    pub fn authorize_document(
+        &self,
+        caller: &Caller,
+        resource_id: &str,
+        access: &str,
+        document_id: &str,
+    ) -> Result<(), Failure> {
+        let lineage = Lineage::of(self.resources(), resource_id)?;
+        let subject = self.subject(caller);
+        let asked = document_scope::request_for(document_id);
+        match self.access().decide(&subject, &lineage, access, &asked) {
+            PolicyDecision::Permit => Ok(()),
+            _ => Err(Failure::denied(format!(
+                "permission denied: {access} on document {document_id} of resource {resource_id}"
+            ))),
+        }
     }
 
     /// [`Services::authorize`] for a resource whose lineage the caller has already.

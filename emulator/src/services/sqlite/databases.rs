@@ -69,14 +69,24 @@ fn file_size(path: &Path) -> u64 {
         .sum()
 }
 
-/// Finds a database by resource id or alias, and its file.
 /// The database `database_id` names (an id or alias) and its file, once `caller` is found to
 /// have `access` to it.
-pub(super) fn resolve_database(
+pub(crate) fn resolve_database(
     svc: &Services,
     caller: &Caller,
     database_id: &str,
     access: &str,
+) -> Result<(Resource, PathBuf), Failure> {
+    let (resource, path) = find_database(svc, database_id)?;
+    svc.authorize(caller, &resource.id, access)?;
+    Ok((resource, path))
+}
+
+/// The database `database_id` names (an id or alias) and its file, with no access checked:
+/// for callers that check access their own way.
+pub(crate) fn find_database(
+    svc: &Services,
+    database_id: &str,
 ) -> Result<(Resource, PathBuf), Failure> {
     if database_id.is_empty() {
         return Err(Failure::invalid("database_id is required"));
@@ -97,7 +107,6 @@ pub(super) fn resolve_database(
             "resource {database_id} is not a database"
         )));
     }
-    svc.authorize(caller, &resource.id, access)?;
     // A resource saved with a database kind (as the vendor's helpers make one) gets its file
     // on first use: `connect` creates it.
     let path = svc.sqlite().path_of(&resource.id).ok_or_else(|| {
@@ -121,7 +130,7 @@ pub(super) fn touch(svc: &Services, resource_id: &str, path: &Path) {
 }
 
 /// Opens a connection to an existing database file for one call.
-pub(super) fn connect(path: &Path) -> Result<Connection, Failure> {
+pub(crate) fn connect(path: &Path) -> Result<Connection, Failure> {
     if !path.is_file() {
         create_file(path)?;
     }

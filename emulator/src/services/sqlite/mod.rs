@@ -21,7 +21,7 @@
 
 mod bulk_update;
 mod csv;
-mod databases;
+pub(crate) mod databases;
 mod execute;
 mod import_csv;
 pub mod save_database;

@@ -11,8 +11,8 @@
 //!
 //! **SaveSyncDatabase** is the same with the kind `volt:sync-database` added, as the vendor's
 //! helpers make a sync database (a SQLite database the sync service keeps documents in);
-//! `no_compaction` and `batch_size` are accepted and ignored. The rest of SyncAPI is not
-//! implemented, so the emulator serves a sync database as a plain SQLite database.
+//! `no_compaction` and `batch_size` are accepted and ignored. Its documents are served by
+//! `services/sync` (SyncDocument), which keeps them in a table of the same SQLite file.
 
 use std::path::Path;
 use std::sync::Arc;
