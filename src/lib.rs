@@ -58,6 +58,9 @@ pub use protocol::config::ClientConfig;
 pub use protocol::error::{Error, ErrorKind, Reached, Result};
 pub use protocol::keys::{KeyAlgorithm, PrivateKey, PublicKey};
 pub use protocol::status::Status;
+/// The yrs version [`VoltClient::sync_document`] takes documents of.
+#[cfg(feature = "sync")]
+pub use yrs;
 
 /// Compiles the README's code samples as doc tests.
 #[cfg(doctest)]

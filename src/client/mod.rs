@@ -15,6 +15,8 @@ mod methods;
 mod service;
 mod session;
 mod sql;
+#[cfg(feature = "sync")]
+mod sync;
 mod typed;
 mod wire;
 mod wire_resume;
@@ -45,6 +47,8 @@ pub use session::{
     DEFAULT_SESSION_CLOSE_WAIT, DEFAULT_SESSION_EVENT_BUFFER, DEFAULT_SESSION_PING_EVERY,
 };
 pub use sql::{SqlRows, DEFAULT_SQL_PAGE, MAX_SQL_PAGE};
+#[cfg(feature = "sync")]
+pub use sync::{SyncOptions, SyncProvider, SyncStatus};
 pub use typed::TypedCall;
 pub use wire::{WireChunks, WirePublisher};
 pub use wire_resume::{ResumableWire, WireItem};
