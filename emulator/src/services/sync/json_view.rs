@@ -116,6 +116,16 @@ fn root_kind<T: ReadTxn>(txn: &T, out: &Out) -> RootKind {
     }
 }
 
+/// Whether `out` is a root of no known type that holds nothing.
+fn empty_untyped<T: ReadTxn>(txn: &T, out: &Out) -> bool {
+    match out {
+        Out::UndefinedRef(branch) => {
+            ArrayRef::from(*branch).len(txn) == 0 && MapRef::from(*branch).len(txn) == 0
+        }
+        _ => false,
+    }
+}
+
 fn root_json<T: ReadTxn>(txn: &T, out: &Out) -> Value {
     match (out, root_kind(txn, out)) {
         (Out::UndefinedRef(branch), RootKind::Map) => map_json(txn, &MapRef::from(*branch)),
@@ -270,9 +280,11 @@ pub fn write(
             )),
         };
     };
+    // A root of no known type that holds nothing (everything in it deleted) takes any shape.
     let existing = txn
         .root_refs()
         .find(|(name, _)| name == root)
+        .filter(|(_, out)| !empty_untyped(txn, out))
         .map(|(_, out)| root_kind(txn, &out));
     if inner.is_empty() {
         return write_root(txn, steps, root, existing, value);

@@ -101,3 +101,26 @@ fn roots_known_only_from_updates_are_read_by_what_they_hold() {
         .unwrap();
     assert_eq!(view(&txn), json!({"a": [1], "m": {"k": "v"}, "t": "text"}));
 }
+
+#[test]
+fn an_emptied_root_of_unknown_type_takes_any_shape() {
+    let source = Doc::new();
+    {
+        let mut txn = source.transact_mut();
+        let list = txn.get_or_insert_array("r");
+        list.push_back(&mut txn, 1);
+        list.remove(&mut txn, 0);
+    }
+    let update = source
+        .transact()
+        .encode_state_as_update_v2(&yrs::StateVector::default());
+    let server = Doc::new();
+    let mut txn = server.transact_mut();
+    txn.apply_update(super::document::decode_update(&update).unwrap())
+        .unwrap();
+    write(&mut txn, &parse("$.r.k").unwrap(), Some(json!(1))).unwrap();
+    assert_eq!(
+        value_at(&txn, &parse("$.r").unwrap()),
+        Some(json!({"k": 1}))
+    );
+}
