@@ -195,3 +195,44 @@ async fn a_database_that_does_not_exist_fails_the_provider() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awareness_reaches_the_others_and_goes_when_its_client_does() {
+    let volt = TestVolt::start("sync-awareness").await;
+    let a = volt.client_over(Transport::Grpc).await;
+    let b = volt.client_over(Transport::Websocket).await;
+    sync_database(&a, "presence").await;
+    let pa = a
+        .sync("@presence", "doc", Doc::new(), options())
+        .await
+        .expect("A");
+    let pb = b
+        .sync("@presence", "doc", Doc::new(), options())
+        .await
+        .expect("B");
+    within("A synced", pa.synced()).await.expect("A syncs");
+    within("B synced", pb.synced()).await.expect("B syncs");
+    let a_id = pa.doc().client_id().get();
+
+    pa.set_awareness(&json!({"user": "a", "cursor": 3}));
+    let mut seen = pb.awareness_changes();
+    let has_a = |p: &SyncProvider| {
+        p.awareness()
+            .iter()
+            .any(|(id, state)| *id == a_id && state["user"] == json!("a"))
+    };
+    within("B sees A", async {
+        while !has_a(&pb) {
+            seen.changed().await.expect("B's provider lives");
+        }
+    })
+    .await;
+    // A leaves: B hears that its presence is gone.
+    within("A stops", pa.stop()).await;
+    within("B forgets A", async {
+        while has_a(&pb) {
+            seen.changed().await.expect("B's provider lives");
+        }
+    })
+    .await;
+}

@@ -157,6 +157,44 @@ impl SyncProvider {
         &self.doc
     }
 
+    /// Sets this client's awareness state (presence: a cursor, a name; any JSON), sent to
+    /// the document's other clients at once (and again after each reconnection). `null`
+    /// clears it.
+    pub fn set_awareness(&self, state: &serde_json::Value) {
+        {
+            let mut awareness = self.shared.awareness();
+            if state.is_null() {
+                awareness.clean_local_state();
+            } else {
+                awareness.set_local_state_raw(state.to_string());
+            }
+        }
+        self.shared.awareness_changed();
+        self.shared
+            .awareness_dirty
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.changed.notify_one();
+    }
+
+    /// The awareness states known now, by client (the document's client id): ours, and the
+    /// other clients' while connected (they are forgotten when the connection is lost).
+    pub fn awareness(&self) -> Vec<(u64, serde_json::Value)> {
+        let awareness = self.shared.awareness();
+        awareness
+            .iter()
+            .filter_map(|(id, state)| {
+                let json = serde_json::from_str(state.data.as_deref()?).ok()?;
+                (json != serde_json::Value::Null).then_some((id.get(), json))
+            })
+            .collect()
+    }
+
+    /// Counts changes of the awareness states: wait on it, then read
+    /// [`awareness`](SyncProvider::awareness).
+    pub fn awareness_changes(&self) -> watch::Receiver<u64> {
+        self.shared.awareness_changes.subscribe()
+    }
+
     /// Stops: sends the local edits not yet sent, ends the call, and waits for the Volt to end
     /// it (at most 5 s). The document stays as it is.
     pub async fn stop(self) {
@@ -215,10 +253,14 @@ impl VoltClient {
                 "sync needs a database id and a document id",
             ));
         }
+        let (awareness_changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             dirty: AtomicBool::new(false),
+            awareness_dirty: AtomicBool::new(false),
             changed: Notify::new(),
             read_only: AtomicBool::new(false),
+            awareness: std::sync::Mutex::new(yrs::sync::Awareness::new(doc.clone())),
+            awareness_changes,
         });
         let observer = format!("tdx-volt-sync-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let watching = Arc::clone(&shared);
@@ -250,6 +292,7 @@ impl VoltClient {
             status: status_tx,
             commands: commands_rx,
             known: None,
+            awareness_in: wire::Assembly::default(),
         };
         tokio::spawn(task.run());
         Ok(SyncProvider {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
+use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
@@ -36,8 +37,48 @@ pub(super) enum Command {
 pub(super) struct Shared {
     /// The document has local edits not yet sent.
     pub dirty: AtomicBool,
+    /// Our awareness state changed and is not yet sent.
+    pub awareness_dirty: AtomicBool,
+    /// Wakes the task for either.
     pub changed: Notify,
     pub read_only: AtomicBool,
+    /// Every peer's awareness state and ours (y-protocols), never held across an await.
+    pub awareness: std::sync::Mutex<Awareness>,
+    /// Counts changes of the awareness states.
+    pub awareness_changes: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub(super) fn awareness(&self) -> std::sync::MutexGuard<'_, Awareness> {
+        // Each change under the lock is one yrs call: a panic cannot leave it half made.
+        self.awareness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn awareness_changed(&self) {
+        self.awareness_changes.send_modify(|n| *n += 1);
+    }
+
+    /// Forgets every peer's awareness state (the connection is gone), keeping ours.
+    fn forget_peers(&self) {
+        let changed = {
+            let mut awareness = self.awareness();
+            let own = awareness.client_id();
+            let peers: Vec<_> = awareness
+                .iter()
+                .map(|(id, _)| id)
+                .filter(|id| *id != own)
+                .collect();
+            for id in &peers {
+                awareness.remove_state(*id);
+            }
+            !peers.is_empty()
+        };
+        if changed {
+            self.awareness_changed();
+        }
+    }
 }
 
 pub(super) struct Task {
@@ -51,6 +92,8 @@ pub(super) struct Task {
     pub commands: mpsc::Receiver<Command>,
     /// What the Volt is known to hold (from the handshake on): diffs are taken against it.
     pub known: Option<StateVector>,
+    /// Awareness chunks put back together.
+    pub awareness_in: Assembly,
 }
 
 /// How one connection ended.
@@ -83,6 +126,7 @@ impl Task {
                 }
                 Ended::Lost { error, synced } => {
                     tracing::debug!(%error, document = %self.document_id, "volt sync: connection lost");
+                    self.shared.forget_peers();
                     if synced {
                         delays = self.client.reconnect_policy().delays();
                     }
@@ -189,6 +233,10 @@ impl Task {
         let mut known = server_sv;
         known.merge(mine);
         self.known = Some(known);
+        // Announce our awareness state, if we have one, now that we are live.
+        if self.shared.awareness().local_state_raw().is_some() {
+            self.shared.awareness_dirty.store(true, Ordering::Release);
+        }
         Ok(call)
     }
 
@@ -201,11 +249,15 @@ impl Task {
         let mut assembly = Assembly::default();
         let shared = Arc::clone(&self.shared);
         loop {
+            if shared.awareness_dirty.swap(false, Ordering::AcqRel) {
+                self.send_awareness(call).await?;
+            }
             if shared.dirty.load(Ordering::Acquire) && !self.is_read_only() {
                 // Batch what comes within the flush interval, unless the call needs us first.
                 tokio::select! {
                     () = tokio::time::sleep(self.options.flush) => self.flush(call).await?,
                     event = call.next() => self.on_event(event, &mut assembly)?,
+                    () = shared.changed.notified() => {}
                     command = self.commands.recv() => {
                         self.flush(call).await?;
                         return Ok(stop_reply(command));
@@ -247,6 +299,22 @@ impl Task {
         Ok(())
     }
 
+    /// Sends our awareness state (y-protocols update, v1) at once.
+    async fn send_awareness(&mut self, call: &Call) -> Result<()> {
+        let update = {
+            let awareness = self.shared.awareness();
+            let own = awareness.client_id();
+            awareness.update_with_clients([own])
+        };
+        let Ok(update) = update else {
+            return Ok(());
+        };
+        for message in wire::chunks(wire::AWARENESS, &update.encode_v1()) {
+            call.send(message).await?;
+        }
+        Ok(())
+    }
+
     fn on_event(&mut self, event: Option<CallEvent>, assembly: &mut Assembly) -> Result<()> {
         let message = match event {
             Some(CallEvent::Data(value)) => wire::response(&value)?,
@@ -255,11 +323,17 @@ impl Task {
                 return Err(Error::new(ErrorKind::Closed, "the Volt ended the sync"))
             }
         };
-        if message.state != wire::UPDATE {
-            // Awareness (not kept by this provider) and anything else.
+        let chunk = message.chunk.unwrap_or_default();
+        if message.state == wire::AWARENESS {
+            let whole = self.awareness_in.add(&chunk, message.complete)?;
+            if let Some(update) = whole {
+                self.on_awareness(&update);
+            }
             return Ok(());
         }
-        let chunk = message.chunk.unwrap_or_default();
+        if message.state != wire::UPDATE {
+            return Ok(());
+        }
         if let Some(update) = assembly.add(&chunk, message.complete)? {
             let decoded = apply(&self.doc, &update)?;
             if let Some(known) = &mut self.known {
@@ -267,6 +341,25 @@ impl Task {
             }
         }
         Ok(())
+    }
+}
+
+impl Task {
+    /// Applies a peer's awareness update; one that does not decode is skipped (it is
+    /// presence, not data).
+    fn on_awareness(&self, bytes: &[u8]) {
+        let applied = AwarenessUpdate::decode_v1(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|update| {
+                self.shared
+                    .awareness()
+                    .apply_update_with(update, ORIGIN)
+                    .map_err(|e| e.to_string())
+            });
+        match applied {
+            Ok(()) => self.shared.awareness_changed(),
+            Err(e) => tracing::debug!(%e, "volt sync: an awareness update skipped"),
+        }
     }
 }
 

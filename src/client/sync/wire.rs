@@ -18,6 +18,7 @@ pub(super) const MAX_UPDATE: usize = 128 * 1024 * 1024;
 pub(super) const SYNCING: &str = "SYNC_STATE_SYNCING";
 pub(super) const DONE: &str = "SYNC_STATE_DONE";
 pub(super) const UPDATE: &str = "SYNC_STATE_UPDATE";
+pub(super) const AWARENESS: &str = "SYNC_STATE_AWARENESS";
 
 /// The opening request: the document, our state vector (v1), and the read-only wishes.
 pub(super) fn start(
