@@ -236,3 +236,51 @@ async fn awareness_reaches_the_others_and_goes_when_its_client_does() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_written_and_watched_without_holding_the_document() {
+    use futures_util::StreamExt as _;
+    use tdx_volt::client::PathChangeKind;
+
+    let volt = TestVolt::start("sync-paths").await;
+    let client = volt.client_over(Transport::Grpc).await;
+    sync_database(&client, "paths").await;
+    let doc = Doc::new();
+    let changed = changes(&doc);
+    let provider = client
+        .sync("@paths", "doc", doc.clone(), options())
+        .await
+        .expect("a provider");
+    within("synced", provider.synced()).await.expect("synced");
+    let mut watch = client
+        .watch_path("@paths", "doc", &["$.meta"])
+        .await
+        .expect("watching");
+
+    client
+        .write_path("@paths", "doc", "$.meta.title", &json!("draft"))
+        .await
+        .expect("written");
+    // The provider's document has it, and the watch says so.
+    until("the provider sees the write", &doc, &changed, |d| {
+        let txn = d.transact();
+        txn.get_map("meta")
+            .and_then(|m| m.get(&txn, "title"))
+            .is_some_and(|v| v.to_string(&txn) == "draft")
+    })
+    .await;
+    let added = within("the watch", watch.next())
+        .await
+        .expect("open")
+        .expect("a change");
+    // `$.meta` appeared, holding the title.
+    assert_eq!(added.kind, PathChangeKind::Add, "{added:?}");
+    assert_eq!(added.event_path, "$.meta", "{added:?}");
+    assert_eq!(added.value, Some(json!({"title": "draft"})), "{added:?}");
+    // A refusal is the Volt's status.
+    let err = client
+        .write_path("no-such-database", "doc", "$.meta.title", &json!(1))
+        .await
+        .expect_err("refused");
+    assert!(err.status().is_some(), "{err:?}");
+}

@@ -15,6 +15,7 @@ mod methods;
 mod service;
 mod session;
 mod sql;
+mod synapse_path;
 #[cfg(feature = "sync")]
 mod sync;
 mod typed;
@@ -47,6 +48,7 @@ pub use session::{
     DEFAULT_SESSION_CLOSE_WAIT, DEFAULT_SESSION_EVENT_BUFFER, DEFAULT_SESSION_PING_EVERY,
 };
 pub use sql::{SqlRows, DEFAULT_SQL_PAGE, MAX_SQL_PAGE};
+pub use synapse_path::{PathChange, PathChangeKind, PathWatch};
 #[cfg(feature = "sync")]
 pub use sync::{SyncOptions, SyncProvider, SyncStatus};
 pub use typed::TypedCall;
