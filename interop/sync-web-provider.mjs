@@ -4,7 +4,12 @@
  * pure-JS build, over the websocket gateway) edit one document at once through a Volt, and a
  * third, read-only one joins later.
  *
- *     node interop/sync-web-provider.mjs <client.config.json>
+ *     node interop/sync-web-provider.mjs <client.config.json> [ALIAS GUID]
+ *
+ * With ALIAS and GUID the document is one a provider of the caller's already edits (a sync
+ * database the caller made, `@ALIAS`, and its document GUID): the official providers join it
+ * instead of a fresh one, and `converge` also waits for the caller's edits ("from R. " in the
+ * text, map key "r" = "rust", one more list item), so that three providers edit at once.
  *
  * Steps (one JSON line each on stdout, as lib/scenario.mjs prints them):
  *   connect    two web clients with the configuration;
@@ -103,8 +108,10 @@ async function synced(client, database, doc, options = {}) {
   return provider;
 }
 
-const alias = `interop-sync-${randomUUID().slice(0, 8)}`;
-const guid = `doc-${randomUUID()}`;
+// With a caller's provider on the document: its database's alias and the document's guid.
+const theirs = process.argv[3] && process.argv[4] ? { alias: process.argv[3], guid: process.argv[4] } : null;
+const alias = theirs?.alias ?? `interop-sync-${randomUUID().slice(0, 8)}`;
+const guid = theirs?.guid ?? `doc-${randomUUID()}`;
 let one;
 let two;
 let docA;
@@ -118,6 +125,7 @@ await step("connect", async () => {
 });
 
 await step("database", async () => {
+  if (theirs) return { alias, made_by: "the caller" };
   const saved = await one.SaveSyncDatabase({
     resource: { name: "interop sync", alias: [alias] },
     create: true
@@ -153,7 +161,8 @@ await step("converge", async () => {
       c.content.includes("from B. ") &&
       c.map.a === 1 &&
       c.map.b === "two" &&
-      c.list.length === 4
+      c.list.length === (theirs ? 5 : 4) &&
+      (!theirs || (c.content.includes("from R. ") && c.map.r === "rust"))
     );
   };
   await whenTrue([docA, docB], () => complete(docA) && complete(docB), "both documents to converge");

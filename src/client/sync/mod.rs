@@ -223,6 +223,10 @@ impl VoltClient {
     /// edit is queued anywhere, so none can be dropped, whatever the load; each send is the
     /// diff of the document against what the Volt is known to hold.
     ///
+    /// The provider applies the Volt's updates in a write transaction of its own: as with any
+    /// yrs document shared between tasks, do not hold a transaction across an `.await`, nor
+    /// open a second one while holding the first (it can wait forever behind that write).
+    ///
     /// ```no_run
     /// # async fn demo(client: tdx_volt::VoltClient) -> tdx_volt::Result<()> {
     /// use tdx_volt::client::SyncOptions;
