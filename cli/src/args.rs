@@ -55,13 +55,18 @@ pub enum TransportArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Call any RPC: `volt call GetResource '{"resource_id": "..."}'`. METHOD is a name
-    /// (GetResource), Service/Method or the full path. Streaming methods read further
-    /// requests as JSON lines from stdin and print responses as JSON lines.
+    /// (GetResource), Service/Method or the full path. Streaming methods print responses as
+    /// JSON lines; those that take more than one request read the rest from stdin as JSON
+    /// lines, and end their side of the call at the end of stdin.
     Call {
         /// The method.
         method: String,
-        /// The request as JSON, or `-` to read it from stdin (default `{}`).
+        /// The (first) request as JSON, or `-` to read it from stdin (default `{}`).
         request: Option<String>,
+        /// Keep the call open at the end of stdin (a subscription fed from /dev/null);
+        /// stop with Ctrl-C.
+        #[arg(long)]
+        keep_open: bool,
     },
     /// Show a resource.
     Get {

@@ -416,6 +416,42 @@ async fn wire_sub_receives_what_wire_pub_sends() {
     terminate(&sub);
     let status = within("sub to stop", sub.wait()).await.expect("wait");
     assert_eq!(status.code(), Some(0));
+    within("the subscription to go", async {
+        while volt.emulator().wire_subscribers(&wire) != 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    // The raw call, kept open after the end of its (empty) stdin.
+    let request = json!({"wire_id": wire}).to_string();
+    let mut call = volt
+        .command(&["call", "--keep-open", "SubscribeWire", &request])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("volt call");
+    within("the subscription", async {
+        while volt.emulator().wire_subscribers(&wire) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let publisher = volt
+        .client
+        .publish_wire_chunks(&wire)
+        .await
+        .expect("publish");
+    publisher.send(b"raw").await.expect("send");
+    publisher.finish().await.expect("finish");
+    let mut lines = tokio::io::BufReader::new(call.stdout.take().expect("stdout")).lines();
+    let line = within("the chunk", lines.next_line())
+        .await
+        .expect("read")
+        .expect("a line");
+    assert_eq!(line, r#"{"chunk":"cmF3"}"#);
+    terminate(&call);
+    let status = within("call to stop", call.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

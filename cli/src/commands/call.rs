@@ -6,12 +6,18 @@ use tdx_volt::client::CallEvent;
 use tdx_volt::protocol::schema::{methods, Method};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
 
-use super::Context;
+use super::{interrupted, Context};
 use crate::exit::{Failure, LOCAL_IO};
 
 /// Calls `method`: a unary method prints its response; a streaming one prints each response
 /// as a JSON line, and sends each JSON line of stdin (when it takes more than one request).
-pub async fn run(cx: &Context, method: &str, request: Option<&str>) -> Result<(), Failure> {
+/// With `keep_open`, the end of stdin does not end the caller's side of the call.
+pub async fn run(
+    cx: &Context,
+    method: &str,
+    request: Option<&str>,
+    keep_open: bool,
+) -> Result<(), Failure> {
     let method = resolve(method)?;
     let kind = method.kind();
     if !kind.client_streams() && !kind.server_streams() {
@@ -24,9 +30,9 @@ pub async fn run(cx: &Context, method: &str, request: Option<&str>) -> Result<()
         let response = client.unary(method.path(), request).await?;
         return cx.out.value(&response);
     }
-    // Streaming: the argument, if any, is the first request; with more than one request the
-    // rest come from stdin (all of them with `-` or without an argument).
-    let from_stdin = kind.client_streams() && request.is_none_or(|r| r == "-");
+    // Streaming: the argument, if any, is the first request. A method that takes more than
+    // one request reads the rest from stdin, as JSON lines, and ends its side of the call at
+    // the end of stdin (with --keep-open, only when the Volt ends the call or on Ctrl-C).
     let first = match request {
         Some("-") if !kind.client_streams() => Some(parse(&read_stdin().await?, "stdin")?),
         Some("-") => None,
@@ -37,14 +43,15 @@ pub async fn run(cx: &Context, method: &str, request: Option<&str>) -> Result<()
     let client = cx.connect().await?;
     let mut call = client.streaming(method.path(), first).await?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut reading = from_stdin;
-    if kind.client_streams() && !from_stdin {
-        call.end().await?;
-    }
+    let mut reading = kind.client_streams();
     let mut reported: Option<Failure> = None;
     let mut line_number = 0u64;
+    let stop = interrupted();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
+            // Ctrl-C: the call is dropped, which cancels it on the wire.
+            () = &mut stop => break,
             line = lines.next_line(), if reading => match line {
                 Ok(Some(line)) => {
                     line_number += 1;
@@ -56,7 +63,9 @@ pub async fn run(cx: &Context, method: &str, request: Option<&str>) -> Result<()
                 }
                 Ok(None) => {
                     reading = false;
-                    call.end().await?;
+                    if !keep_open {
+                        call.end().await?;
+                    }
                 }
                 Err(e) => return Err(Failure::new(LOCAL_IO, format!("reading stdin: {e}"))),
             },

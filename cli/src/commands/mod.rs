@@ -79,7 +79,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         out: Output { json: cli.json },
     };
     match cli.command {
-        Command::Call { method, request } => call::run(&cx, &method, request.as_deref()).await,
+        Command::Call {
+            method,
+            request,
+            keep_open,
+        } => call::run(&cx, &method, request.as_deref(), keep_open).await,
         Command::Get { id } => resources::get(&cx, &id).await,
         Command::Ls { id, depth } => resources::ls(&cx, id.as_deref(), depth).await,
         Command::Rm { id, recursive } => resources::rm(&cx, &id, recursive).await,
