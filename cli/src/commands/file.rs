@@ -101,37 +101,36 @@ async fn get(cx: &Context, id: &str, local: Option<PathBuf>) -> Result<(), Failu
     let size = info["file"]["size"]
         .as_u64()
         .or_else(|| info["file"]["size"].as_str().and_then(|s| s.parse().ok()));
-    let to_stdout = local.as_deref() == Some(Path::new("-"));
     let started = Instant::now();
-    let got = if to_stdout {
+    if local.as_deref() == Some(Path::new("-")) {
         let bar = progress_bar(cx, size, "get");
         let result = client
             .download_file_to(id, tokio::io::stdout(), |bytes| bar.set_position(bytes))
             .await;
         bar.finish_and_clear();
-        result?
-    } else {
-        let path = match local {
-            Some(path) => path,
-            None => default_path(&info, id)?,
-        };
-        let got = download_to_path(cx, &client, id, &path, size).await?;
-        if cx.out.json {
-            return cx.out.json_line(
-                &json!({ "id": id, "path": path.display().to_string(), "bytes": got.bytes }),
-            );
+        let got = result?;
+        // The content went to stdout: the summary goes to stderr.
+        if !cx.out.json {
+            eprintln!("{id}: {}", summary(got, started.elapsed()));
         }
-        return cx.out.line(&format!(
-            "{id} -> {}: {}",
-            path.display(),
-            summary(got, started.elapsed())
-        ));
-    };
-    // The content went to stdout: the summary goes to stderr.
-    if !cx.out.json {
-        eprintln!("{id}: {}", summary(got, started.elapsed()));
+        return Ok(());
     }
-    Ok(())
+    let path = match local {
+        Some(path) => path,
+        None => default_path(&info, id)?,
+    };
+    let got = download_to_path(cx, &client, id, &path, size).await?;
+    if cx.out.json {
+        let path = path.display().to_string();
+        return cx
+            .out
+            .json_line(&json!({ "id": id, "path": path, "bytes": got.bytes }));
+    }
+    cx.out.line(&format!(
+        "{id} -> {}: {}",
+        path.display(),
+        summary(got, started.elapsed())
+    ))
 }
 
 async fn download_to_path(
