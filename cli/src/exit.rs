@@ -75,6 +75,9 @@ impl Failure {
 
 impl From<tdx_volt::Error> for Failure {
     fn from(e: tdx_volt::Error) -> Failure {
+        if e.kind() == ErrorKind::Io && broken_pipe(&e) {
+            return Failure::quiet();
+        }
         let code = match e.kind() {
             ErrorKind::Status | ErrorKind::SessionInvalid | ErrorKind::Denied => STATUS,
             ErrorKind::Schema => USAGE,
@@ -110,6 +113,21 @@ impl From<tdx_volt::Error> for Failure {
             status: e.status().cloned(),
         }
     }
+}
+
+/// Whether a write failed because its reader went away (`volt file get ID - | head`).
+fn broken_pipe(e: &tdx_volt::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The error's text followed by its causes'.
