@@ -228,12 +228,13 @@ async fn sql_prints_a_table_csv_or_json() {
         .await;
     assert_eq!(
         (run.code, run.stdout.as_str()),
-        (0, "(no rows)\n"),
+        (0, "(0 rows affected)\n"),
         "{run:?}"
     );
     let insert = "INSERT INTO fruit (name, price) VALUES ('apple', 0.5), ('pear', 0.75), \
                   ('fig, \"dried\"', NULL), ('two\nlines', 12)";
-    assert_eq!(volt.run(&["sql", &db, insert], b"").await.code, 0);
+    let run = volt.run(&["sql", &db, insert], b"").await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, "(4 rows affected)\n"));
     let select = "SELECT * FROM fruit ORDER BY id";
 
     let run = volt.run(&["sql", &db, select], b"").await;

@@ -58,7 +58,11 @@ async fn print_tables(out: &Output, mut rows: SqlRows) -> Result<(), Failure> {
     if tables.is_empty() {
         let columns = rows.columns();
         if columns.is_empty() {
-            return out.line("(no rows)");
+            return out.line(&match rows.affected_rows() {
+                Some(1) => "(1 row affected)".to_owned(),
+                Some(n) => format!("({n} rows affected)"),
+                None => "(no rows)".to_owned(),
+            });
         }
         tables.push((columns.to_vec(), Vec::new()));
     }
