@@ -102,49 +102,61 @@ pub fn key_values(object: &serde_json::Map<String, Value>) -> String {
         .join("\n")
 }
 
-/// Rows as an aligned table: a header, a rule of dashes, one line per row; numbers are
-/// aligned right, the rest left, and no line has trailing spaces.
-pub fn table(columns: &[String], rows: &[Vec<Value>]) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            row.iter()
-                .map(|v| match v {
-                    Value::Null => "NULL".to_owned(),
-                    other => text_of(other),
-                })
-                .collect()
-        })
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            cells
-                .iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| width(c))
-                .chain([width(name)])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let right: Vec<bool> = (0..columns.len())
-        .map(|i| {
-            rows.iter().any(|r| r.get(i).is_some_and(Value::is_number))
-                && rows
-                    .iter()
-                    .all(|r| r.get(i).is_none_or(|v| v.is_number() || v.is_null()))
-        })
-        .collect();
-    let line = |cells: &[String]| {
+/// How a table's columns are laid out: their widths, and which are aligned right.
+#[derive(Debug, Clone)]
+pub struct TableLayout {
+    widths: Vec<usize>,
+    right: Vec<bool>,
+}
+
+impl TableLayout {
+    /// The layout that fits `columns` and the `rows` seen (later rows wider than a column
+    /// stick out). Columns whose values are all numbers (or NULL) are aligned right.
+    pub fn fit(columns: &[String], rows: &[Vec<Value>]) -> TableLayout {
+        let widths = columns
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                rows.iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|v| width(&cell_text(v)))
+                    .chain([width(name)])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let right = (0..columns.len())
+            .map(|i| {
+                rows.iter().any(|r| r.get(i).is_some_and(Value::is_number))
+                    && rows
+                        .iter()
+                        .all(|r| r.get(i).is_none_or(|v| v.is_number() || v.is_null()))
+            })
+            .collect();
+        TableLayout { widths, right }
+    }
+
+    /// The header and the rule of dashes under it.
+    pub fn header(&self, columns: &[String]) -> String {
+        let rule: Vec<String> = self.widths.iter().map(|&w| "-".repeat(w)).collect();
+        format!("{}\n{}", self.line(columns), self.line(&rule))
+    }
+
+    /// One row.
+    pub fn row(&self, row: &[Value]) -> String {
+        let cells: Vec<String> = row.iter().map(cell_text).collect();
+        self.line(&cells)
+    }
+
+    /// Cells padded to their columns, two spaces apart, without trailing spaces.
+    fn line(&self, cells: &[String]) -> String {
         let padded: Vec<String> = cells
             .iter()
-            .zip(&widths)
-            .zip(&right)
-            .map(|((c, &w), &r)| {
+            .enumerate()
+            .map(|(i, c)| {
+                let w = self.widths.get(i).copied().unwrap_or(0);
                 let pad = " ".repeat(w.saturating_sub(width(c)));
-                if r {
+                if self.right.get(i).copied().unwrap_or(false) {
                     format!("{pad}{c}")
                 } else {
                     format!("{c}{pad}")
@@ -152,13 +164,15 @@ pub fn table(columns: &[String], rows: &[Vec<Value>]) -> String {
             })
             .collect();
         padded.join("  ").trim_end().to_owned()
-    };
-    let mut out = vec![
-        line(columns),
-        line(&widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>()),
-    ];
-    out.extend(cells.iter().map(|r| line(r)));
-    out.join("\n")
+    }
+}
+
+/// A cell as a table shows it: NULL for null.
+fn cell_text(value: &Value) -> String {
+    match value {
+        Value::Null => "NULL".to_owned(),
+        other => text_of(other),
+    }
 }
 
 /// How many columns `text` takes on a terminal (one per character: close enough for the
@@ -171,6 +185,14 @@ pub fn width(text: &str) -> usize {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Rows as a table laid out for all of them.
+    fn table(columns: &[String], rows: &[Vec<Value>]) -> String {
+        let layout = TableLayout::fit(columns, rows);
+        let mut out = vec![layout.header(columns)];
+        out.extend(rows.iter().map(|r| layout.row(r)));
+        out.join("\n")
+    }
 
     #[test]
     fn tables_align_text_left_and_numbers_right() {

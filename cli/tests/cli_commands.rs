@@ -284,6 +284,16 @@ async fn sql_prints_a_table_csv_or_json() {
         )
         .await;
     assert_eq!(run.stdout, "[]\n");
+    // More rows than the widths are fitted to: the rest stream out in the same layout.
+    let many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1500) \
+                SELECT x AS n, 'row ' || x AS name FROM c";
+    let run = volt.run(&["sql", &db, many], b"").await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2 + 1500 + 1);
+    assert_eq!(lines[..3], ["   n  name", "----  --------", "   1  row 1"]);
+    assert_eq!(lines[1001..1003], ["1000  row 1000", "1001  row 1001"]);
+    assert_eq!(lines[1502], "(1500 rows)");
     let run = volt.run(&["sql", &db, "SELEC nonsense"], b"").await;
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(

@@ -6,10 +6,14 @@ use tdx_volt::client::SqlRows;
 use super::Context;
 use crate::args::SqlFormat;
 use crate::exit::{Failure, PROTOCOL};
-use crate::output::{table, Output};
+use crate::output::{Output, TableLayout};
 
 /// Rows of CSV or JSON written to stdout at once.
 const ROWS_PER_WRITE: usize = 256;
+
+/// The rows a table's column widths are fitted to (held until then: at most this many rows
+/// are in memory).
+const TABLE_SAMPLE_ROWS: usize = 1_000;
 
 /// Runs `statement` on `database` and prints its rows.
 pub async fn run(
@@ -43,40 +47,101 @@ fn cells(columns: &[String], row: &Map<String, Value>) -> Vec<Value> {
 }
 
 /// One table per statement that returned rows (the columns change between them), each
-/// followed by its row count. The rows are held until the widths are known.
+/// followed by its row count. The column widths fit the first [`TABLE_SAMPLE_ROWS`] rows,
+/// which are held until then; later rows are printed as they come.
 async fn print_tables(out: &Output, mut rows: SqlRows) -> Result<(), Failure> {
-    let mut tables: Vec<(Vec<String>, Vec<Vec<Value>>)> = Vec::new();
+    let mut table: Option<Table> = None;
+    let mut text = String::new();
     while let Some(row) = rows.next_row().await? {
         let columns = rows.columns();
-        if tables.last().is_none_or(|(c, _)| c.as_slice() != columns) {
-            tables.push((columns.to_vec(), Vec::new()));
+        if table
+            .as_ref()
+            .is_none_or(|t| t.columns.as_slice() != columns)
+        {
+            if let Some(done) = table.take() {
+                done.finish(&mut text);
+                text.push('\n');
+            }
+            table = Some(Table::new(columns.to_vec()));
         }
-        if let Some((columns, held)) = tables.last_mut() {
-            held.push(cells(columns, &row));
+        if let Some(table) = table.as_mut() {
+            let cells = cells(&table.columns, &row);
+            table.push(cells, &mut text);
+        }
+        if text.len() >= 64 * 1024 {
+            out.bytes(std::mem::take(&mut text).as_bytes())?;
         }
     }
-    if tables.is_empty() {
-        let columns = rows.columns();
-        if columns.is_empty() {
-            return out.line(&match rows.affected_rows() {
-                Some(1) => "(1 row affected)".to_owned(),
-                Some(n) => format!("({n} rows affected)"),
-                None => "(no rows)".to_owned(),
+    match table {
+        Some(done) => done.finish(&mut text),
+        None if rows.columns().is_empty() => {
+            text.push_str(&match rows.affected_rows() {
+                Some(1) => "(1 row affected)\n".to_owned(),
+                Some(n) => format!("({n} rows affected)\n"),
+                None => "(no rows)\n".to_owned(),
             });
         }
-        tables.push((columns.to_vec(), Vec::new()));
+        None => Table::new(rows.columns().to_vec()).finish(&mut text),
     }
-    let text: Vec<String> = tables
-        .iter()
-        .map(|(columns, held)| {
-            let count = match held.len() {
-                1 => "(1 row)".to_owned(),
-                n => format!("({n} rows)"),
-            };
-            format!("{}\n{count}", table(columns, held))
-        })
-        .collect();
-    out.line(&text.join("\n\n"))
+    out.bytes(text.as_bytes())
+}
+
+/// The rows of a table that shows them one per line once its layout is known.
+struct Table {
+    columns: Vec<String>,
+    /// Rows held until the layout is chosen.
+    held: Vec<Vec<Value>>,
+    layout: Option<TableLayout>,
+    count: u64,
+}
+
+impl Table {
+    fn new(columns: Vec<String>) -> Table {
+        Table {
+            columns,
+            held: Vec::new(),
+            layout: None,
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, row: Vec<Value>, text: &mut String) {
+        self.count += 1;
+        match &self.layout {
+            Some(layout) => {
+                text.push_str(&layout.row(&row));
+                text.push('\n');
+            }
+            None => {
+                self.held.push(row);
+                if self.held.len() == TABLE_SAMPLE_ROWS {
+                    self.lay_out(text);
+                }
+            }
+        }
+    }
+
+    /// Chooses the layout from the rows held, and writes the header and them.
+    fn lay_out(&mut self, text: &mut String) {
+        let layout = TableLayout::fit(&self.columns, &self.held);
+        text.push_str(&layout.header(&self.columns));
+        text.push('\n');
+        for row in self.held.drain(..) {
+            text.push_str(&layout.row(&row));
+            text.push('\n');
+        }
+        self.layout = Some(layout);
+    }
+
+    fn finish(mut self, text: &mut String) {
+        if self.layout.is_none() {
+            self.lay_out(text);
+        }
+        text.push_str(&match self.count {
+            1 => "(1 row)\n".to_owned(),
+            n => format!("({n} rows)\n"),
+        });
+    }
 }
 
 /// CSV (RFC 4180) with a header line, and another header where the columns change; NULL is
