@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Err(failure) => {
             // An empty message was printed already (by a streaming call, as it came).
             if !failure.message.is_empty() {
-                eprintln!("{}", failure.line(json));
+                output::note(&failure.line(json));
             }
             ExitCode::from(failure.code)
         }

@@ -48,6 +48,13 @@ impl Output {
     }
 }
 
+/// Writes a line to stderr (errors, summaries next to content on stdout). A stderr that
+/// cannot be written to is ignored: there is nowhere left to say so.
+pub fn note(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{text}");
+}
+
 /// Writing to stdout failed: a closed pipe is the reader's choice, anything else an error.
 fn stdout_error(e: std::io::Error) -> Failure {
     if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -74,7 +74,7 @@ pub async fn run(
                 // The Volt reported an error and the call goes on: say so, fail at the end.
                 Some(CallEvent::Error(e)) => {
                     let failure = Failure::from(e);
-                    eprintln!("{}", failure.line(cx.out.json));
+                    crate::output::note(&failure.line(cx.out.json));
                     reported = Some(failure);
                 }
                 Some(CallEvent::Failed(e)) => return Err(e.into()),

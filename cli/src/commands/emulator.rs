@@ -33,11 +33,11 @@ pub async fn run(cx: &Context, dir: PathBuf) -> Result<(), Failure> {
         }))?;
     } else {
         cx.out.line(&config)?;
-        eprintln!(
+        crate::output::note(&format!(
             "volt-emulator: gRPC on {}, websocket gateway on {}; Ctrl-C to stop",
             emulator.address(),
             emulator.http_address()
-        );
+        ));
     }
     tokio::select! {
         () = &mut stop => {}

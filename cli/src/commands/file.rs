@@ -111,7 +111,7 @@ async fn get(cx: &Context, id: &str, local: Option<PathBuf>) -> Result<(), Failu
         let got = result?;
         // The content went to stdout: the summary goes to stderr.
         if !cx.out.json {
-            eprintln!("{id}: {}", summary(got, started.elapsed()));
+            crate::output::note(&format!("{id}: {}", summary(got, started.elapsed())));
         }
         return Ok(());
     }
