@@ -31,9 +31,10 @@ echo "== import layers and file sizes"
 python3 scripts/import-layers.py src --depth=1 --depth=2 \
   transport:client protocol:client protocol:transport
 python3 scripts/import-layers.py emulator/src --depth=1 --depth=2
+python3 scripts/import-layers.py cli/src --depth=1 --depth=2
 # No source file over 700 lines (tests and generated code aside), unless its first lines say
 # why ("over 700 lines because ...").
-big=$(find src emulator/src -name '*.rs' ! -name tests.rs \
+big=$(find src emulator/src cli/src -name '*.rs' ! -name tests.rs \
   -exec awk 'FNR <= 5 && /over 700 lines because/ { next_file = 1 }
              END { if (NR > 700 && !next_file) print FILENAME ": " NR " lines" }' {} \;)
 if [ -n "$big" ]; then

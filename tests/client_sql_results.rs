@@ -237,3 +237,25 @@ async fn an_unread_raw_call_on_the_gateway_is_cut_off_alone() {
     };
     assert_eq!(err.kind(), ErrorKind::Limit, "{err}");
 }
+
+/// A statement that changes rows yields none, and says how many it changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_without_rows_tells_how_many_it_changed() {
+    let volt = TestVolt::start("affected").await;
+    for transport in [Transport::Grpc, Transport::Websocket] {
+        let client = volt.client_over(transport).await;
+        let db = database(&client).await;
+        let run = |statement: &str| {
+            let client = client.clone();
+            let request = json!({"database_id": db, "statement": statement});
+            async move {
+                let mut rows = client.sql_rows(request).await.expect("Execute opens");
+                assert!(rows.next_row().await.expect("no error").is_none());
+                rows.affected_rows()
+            }
+        };
+        assert_eq!(run("CREATE TABLE t (n INTEGER)").await.unwrap_or(0), 0);
+        assert_eq!(run("INSERT INTO t VALUES (1), (2), (3)").await, Some(3));
+        assert_eq!(run("DELETE FROM t WHERE n > 1").await, Some(2));
+    }
+}

@@ -10,6 +10,7 @@ mod authenticate;
 mod builder;
 pub(crate) mod call;
 mod config_file;
+mod files;
 mod host;
 mod methods;
 mod service;
@@ -41,6 +42,7 @@ pub use builder::{
     DEFAULT_MAX_CALLS, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_REQUEST_TIMEOUT, MAX_CALL_BUFFER,
 };
 pub use call::Call;
+pub use files::{Transferred, UPLOAD_BLOCK_BYTES, UPLOAD_WINDOW_BLOCKS};
 pub use host::{Host, HostOptions, Invocation, InvocationBody};
 pub use service::{ServiceCall, ServiceRef};
 pub use session::{

@@ -104,6 +104,7 @@ impl VoltClient {
             next_due: false,
             timeout: self.request_timeout,
             done: false,
+            affected_rows: None,
         })
     }
 
@@ -149,6 +150,7 @@ pub struct SqlRows {
     next_due: bool,
     timeout: Duration,
     done: bool,
+    affected_rows: Option<u64>,
 }
 
 impl SqlRows {
@@ -184,6 +186,10 @@ impl SqlRows {
                         let row = row_object(&self.columns, row);
                         self.count_row();
                         return row.map(Some);
+                    } else if let Some(affected) = message.get("affected_rows") {
+                        self.affected_rows = affected
+                            .as_u64()
+                            .or_else(|| affected.as_str().and_then(|s| s.parse().ok()));
                     }
                 }
                 Some(CallEvent::Error(e) | CallEvent::Failed(e)) => {
@@ -199,6 +205,13 @@ impl SqlRows {
     /// The column names of the current statement's header (empty before it arrives).
     pub fn columns(&self) -> &[String] {
         &self.columns
+    }
+
+    /// How many rows the last statement that changes rows (INSERT, UPDATE, DELETE, ...)
+    /// changed, as the Volt reported it (`affected_rows`); `None` until it reports one. Read it
+    /// once [`next_row`](Self::next_row) has returned `None`.
+    pub fn affected_rows(&self) -> Option<u64> {
+        self.affected_rows
     }
 
     /// How many responses have arrived and wait to be read (see [`Call::unread`]).
