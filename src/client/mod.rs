@@ -123,6 +123,8 @@ const _: fn() = || {
     fn movable<T: Send + Sync + Unpin + 'static>() {}
     shared::<VoltClient>();
     movable::<Call>();
+    movable::<ServiceCall>();
+    shared::<ServiceRef>();
 };
 
 impl VoltClient {

@@ -20,6 +20,12 @@ use super::VoltClient;
 use crate::{Error, ErrorKind, Result};
 use task::{Command, Shared, Task};
 
+// A provider is usable from any tokio task, and its handle can be shared.
+const _: fn() = || {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<SyncProvider>();
+};
+
 /// The origin of the transactions that apply the Volt's updates: the provider does not send
 /// them back.
 const ORIGIN: &str = "tdx-volt-sync";
