@@ -284,3 +284,49 @@ async fn paths_are_written_and_watched_without_holding_the_document() {
         .expect_err("refused");
     assert!(err.status().is_some(), "{err:?}");
 }
+
+/// A provider that keeps receiving updates more often than its flush interval still sends its
+/// own edits within that interval (the Volt's updates never put the flush off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_edits_go_out_while_updates_keep_coming_in() {
+    let volt = TestVolt::start("sync-steady-flow").await;
+    let client = volt.client_over(Transport::Grpc).await;
+    sync_database(&client, "flow").await;
+    let (doc_a, doc_b) = (Doc::new(), Doc::new());
+    let changed_b = changes(&doc_b);
+    let pa = client
+        .sync("@flow", "doc", doc_a.clone(), options())
+        .await
+        .expect("A");
+    // B batches its edits over 300 ms; A's arrive every few.
+    let pb = client
+        .sync(
+            "@flow",
+            "doc",
+            doc_b.clone(),
+            SyncOptions::new().flush(std::time::Duration::from_millis(300)),
+        )
+        .await
+        .expect("B");
+    within("A synced", pa.synced()).await.expect("A syncs");
+    within("B synced", pb.synced()).await.expect("B syncs");
+
+    let items = doc_b.get_or_insert_array("items");
+    items.push_back(&mut doc_b.transact_mut(), "from B");
+    let b_edit_arrived = |d: &Doc| {
+        let txn = d.transact();
+        txn.get_array("items").is_some_and(|a| a.len(&txn) == 1)
+    };
+    // A edits one character at a time, each once B has the last, until B's edit reaches A.
+    within("B's edit reaches A while A keeps editing", async {
+        let mut sent = 0;
+        while !b_edit_arrived(&doc_a) {
+            append(&doc_a, "a");
+            sent += 1;
+            while text(&doc_b).len() < sent {
+                changed_b.notified().await;
+            }
+        }
+    })
+    .await;
+}

@@ -248,14 +248,22 @@ impl Task {
     async fn steady(&mut self, call: &mut Call) -> Result<Option<oneshot::Sender<()>>> {
         let mut assembly = Assembly::default();
         let shared = Arc::clone(&self.shared);
+        // When the pending local edits go: set once, so that the Volt's updates, however
+        // often they come, never put the flush off.
+        let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
             if shared.awareness_dirty.swap(false, Ordering::AcqRel) {
                 self.send_awareness(call).await?;
             }
             if shared.dirty.load(Ordering::Acquire) && !self.is_read_only() {
+                let at = *flush_at
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.options.flush);
                 // Batch what comes within the flush interval, unless the call needs us first.
                 tokio::select! {
-                    () = tokio::time::sleep(self.options.flush) => self.flush(call).await?,
+                    () = tokio::time::sleep_until(at) => {
+                        flush_at = None;
+                        self.flush(call).await?;
+                    }
                     event = call.next() => self.on_event(event, &mut assembly)?,
                     () = shared.changed.notified() => {}
                     command = self.commands.recv() => {

@@ -234,10 +234,12 @@ impl Document {
             .transact_mut()
             .apply_update(update)
             .map_err(|e| Failure::invalid(format!("the update cannot be applied: {e}")))?;
-        self.store(state, bytes.to_vec()).await?;
-        self.fan_out(from, Event::Update(Bytes::copy_from_slice(bytes)), true);
-        self.version.send_modify(|v| *v = v.wrapping_add(1));
-        Ok(())
+        let _announce = Announce {
+            document: self,
+            from,
+            update: Bytes::copy_from_slice(bytes),
+        };
+        self.store(state, bytes.to_vec()).await
     }
 
     /// Makes a change on the server's side (WriteSynapsePath): `edit` runs in one transaction,
@@ -254,9 +256,12 @@ impl Document {
         };
         // An edit that failed half-way has still changed what it changed: that is kept too.
         if !decode_update(&update)?.is_empty() {
-            self.store(&mut state, update.clone()).await?;
-            self.fan_out(0, Event::Update(Bytes::from(update)), true);
-            self.version.send_modify(|v| *v = v.wrapping_add(1));
+            let _announce = Announce {
+                document: self,
+                from: 0,
+                update: Bytes::from(update.clone()),
+            };
+            self.store(&mut state, update).await?;
         }
         result
     }
@@ -320,6 +325,28 @@ impl Document {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+    }
+}
+
+/// Fans an update the document now holds out to the streams, and bumps the version, when
+/// dropped: once it is stored, or if storing it fails, or if the call that applied it is
+/// cancelled while it is being stored (a client cut off mid-call). The document holds the
+/// update from the moment it is applied (and the blocking write goes on), so every stream
+/// must get it: handshakes after it take it as held and never send it again.
+struct Announce<'a> {
+    document: &'a Document,
+    from: u64,
+    update: Bytes,
+}
+
+impl Drop for Announce<'_> {
+    fn drop(&mut self) {
+        let update = std::mem::take(&mut self.update);
+        self.document
+            .fan_out(self.from, Event::Update(update), true);
+        self.document
+            .version
+            .send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
