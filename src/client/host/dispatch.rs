@@ -437,13 +437,7 @@ impl Dispatcher {
             return;
         };
         let error = Some((code, message.to_owned()));
-        let mut sealed = if slot.json {
-            let (error_code, error) = (code, Some(message.to_owned()));
-            slot.key
-                .seal_json_downstream(&Body::End { error, error_code })
-        } else {
-            slot.key.seal_downstream(&tunnel::downstream_end(error))
-        };
+        let mut sealed = super::invocation::sealed_end(&slot.key, slot.json, error);
         sealed.invoke_id = id;
         sealed.server_end = true;
         let _ = self.outgoing.send(sealed).await;

@@ -172,9 +172,6 @@ impl Invocation {
             (Framing::Protobuf, Reply::Payload(bytes)) => {
                 self.key.seal_downstream(&tunnel::downstream_payload(bytes))
             }
-            (Framing::Protobuf, Reply::End(error)) => {
-                self.key.seal_downstream(&tunnel::downstream_end(error))
-            }
             (Framing::Json(method), Reply::Payload(bytes)) => {
                 let json = method.decode_response(&bytes)?;
                 let body = Body::Payload {
@@ -182,13 +179,8 @@ impl Invocation {
                 };
                 self.key.seal_json_downstream(&body)
             }
-            (Framing::Json(_), Reply::End(error)) => {
-                let (error_code, error) = match error {
-                    Some((code, message)) => (code, Some(message)),
-                    None => (0, None),
-                };
-                self.key
-                    .seal_json_downstream(&Body::End { error, error_code })
+            (framing, Reply::End(error)) => {
+                sealed_end(&self.key, matches!(framing, Framing::Json(_)), error)
             }
         };
         sealed.invoke_id = self.id;
@@ -207,6 +199,23 @@ impl Drop for Invocation {
             self.outgoing.send_later(sealed);
         }
     }
+}
+
+/// The end of a call, sealed as its caller reads them (a JSON body for a caller on the
+/// websocket gateway, a `RemoteRequest` otherwise): `error` (code, message) when it failed.
+pub(super) fn sealed_end(
+    key: &TunnelKey,
+    json: bool,
+    error: Option<(i32, String)>,
+) -> InvokeResponse {
+    if !json {
+        return key.seal_downstream(&tunnel::downstream_end(error));
+    }
+    let (error_code, error) = match error {
+        Some((code, message)) => (code, Some(message)),
+        None => (0, None),
+    };
+    key.seal_json_downstream(&Body::End { error, error_code })
 }
 
 /// A status for [`Invocation::finish`].
