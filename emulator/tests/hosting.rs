@@ -666,18 +666,48 @@ async fn gateway_service(caller: &VoltClient, host: &Party) -> ServiceRef {
     ServiceRef::from_resource(&resource).expect("a hosted service")
 }
 
-#[tokio::test]
-async fn a_gateway_call_reaches_its_host_in_json_and_comes_back() {
-    let volt = TestVolt::start("host-gateway").await;
-    let host = party(&volt, "host").await;
+/// A service hosted online, and a bidirectional call to it from the owner on the gateway.
+struct GatewayCall {
+    host: Party,
+    service: String,
+    online: Host,
+    caller: VoltClient,
+    service_ref: ServiceRef,
+    call: tdx_volt::client::ServiceCall,
+}
+
+async fn gateway_call(volt: &TestVolt) -> GatewayCall {
+    let host = party(volt, "host").await;
     let service = create_service(&host).await;
-    let mut online = Host::online(&host).await;
-    let caller = sdk::owner(&volt, Transport::Websocket).await;
+    let online = Host::online(&host).await;
+    let caller = sdk::owner(volt, Transport::Websocket).await;
     let service_ref = gateway_service(&caller, &host).await;
-    let mut call = caller
+    let call = caller
         .call_service_as(&service_ref, ECHO, MethodKind::BidiStreaming)
         .await
         .expect("opened");
+    GatewayCall {
+        host,
+        service,
+        online,
+        caller,
+        service_ref,
+        call,
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_call_reaches_its_host_in_json_and_comes_back() {
+    let volt = TestVolt::start("host-gateway").await;
+    // The caller's client lives as long as its call.
+    let GatewayCall {
+        host,
+        service,
+        mut online,
+        caller: _caller,
+        mut call,
+        ..
+    } = gateway_call(&volt).await;
 
     // The key exchange is the host's, the token (a whole JWT again) is for the host.
     let (sent, (id, key, opening)) =
@@ -723,15 +753,13 @@ async fn a_gateway_call_reaches_its_host_in_json_and_comes_back() {
 #[tokio::test]
 async fn a_gateway_call_fails_when_its_host_goes_or_is_offline() {
     let volt = TestVolt::start("host-gateway-gone").await;
-    let host = party(&volt, "host").await;
-    create_service(&host).await;
-    let mut online = Host::online(&host).await;
-    let caller = sdk::owner(&volt, Transport::Websocket).await;
-    let service_ref = gateway_service(&caller, &host).await;
-    let mut call = caller
-        .call_service_as(&service_ref, ECHO, MethodKind::BidiStreaming)
-        .await
-        .expect("opened");
+    let GatewayCall {
+        mut online,
+        caller,
+        service_ref,
+        mut call,
+        ..
+    } = gateway_call(&volt).await;
     let (sent, _) = tokio::join!(call.send_json(json!({})), online.accept());
     sent.expect("sent");
     drop(online);
