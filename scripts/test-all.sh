@@ -51,3 +51,6 @@ cargo test --workspace --locked
 
 echo "== quickstart example"
 cargo run --locked --quiet --example quickstart
+
+echo "== disk used by the build"
+du -sh target 2>/dev/null || true
