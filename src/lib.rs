@@ -39,6 +39,7 @@
 //! # Ok::<(), tdx_volt::Error>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

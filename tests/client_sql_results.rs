@@ -53,7 +53,7 @@ async fn read_slowly(
         .unwrap_or_else(|e| panic!("row {expected} of {n} over {:?}: {e}", client.transport()))
     {
         assert_eq!(row["id"], json!(expected));
-        if expected % pause_every == 0 {
+        if expected.is_multiple_of(pause_every) {
             // A consumer busy elsewhere for a while.
             tokio::time::sleep(Duration::from_millis(200)).await;
             most_unread = most_unread.max(rows.unread());

@@ -81,7 +81,7 @@ impl From<tdx_volt::Error> for Failure {
         let code = match e.kind() {
             ErrorKind::Status | ErrorKind::SessionInvalid | ErrorKind::Denied => STATUS,
             ErrorKind::Schema => USAGE,
-            ErrorKind::Config | ErrorKind::Key => CONFIG,
+            ErrorKind::Config | ErrorKind::Key | ErrorKind::Unsupported => CONFIG,
             ErrorKind::Connect
             | ErrorKind::Tls
             | ErrorKind::KeyExchange

@@ -54,6 +54,10 @@ pub enum ErrorKind {
     /// the tunnel itself (an unknown target, a host gone offline, a message it could not
     /// read), not an answer of the method called. [`Error::status`] has its code and message.
     Tunnel,
+    /// What was asked for is left out of this build by its cargo features: a transport
+    /// (`grpc`, `websocket`) or the RSA-era protocol and RSA keys (`legacy`). The message names
+    /// the feature to turn on.
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -75,6 +79,7 @@ impl ErrorKind {
             ErrorKind::Limit => "limit reached",
             ErrorKind::Denied => "denied",
             ErrorKind::Tunnel => "relay tunnel failed",
+            ErrorKind::Unsupported => "not in this build",
         }
     }
 }
@@ -158,7 +163,8 @@ impl Error {
             | ErrorKind::Schema
             | ErrorKind::Tls
             | ErrorKind::Connect
-            | ErrorKind::Io => Reached::No,
+            | ErrorKind::Io
+            | ErrorKind::Unsupported => Reached::No,
             ErrorKind::Status | ErrorKind::SessionInvalid | ErrorKind::Denied => Reached::Yes,
             _ => Reached::Maybe,
         }
@@ -214,6 +220,12 @@ impl Error {
 
     pub(crate) fn config(message: impl Into<Cow<'static, str>>) -> Error {
         Error::new(ErrorKind::Config, message)
+    }
+
+    /// Something this build's cargo features leave out ([`ErrorKind::Unsupported`]).
+    #[allow(dead_code)] // every build that leaves nothing out
+    pub(crate) fn unsupported(message: impl Into<Cow<'static, str>>) -> Error {
+        Error::new(ErrorKind::Unsupported, message)
     }
 
     pub(crate) fn key(message: impl Into<Cow<'static, str>>) -> Error {
@@ -307,6 +319,10 @@ impl Error {
     /// said.
     pub fn is_tunnel(&self) -> bool {
         self.kind() == ErrorKind::Tunnel
+    }
+    /// This build's cargo features leave out what was asked for ([`ErrorKind::Unsupported`]).
+    pub fn is_unsupported(&self) -> bool {
+        self.kind() == ErrorKind::Unsupported
     }
 }
 

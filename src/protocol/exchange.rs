@@ -95,7 +95,7 @@ impl CallKey {
     /// AES-256-CBC/PKCS#7 decryption; bad lengths and padding are errors.
     pub fn decrypt(&self, iv: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, FrameError> {
         let iv: &[u8; IV_LEN] = iv.try_into().map_err(|_| FrameError::BadIv(iv.len()))?;
-        if ciphertext.is_empty() || ciphertext.len() % IV_LEN != 0 {
+        if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(IV_LEN) {
             return Err(FrameError::BadCiphertextLength(ciphertext.len()));
         }
         cbc::Decryptor::<aes::Aes256>::new(self.key.as_ref().into(), iv.into())

@@ -322,7 +322,7 @@ fn read_sealed(
 fn check_sealed(iv: &[u8], ciphertext: &[u8]) -> Result<(), FrameError> {
     match (iv.len(), ciphertext.len()) {
         (0, 0) => Ok(()),
-        (IV_LEN, n) if n > 0 && n % IV_LEN == 0 => Ok(()),
+        (IV_LEN, n) if n > 0 && n.is_multiple_of(IV_LEN) => Ok(()),
         (IV_LEN, n) => Err(FrameError::BadCiphertextLength(n)),
         (other, _) => Err(FrameError::BadIv(other)),
     }

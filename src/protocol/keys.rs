@@ -10,9 +10,10 @@ use std::fmt;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use ed25519_dalek::Signer as _;
 use pkcs8::der::{Decode as _, Encode as _};
+use pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use rand_core::OsRng;
+#[cfg(feature = "legacy")]
 use rsa::pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _};
-use rsa::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
@@ -39,6 +40,15 @@ pub enum KeyAlgorithm {
     Rsa,
 }
 
+/// The error for an RSA key in a build without the feature `legacy` (RSA keys belong to
+/// RSA-era Volts, which only the legacy protocol reaches).
+#[cfg(not(feature = "legacy"))]
+fn rsa_left_out() -> Error {
+    Error::unsupported(
+        "RSA keys (RSA-era Volts) need the cargo feature `legacy` of tdx-volt, which this build leaves out",
+    )
+}
+
 /// A private signing key (a client credential or a Volt's own key).
 pub struct PrivateKey {
     inner: PrivateInner,
@@ -48,6 +58,7 @@ pub struct PrivateKey {
 #[allow(clippy::large_enum_variant)]
 enum PrivateInner {
     Ed25519(ed25519_dalek::SigningKey),
+    #[cfg(feature = "legacy")]
     Rsa(Box<rsa::RsaPrivateKey>),
 }
 
@@ -68,16 +79,22 @@ impl PrivateKey {
         }
     }
 
-    /// A fresh random RSA key of `bits` bits (2048 or more).
+    /// A fresh random RSA key of `bits` bits (2048 or more). Without the feature `legacy` this
+    /// is an [`ErrorKind::Unsupported`](super::error::ErrorKind::Unsupported) error.
     pub fn generate_rsa(bits: usize) -> Result<PrivateKey> {
         if bits < 2048 {
             return Err(Error::key("RSA keys must have at least 2048 bits"));
         }
-        let key = rsa::RsaPrivateKey::new(&mut OsRng, bits)
-            .map_err(|e| Error::key("RSA key generation failed").with_source(e))?;
-        Ok(PrivateKey {
-            inner: PrivateInner::Rsa(Box::new(key)),
-        })
+        #[cfg(not(feature = "legacy"))]
+        return Err(rsa_left_out());
+        #[cfg(feature = "legacy")]
+        {
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, bits)
+                .map_err(|e| Error::key("RSA key generation failed").with_source(e))?;
+            Ok(PrivateKey {
+                inner: PrivateInner::Rsa(Box::new(key)),
+            })
+        }
     }
 
     /// The Ed25519 key with the given 32-byte seed.
@@ -107,6 +124,9 @@ impl PrivateKey {
         }
         match block.label.as_str() {
             "PRIVATE KEY" => PrivateKey::from_pkcs8_der(&block.der),
+            #[cfg(not(feature = "legacy"))]
+            "RSA PRIVATE KEY" => Err(rsa_left_out()),
+            #[cfg(feature = "legacy")]
             "RSA PRIVATE KEY" => {
                 let key = rsa::RsaPrivateKey::from_pkcs1_der(&block.der).map_err(|e| {
                     Error::key("private key: invalid PKCS#1 RSA key").with_source(e)
@@ -144,11 +164,16 @@ impl PrivateKey {
                 inner: PrivateInner::Ed25519(key),
             })
         } else if oid == OID_RSA {
-            let key = <rsa::RsaPrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
-                .map_err(|e| Error::key("private key: invalid RSA key").with_source(e))?;
-            Ok(PrivateKey {
-                inner: PrivateInner::Rsa(Box::new(key)),
-            })
+            #[cfg(not(feature = "legacy"))]
+            return Err(rsa_left_out());
+            #[cfg(feature = "legacy")]
+            {
+                let key = <rsa::RsaPrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
+                    .map_err(|e| Error::key("private key: invalid RSA key").with_source(e))?;
+                Ok(PrivateKey {
+                    inner: PrivateInner::Rsa(Box::new(key)),
+                })
+            }
         } else {
             Err(Error::key(format!(
                 "private key: unsupported algorithm {oid}"
@@ -160,6 +185,7 @@ impl PrivateKey {
     pub fn algorithm(&self) -> KeyAlgorithm {
         match &self.inner {
             PrivateInner::Ed25519(_) => KeyAlgorithm::Ed25519,
+            #[cfg(feature = "legacy")]
             PrivateInner::Rsa(_) => KeyAlgorithm::Rsa,
         }
     }
@@ -170,6 +196,7 @@ impl PrivateKey {
             PrivateInner::Ed25519(k) => PublicKey {
                 inner: PublicInner::Ed25519(k.verifying_key()),
             },
+            #[cfg(feature = "legacy")]
             PrivateInner::Rsa(k) => PublicKey {
                 inner: PublicInner::Rsa(k.to_public_key()),
             },
@@ -180,6 +207,7 @@ impl PrivateKey {
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
         match &self.inner {
             PrivateInner::Ed25519(k) => Ok(k.sign(message).to_bytes().to_vec()),
+            #[cfg(feature = "legacy")]
             PrivateInner::Rsa(k) => {
                 let digest = Sha256::digest(message);
                 k.sign(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest)
@@ -197,6 +225,7 @@ impl PrivateKey {
                 public_key: None,
             }
             .to_pkcs8_der(),
+            #[cfg(feature = "legacy")]
             PrivateInner::Rsa(k) => rsa::pkcs8::EncodePrivateKey::to_pkcs8_der(k.as_ref()),
         }
         .map_err(|e| Error::key("private key encoding failed").with_source(e))?;
@@ -225,15 +254,18 @@ impl PrivateKey {
         fn as_ed25519(&self) -> Option<&ed25519_dalek::SigningKey> {
             match &self.inner {
                 PrivateInner::Ed25519(k) => Some(k),
+                #[cfg(feature = "legacy")]
                 PrivateInner::Rsa(_) => None,
             }
         }
     }
 
+    #[cfg(feature = "legacy")]
     third_party_fn! {
         /// The RSA key, when this is one.
         fn as_rsa(&self) -> Option<&rsa::RsaPrivateKey> {
             match &self.inner {
+                #[cfg(feature = "legacy")]
                 PrivateInner::Rsa(k) => Some(k),
                 PrivateInner::Ed25519(_) => None,
             }
@@ -250,6 +282,7 @@ pub struct PublicKey {
 #[derive(Clone, PartialEq, Eq)]
 enum PublicInner {
     Ed25519(ed25519_dalek::VerifyingKey),
+    #[cfg(feature = "legacy")]
     Rsa(rsa::RsaPublicKey),
 }
 
@@ -272,6 +305,9 @@ impl PublicKey {
         for block in &blocks {
             match block.label.as_str() {
                 "PUBLIC KEY" => return PublicKey::from_spki_der(&block.der),
+                #[cfg(not(feature = "legacy"))]
+                "RSA PUBLIC KEY" => return Err(rsa_left_out()),
+                #[cfg(feature = "legacy")]
                 "RSA PUBLIC KEY" => {
                     let key = rsa::RsaPublicKey::from_pkcs1_der(&block.der).map_err(|e| {
                         Error::key("public key: invalid PKCS#1 RSA key").with_source(e)
@@ -324,11 +360,16 @@ impl PublicKey {
                 inner: PublicInner::Ed25519(key),
             })
         } else if oid == OID_RSA {
-            let key = rsa::RsaPublicKey::from_public_key_der(der)
-                .map_err(|e| Error::key("public key: invalid RSA key").with_source(e))?;
-            Ok(PublicKey {
-                inner: PublicInner::Rsa(key),
-            })
+            #[cfg(not(feature = "legacy"))]
+            return Err(rsa_left_out());
+            #[cfg(feature = "legacy")]
+            {
+                let key = rsa::RsaPublicKey::from_public_key_der(der)
+                    .map_err(|e| Error::key("public key: invalid RSA key").with_source(e))?;
+                Ok(PublicKey {
+                    inner: PublicInner::Rsa(key),
+                })
+            }
         } else {
             Err(Error::key(format!(
                 "public key: unsupported algorithm {oid}"
@@ -340,6 +381,7 @@ impl PublicKey {
     pub fn algorithm(&self) -> KeyAlgorithm {
         match &self.inner {
             PublicInner::Ed25519(_) => KeyAlgorithm::Ed25519,
+            #[cfg(feature = "legacy")]
             PublicInner::Rsa(_) => KeyAlgorithm::Rsa,
         }
     }
@@ -348,6 +390,7 @@ impl PublicKey {
     pub fn to_spki_der(&self) -> Result<Vec<u8>> {
         let doc = match &self.inner {
             PublicInner::Ed25519(k) => k.to_public_key_der(),
+            #[cfg(feature = "legacy")]
             PublicInner::Rsa(k) => k.to_public_key_der(),
         }
         .map_err(|e| Error::key("public key encoding failed").with_source(e))?;
@@ -366,6 +409,7 @@ impl PublicKey {
     pub fn fingerprint(&self) -> Result<String> {
         match &self.inner {
             PublicInner::Ed25519(k) => Ok(bs58::encode(Sha256::digest(k.as_bytes())).into_string()),
+            #[cfg(feature = "legacy")]
             PublicInner::Rsa(_) => Ok(fingerprint_of_pem_text(&self.to_spki_pem()?)),
         }
     }
@@ -379,6 +423,7 @@ impl PublicKey {
                 k.verify_strict(message, &sig)
                     .map_err(|_| Error::key("signature does not verify"))
             }
+            #[cfg(feature = "legacy")]
             PublicInner::Rsa(k) => {
                 let digest = Sha256::digest(message);
                 k.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest, signature)
@@ -392,15 +437,18 @@ impl PublicKey {
         fn as_ed25519(&self) -> Option<&ed25519_dalek::VerifyingKey> {
             match &self.inner {
                 PublicInner::Ed25519(k) => Some(k),
+                #[cfg(feature = "legacy")]
                 PublicInner::Rsa(_) => None,
             }
         }
     }
 
+    #[cfg(feature = "legacy")]
     third_party_fn! {
         /// The RSA key, when this is one.
         fn as_rsa(&self) -> Option<&rsa::RsaPublicKey> {
             match &self.inner {
+                #[cfg(feature = "legacy")]
                 PublicInner::Rsa(k) => Some(k),
                 PublicInner::Ed25519(_) => None,
             }

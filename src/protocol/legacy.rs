@@ -133,7 +133,7 @@ impl LegacyKey {
         let sealed = STANDARD
             .decode(json_payload.trim())
             .map_err(|_| FrameError::Undecryptable)?;
-        if sealed.is_empty() || sealed.len() % IV_LEN != 0 {
+        if sealed.is_empty() || !sealed.len().is_multiple_of(IV_LEN) {
             return Err(FrameError::Undecryptable);
         }
         let plain = Zeroizing::new(

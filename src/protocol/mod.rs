@@ -26,6 +26,7 @@ pub mod exchange;
 pub mod frame;
 pub mod grpc;
 pub mod keys;
+#[cfg(feature = "legacy")]
 pub mod legacy;
 pub mod limits;
 mod pbes2;

@@ -128,7 +128,7 @@ fn parse(der: &[u8]) -> Result<Params<'_>> {
     if iv.len() != iv_len {
         return Err(bad("IV has the wrong length"));
     }
-    if data.is_empty() || data.len() % iv_len != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(iv_len) {
         return Err(bad("encrypted data is not a whole number of cipher blocks"));
     }
     Ok(Params {

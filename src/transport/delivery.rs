@@ -121,6 +121,7 @@ pub(crate) struct Delivery {
 }
 
 /// What became of an offered event.
+#[cfg_attr(not(feature = "websocket"), allow(dead_code))] // websocket only
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Offer {
     /// Queued for the caller.
@@ -178,6 +179,7 @@ impl Delivery {
     }
 
     /// Offers a data message or an in-call error of `bytes` bytes, never waiting.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // websocket only
     pub(crate) fn offer(&self, event: CallEvent, bytes: usize) -> Offer {
         let wanted = self.permits(bytes);
         // Taken before it is queued, so the reader never gives back what was not taken.
@@ -197,6 +199,7 @@ impl Delivery {
 
     /// Delivers a data message or an in-call error of `bytes` bytes, waiting for room. Returns
     /// `false` when the caller has dropped the call (the event is then discarded).
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // gRPC only
     pub(crate) async fn deliver(&self, event: CallEvent, bytes: usize) -> bool {
         let wanted = self.permits(bytes);
         // The caller gives permits back as it reads; one that has gone gives none back, so
@@ -218,6 +221,7 @@ impl Delivery {
     }
 
     /// Whether the caller has dropped the call.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // websocket only
     pub(crate) fn is_gone(&self) -> bool {
         self.events.is_closed()
     }
@@ -230,6 +234,7 @@ impl Delivery {
     }
 
     /// Resolves once the caller has dropped the call.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // gRPC only
     pub(crate) async fn gone(&self) {
         self.events.closed().await;
     }
@@ -245,6 +250,7 @@ pub(crate) fn response_event(response: Value) -> CallEvent {
 }
 
 /// The error that ends a call whose caller left too many responses unread.
+#[cfg_attr(not(feature = "websocket"), allow(dead_code))] // websocket only
 pub(crate) fn fell_behind(path: &str, delivery: &Delivery) -> Error {
     let bytes = if delivery.byte_budget == MAX_UNREAD_BYTES {
         format!(" or {} MiB", MAX_UNREAD_BYTES >> 20)

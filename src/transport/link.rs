@@ -21,6 +21,7 @@ pub(crate) struct CallSpec {
     /// End the client side right after the request (unary and server-streaming calls).
     pub end_after_first: bool,
     /// The request timeout: on the websocket gateway, how long the key exchange may take.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // websocket only
     pub timeout: Duration,
     /// How much the call may hold unread.
     pub unread: Unread,
@@ -50,8 +51,10 @@ pub(crate) struct ServiceSpec {
     /// The method path, `/package.Service/Method`.
     pub path: Arc<str>,
     /// The method's shape.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // gRPC only
     pub kind: crate::protocol::schema::MethodKind,
     /// Where it goes.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // gRPC only
     pub route: ServiceRoute,
 }
 

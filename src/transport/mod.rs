@@ -4,12 +4,14 @@
 
 mod connect;
 mod delivery;
+#[cfg(feature = "grpc")]
 mod grpc;
 mod link;
 mod net;
 mod options;
 mod reconnect;
 mod tls;
+#[cfg(feature = "websocket")]
 mod websocket;
 
 pub use delivery::CallEvent;

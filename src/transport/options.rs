@@ -56,3 +56,12 @@ pub(crate) struct ConnectOptions {
     /// client makes, Authenticate's included).
     pub supervisor: Arc<Supervisor>,
 }
+
+/// The error for something this build's cargo features leave out: `what` needs the feature(s)
+/// `feature` of tdx-volt.
+#[allow(dead_code)] // builds with every transport
+pub(crate) fn left_out(what: &str, feature: &str) -> crate::Error {
+    crate::Error::unsupported(format!(
+        "{what} needs the cargo feature `{feature}` of tdx-volt, which this build leaves out"
+    ))
+}

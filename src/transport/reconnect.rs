@@ -310,6 +310,7 @@ impl Supervisor {
 
     /// Connection number `generation` is gone: the state says so unless a newer one has been
     /// made meanwhile.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // gRPC only
     pub(crate) fn lost_connection(&self, generation: u64) {
         if self.attempts().generation == generation {
             self.lost();
@@ -333,6 +334,7 @@ impl Supervisor {
 
     /// Waits until the next attempt may start (or fails when none will be made), then marks
     /// it started.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // gRPC only
     pub(crate) async fn wait_turn(&self) -> Result<()> {
         if let Some(at) = self.next_attempt()? {
             tokio::time::sleep_until(at.into()).await;

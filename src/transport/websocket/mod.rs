@@ -7,6 +7,7 @@
 //! not the connection). The work that can be done away from the socket (signing the identity
 //! token, serialising messages) happens on the caller's side.
 
+#[cfg(feature = "legacy")]
 mod legacy;
 mod seal;
 mod setup;
@@ -33,6 +34,7 @@ use super::Transport;
 use crate::protocol::body;
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::frame::{self, ClientHello};
+#[cfg(feature = "legacy")]
 use crate::protocol::legacy::{client_frame_len_bound, LegacyKey};
 use crate::protocol::schema;
 use crate::protocol::token::TokenSigner;
@@ -53,6 +55,7 @@ pub(crate) enum Protocol {
     /// The older protocol: JSON text frames, each call's AES key RSA-encrypted to the Volt in
     /// the token. `hops` is the `target_fingerprint` of every call (the relay's Volt first;
     /// empty when not relaying).
+    #[cfg(feature = "legacy")]
     Legacy { hops: Vec<String> },
 }
 
@@ -147,6 +150,7 @@ pub(crate) enum Opening {
         exchange: ClientKeyExchange,
     },
     /// The older protocol: the call is keyed at once; the token goes in its first frame.
+    #[cfg(feature = "legacy")]
     Legacy { token: String, key: Arc<LegacyKey> },
 }
 
@@ -155,6 +159,7 @@ impl Opening {
     fn token_len(&self) -> usize {
         match self {
             Opening::V1 { .. } => 0,
+            #[cfg(feature = "legacy")]
             Opening::Legacy { token, .. } => token.len(),
         }
     }
@@ -234,10 +239,12 @@ impl Connection {
         }
         // Only a call that is going to be opened takes an id.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        #[allow(irrefutable_let_patterns)] // without the older protocol
         if let Opening::V1 { hello, .. } = &mut opening {
             hello.call_id = id;
         }
         let open_path = path.clone();
+        #[cfg(feature = "legacy")]
         let first_frame = match &opening {
             Opening::Legacy { key, .. } if first.is_none() => Some(FirstFrame {
                 key: key.clone(),
@@ -246,6 +253,8 @@ impl Connection {
             }),
             _ => None,
         };
+        #[cfg(not(feature = "legacy"))]
+        let first_frame = None;
         let (delivery, receivers) = delivery::channels(settings.call_buffer, unread);
         let (phase, phase_rx) = watch::channel(Phase::Opening);
         let open = OpenCall {
@@ -288,6 +297,7 @@ impl Link for Connection {
     fn transport(&self) -> Transport {
         match self.settings.protocol {
             Protocol::V1 => Transport::Websocket,
+            #[cfg(feature = "legacy")]
             Protocol::Legacy { .. } => Transport::LegacyWebsocket,
         }
     }
@@ -315,11 +325,13 @@ impl Protocol {
     fn read(&self, message: &Message) -> Inbound {
         match (self, message) {
             (Protocol::V1, Message::Binary(bytes)) => v1::read(bytes),
+            #[cfg(feature = "legacy")]
             (Protocol::Legacy { .. }, Message::Text(text)) => legacy::read(text),
             (Protocol::V1, Message::Text(_)) => {
                 tracing::debug!("ignoring a text frame from the Volt (protocol v1 has none)");
                 Inbound::Nothing
             }
+            #[cfg(feature = "legacy")]
             (Protocol::Legacy { .. }, Message::Binary(_)) => {
                 tracing::debug!(
                     "ignoring a binary frame from the Volt (the older protocol has none)"
@@ -379,10 +391,12 @@ impl Connection {
                 };
                 Ok(Opening::V1 { hello, exchange })
             }
+            #[cfg(feature = "legacy")]
             Protocol::Legacy { .. } if route.is_some() => Err(Error::new(
                 ErrorKind::Config,
                 "calls to hosted services need the websocket gateway's protocol v1",
             )),
+            #[cfg(feature = "legacy")]
             Protocol::Legacy { .. } => {
                 let key = LegacyKey::generate();
                 let token = legacy::token(settings, &key)?;
@@ -400,9 +414,12 @@ impl Connection {
 /// v1 sealed frames carry no meta of ours; an older-protocol frame is sized as a call's first
 /// (with its `token_len`-byte token, when it has one).
 fn check_size(path: &str, json: &str, settings: &Settings, token_len: usize) -> Result<()> {
+    #[cfg(not(feature = "legacy"))]
+    let _ = token_len;
     let body = body::invoke_len(path, json);
     let len = match &settings.protocol {
         Protocol::V1 => frame::sealed_frame_len(body, 0),
+        #[cfg(feature = "legacy")]
         Protocol::Legacy { hops } => client_frame_len_bound(body, token_len, hops),
     };
     if len > settings.max_outbound {
@@ -446,6 +463,7 @@ pub(crate) struct CallHandle {
 
 /// The token an older-protocol call's first frame will carry was signed at open; a call whose
 /// first message comes long after gets one signed anew here, away from the connection task.
+#[cfg(feature = "legacy")]
 struct FirstFrame {
     key: Arc<LegacyKey>,
     signed: tokio::time::Instant,
@@ -453,6 +471,7 @@ struct FirstFrame {
     pending: AtomicBool,
 }
 
+#[cfg(feature = "legacy")]
 impl FirstFrame {
     /// For the call's first command only: a token signed now, if the one signed at open is
     /// too old to send.
@@ -463,6 +482,17 @@ impl FirstFrame {
             return Ok(None);
         }
         legacy::token(settings, &self.key).map(Some)
+    }
+}
+
+/// Without the older protocol no call has a first frame to renew.
+#[cfg(not(feature = "legacy"))]
+enum FirstFrame {}
+
+#[cfg(not(feature = "legacy"))]
+impl FirstFrame {
+    fn renewed_token(&self, _: &Settings) -> Result<Option<String>> {
+        match *self {}
     }
 }
 

@@ -35,6 +35,7 @@ pub(super) enum Sealed {
     /// Protocol v1: a binary payload frame.
     Frame(SealedFrame),
     /// The older protocol: the base64 `json_payload` of a text frame.
+    #[cfg_attr(not(feature = "legacy"), allow(dead_code))] // the older protocol only
     Text(String),
 }
 
@@ -48,6 +49,7 @@ pub(super) enum Inbound {
     Failed { id: u64, error: String },
     /// The Volt refused call `id` and forgot it: nothing more is sent for it. Without an id,
     /// it may be any call still waiting for its first answer.
+    #[cfg_attr(not(feature = "legacy"), allow(dead_code))] // the older protocol only
     Refused { id: Option<u64>, error: String },
     /// A message that does not parse; only the call it names (if any) is harmed.
     Unreadable { id: Option<u64>, error: Error },

@@ -12,7 +12,7 @@ use crate::protocol::token::TokenSigner;
 use crate::transport::link::Link;
 use crate::transport::options::ConnectOptions;
 use crate::transport::tls::{self, Trust};
-use crate::{ClientConfig, Error, ErrorKind, KeyAlgorithm, PrivateKey, Result};
+use crate::{ClientConfig, PrivateKey, Result};
 
 /// Connects to the configuration's websocket gateway, in the older protocol when `legacy`.
 pub(crate) async fn connect(
@@ -43,20 +43,7 @@ pub(crate) async fn connect(
     };
     let mut meta = Map::new();
     let protocol = if legacy {
-        if key.algorithm() != KeyAlgorithm::Rsa || volt_key.algorithm() != KeyAlgorithm::Rsa {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "the older websocket protocol (RSA era) needs an RSA credential key and an RSA \
-                 Volt key (volt.public_key or the volt.ca_pem certificate)",
-            ));
-        }
-        // The relay routes the call by the fingerprint of its target Volt.
-        let hops = if via_relay {
-            vec![config.volt_fingerprint()?]
-        } else {
-            Vec::new()
-        };
-        Protocol::Legacy { hops }
+        legacy_protocol(config, key, &volt_key, via_relay)?
     } else {
         if via_relay {
             // The relay routes the call to its target Volt.
@@ -85,4 +72,44 @@ pub(crate) async fn connect(
         supervisor: options.supervisor.clone(),
     };
     Ok(Arc::new(Connection::connect(settings).await?))
+}
+
+/// The older protocol's settings: it needs RSA keys on both sides, and routes through a relay
+/// by the target Volt's fingerprint.
+#[cfg(feature = "legacy")]
+fn legacy_protocol(
+    config: &ClientConfig,
+    key: &PrivateKey,
+    volt_key: &crate::PublicKey,
+    via_relay: bool,
+) -> Result<Protocol> {
+    use crate::{Error, ErrorKind, KeyAlgorithm};
+    if key.algorithm() != KeyAlgorithm::Rsa || volt_key.algorithm() != KeyAlgorithm::Rsa {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "the older websocket protocol (RSA era) needs an RSA credential key and an RSA \
+             Volt key (volt.public_key or the volt.ca_pem certificate)",
+        ));
+    }
+    // The relay routes the call by the fingerprint of its target Volt.
+    let hops = if via_relay {
+        vec![config.volt_fingerprint()?]
+    } else {
+        Vec::new()
+    };
+    Ok(Protocol::Legacy { hops })
+}
+
+/// Without the feature `legacy` there is no older protocol to speak.
+#[cfg(not(feature = "legacy"))]
+fn legacy_protocol(
+    _: &ClientConfig,
+    _: &PrivateKey,
+    _: &crate::PublicKey,
+    _: bool,
+) -> Result<Protocol> {
+    Err(crate::transport::options::left_out(
+        "the older websocket protocol (RSA era)",
+        "legacy",
+    ))
 }

@@ -13,10 +13,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+#[cfg(feature = "legacy")]
 use super::legacy::LegacySeal;
 use super::seal::{CallSeal, Inbound, Sealed};
 use super::v1::V1Seal;
-use super::{Command, Dropped, OpenCall, Opening, Phase, Protocol, Settings};
+#[cfg(feature = "legacy")]
+use super::Protocol;
+use super::{Command, Dropped, OpenCall, Opening, Phase, Settings};
 use crate::protocol::body::Body;
 use crate::protocol::error::Reached;
 use crate::protocol::exchange::ClientKeyExchange;
@@ -214,6 +217,7 @@ impl Table {
                 Stage::Exchanging(exchange),
                 Some(hello.encode().map_err(Error::from)),
             ),
+            #[cfg(feature = "legacy")]
             Opening::Legacy { token, key } => {
                 let hops = match &self.settings.protocol {
                     Protocol::Legacy { hops } => hops.clone(),
