@@ -43,6 +43,26 @@ if [ -n "$big" ]; then
   exit 1
 fi
 
+echo "== feature sets (each builds alone)"
+# The crate's features (Cargo.toml, README "Features") in the combinations users pick; `cargo
+# check` only, the tests run below with the defaults. --all-targets checks that the tests and
+# examples needing a transport declare it (required-features).
+for features in "" grpc websocket websocket,legacy grpc,sync legacy client; do
+  echo "-- tdx-volt --no-default-features --features '$features'"
+  cargo check -p tdx-volt --no-default-features --features "$features" --locked --quiet
+done
+cargo check -p tdx-volt --no-default-features --features grpc --all-targets --locked --quiet
+cargo check -p tdx-volt --all-features --all-targets --locked --quiet
+# The RSA-era protocol's `rsa` stays out of builds that do not ask for `legacy`.
+if cargo tree -p tdx-volt --no-default-features --features grpc,websocket,sync -e normal --locked \
+  | grep -E '^.* (rsa|sha1) v'; then
+  echo "rsa (or sha1) is built without the feature legacy" >&2
+  exit 1
+fi
+
+echo "== MSRV (declared rust-version against every dependency's)"
+python3 scripts/check-msrv.py
+
 echo "== fuzz targets compile"
 cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
 
