@@ -762,7 +762,10 @@ impl<T, E: Debug> Must<T> for Result<T, E> {
 }
 
 fn unhex(text: &str) -> Vec<u8> {
-    assert!(text.len().is_multiple_of(2) && text.is_ascii(), "bad hex {text:?}");
+    assert!(
+        text.len().is_multiple_of(2) && text.is_ascii(),
+        "bad hex {text:?}"
+    );
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit"))

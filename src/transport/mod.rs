@@ -2,6 +2,9 @@
 //! JSON messages in, [`CallEvent`]s out) into its own wire protocol, behind one interface
 //! ([`link`]); [`connect`] chooses among them. Nothing here knows of the client API above.
 
+// With `client` but neither transport, the code the transports share has no user.
+#![cfg_attr(not(any(feature = "grpc", feature = "websocket")), allow(dead_code))]
+
 mod connect;
 mod delivery;
 #[cfg(feature = "grpc")]
