@@ -16,16 +16,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - [`VoltClient`] (feature `client`, on by default): every RPC as a method; unary ones
-//!   return proto3 JSON, streaming ones a [`Call`]; over native gRPC or the websocket gateway
-//!   ([`Transport`]), with the same values either way; Authenticate and mutual TLS. See
-//!   [`client`].
+//! - [`VoltClient`] (feature `client`, turned on by the default transports `grpc` and
+//!   `websocket`): every RPC as a method; unary ones return proto3 JSON, streaming ones a
+//!   [`Call`]; over native gRPC or the websocket gateway ([`Transport`]), with the same values
+//!   either way; Authenticate and mutual TLS. See [`client`]. RSA-era Volts need the opt-in
+//!   feature `legacy`; a build missing what a configuration needs fails with
+//!   [`ErrorKind::Unsupported`]. The README lists every feature.
 //! - [`Error`]: one error type with an [`ErrorKind`], predicates and the Volt [`Status`].
 //!
 //! The protocol core below it is sans-IO and usable alone (`default-features = false`):
 //!
 //! - [`ClientConfig`]: the configuration JSON (unknown fields preserved, secrets redacted);
-//! - [`PrivateKey`] / [`PublicKey`]: Ed25519 and RSA keys, encrypted PKCS#8 included;
+//! - [`PrivateKey`] / [`PublicKey`]: Ed25519 and (feature `legacy`) RSA keys, encrypted PKCS#8
+//!   included;
 //! - [`protocol::token`]: EdDSA and RS256 identity tokens, signing and verification;
 //! - [`protocol::schema`]: the whole Volt API (every RPC and message) with proto3 JSON mapping;
 //! - [`protocol::frame`], [`protocol::exchange`], [`protocol::body`]: the websocket gateway's
