@@ -63,6 +63,15 @@ fi
 echo "== MSRV (declared rust-version against every dependency's)"
 python3 scripts/check-msrv.py
 
+echo "== packages (cargo package)"
+# All three crates packaged together (cargo resolves the unpublished ones from a local
+# overlay), so their manifests, include lists and path dependencies' versions are checked.
+# Only the root crate's package is also built: verifying a package builds its dependencies
+# anew with that crate's own features (about 8 minutes each here on 2 cores), and the emulator
+# and CLI packages hold the same sources the workspace build compiles anyway.
+cargo package --workspace --locked --no-verify --quiet
+cargo package -p tdx-volt --locked --quiet
+
 echo "== fuzz targets compile"
 cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
 

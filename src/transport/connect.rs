@@ -24,11 +24,15 @@ pub(crate) fn resolve(wanted: Transport, config: &ClientConfig, key: &PrivateKey
     let rsa = key.algorithm() == KeyAlgorithm::Rsa;
     match wanted {
         Transport::Auto if rsa && config.websocket_url().is_ok() => Transport::LegacyWebsocket,
-        Transport::Auto if cfg!(feature = "grpc") && has_grpc_endpoint(config) => Transport::Grpc,
-        Transport::Auto | Transport::Websocket if rsa => Transport::LegacyWebsocket,
-        Transport::Auto if !cfg!(feature = "websocket") && has_grpc_endpoint(config) => {
+        // Without the gRPC transport, gRPC is still the answer when it is the only endpoint,
+        // so that the error says what is missing.
+        Transport::Auto
+            if has_grpc_endpoint(config)
+                && (cfg!(feature = "grpc") || config.websocket_url().is_err()) =>
+        {
             Transport::Grpc
         }
+        Transport::Auto | Transport::Websocket if rsa => Transport::LegacyWebsocket,
         Transport::Auto => Transport::Websocket,
         other => other,
     }

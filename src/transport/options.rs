@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use super::reconnect::Supervisor;
 
-/// Which protocol carries the calls.
+/// Which protocol carries the calls. Each is a cargo feature: [`Grpc`](Self::Grpc) `grpc`,
+/// [`Websocket`](Self::Websocket) `websocket`, [`LegacyWebsocket`](Self::LegacyWebsocket)
+/// `websocket` and `legacy`. [`Auto`](Self::Auto) picks among those the build has; asking for
+/// one it leaves out fails to connect with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Transport {
