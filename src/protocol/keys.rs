@@ -265,7 +265,6 @@ impl PrivateKey {
         /// The RSA key, when this is one.
         fn as_rsa(&self) -> Option<&rsa::RsaPrivateKey> {
             match &self.inner {
-                #[cfg(feature = "legacy")]
                 PrivateInner::Rsa(k) => Some(k),
                 PrivateInner::Ed25519(_) => None,
             }
@@ -448,7 +447,6 @@ impl PublicKey {
         /// The RSA key, when this is one.
         fn as_rsa(&self) -> Option<&rsa::RsaPublicKey> {
             match &self.inner {
-                #[cfg(feature = "legacy")]
                 PublicInner::Rsa(k) => Some(k),
                 PublicInner::Ed25519(_) => None,
             }
