@@ -16,6 +16,7 @@ mod methods;
 mod service;
 mod session;
 mod sql;
+mod sql_typed;
 mod synapse_path;
 #[cfg(feature = "sync")]
 mod sync;
@@ -50,6 +51,7 @@ pub use session::{
     DEFAULT_SESSION_CLOSE_WAIT, DEFAULT_SESSION_EVENT_BUFFER, DEFAULT_SESSION_PING_EVERY,
 };
 pub use sql::{SqlRows, DEFAULT_SQL_PAGE, MAX_SQL_PAGE};
+pub use sql_typed::blob as sql_blob;
 pub use synapse_path::{PathChange, PathChangeKind, PathWatch};
 #[cfg(feature = "sync")]
 pub use sync::{SyncOptions, SyncProvider, SyncStatus};
