@@ -422,3 +422,52 @@ async fn failed_and_repeated_connection_attempts_have_spans() {
 
     assert_no_secrets(&capture, &volt.config());
 }
+
+/// A unary call over `client` has one span, labelled `label`, with status ok.
+async fn traced_get_resource(capture: &Capture, client: &VoltClient, label: &str) -> SpanRecord {
+    let volt_id = client.volt_id().to_owned();
+    within(
+        "GetResource",
+        client.get_resource(json!({"resource_id": volt_id})),
+    )
+    .await
+    .expect("GetResource");
+    let call = one_call(capture, GET_RESOURCE, label);
+    assert_eq!(call.field("status"), Some("ok"), "{call:?}");
+    call
+}
+
+#[tokio::test]
+async fn calls_through_a_relay_tunnel_are_labelled_tunnel() {
+    let (capture, _guard) = capture();
+    let volt = TestVolt::start("trace-tunnel").await;
+    let mut config = volt.config();
+    let emulator = volt.emulator();
+    config["volt"]["relay"] = json!({
+        "address": emulator.address(),
+        "http_address": emulator.http_address(),
+        "ca_pem": emulator.ca_pem(),
+    });
+    let client = connect(config.clone(), Transport::Grpc)
+        .await
+        .expect("relayed over gRPC");
+    traced_get_resource(&capture, &client, "tunnel").await;
+    assert_no_secrets(&capture, &config);
+}
+
+#[tokio::test]
+async fn calls_in_the_older_protocol_are_labelled_legacy() {
+    let (capture, _guard) = capture();
+    let volt = TestVolt::start_with("trace-legacy", |b| b.legacy(true)).await;
+    let config = volt.config();
+    let client = connect(config.clone(), Transport::Auto)
+        .await
+        .expect("connects");
+    assert_eq!(client.transport(), Transport::LegacyWebsocket);
+    let connects = capture.connects();
+    assert_eq!(connects.len(), 1, "{connects:#?}");
+    assert_eq!(connects[0].field("transport"), Some("legacy"));
+    let call = traced_get_resource(&capture, &client, "legacy").await;
+    assert!(call.field("call_id").is_some(), "{call:?}");
+    assert_no_secrets(&capture, &config);
+}
