@@ -8,10 +8,11 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{connect, new_wire, within, TestVolt};
-use tdx_volt::{Transport, VoltClient};
+use tdx_volt::{ConnectionState, ReconnectPolicy, Transport, VoltClient};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -366,9 +367,9 @@ async fn streaming_calls_over_the_websocket_gateway_close_their_span_when_they_e
 }
 
 #[tokio::test]
-async fn failed_and_repeated_connection_attempts_have_spans() {
+async fn a_failed_connection_attempt_has_a_span() {
     let (capture, _guard) = capture();
-    let mut volt = TestVolt::start("trace-connect").await;
+    let volt = TestVolt::start("trace-connect").await;
 
     // Nothing listens there: the attempt fails, with its error, and no credential.
     let mut config = volt.config();
@@ -385,40 +386,6 @@ async fn failed_and_repeated_connection_attempts_have_spans() {
     assert_eq!(failed[0].field("outcome"), Some("failed"), "{failed:?}");
     assert_eq!(failed[0].field("transport"), Some("grpc"));
     assert!(failed[0].field("error").is_some(), "{refused}: {failed:?}");
-
-    // The Volt goes and comes back: the next call reconnects, in an attempt of its own.
-    let client: VoltClient = volt.client_over(Transport::Websocket).await;
-    let volt_id = client.volt_id().to_owned();
-    let addresses = volt.addresses();
-    volt.stop().await;
-    let mut state = client.connection_state();
-    within(
-        "the loss",
-        state.wait_for(|s| *s != tdx_volt::ConnectionState::Connected),
-    )
-    .await
-    .expect("state");
-    volt.start_on(addresses).await;
-    within(
-        "GetResource after the restart",
-        client.get_resource(json!({"resource_id": volt_id})),
-    )
-    .await
-    .expect("reconnected");
-    let reconnects: Vec<_> = capture
-        .connects()
-        .into_iter()
-        .filter(|s| s.field("reconnect") == Some("true"))
-        .collect();
-    assert!(!reconnects.is_empty(), "{:#?}", capture.connects());
-    let last = reconnects.last().expect("one");
-    assert_eq!(last.field("outcome"), Some("connected"), "{reconnects:#?}");
-    assert_eq!(last.field("transport"), Some("websocket"));
-    let lost = capture.lock().events.iter().any(|(target, fields)| {
-        target == "tdx_volt::connect"
-            && fields.get("message").map(String::as_str) == Some("volt websocket lost")
-    });
-    assert!(lost, "{}", capture.text());
 
     assert_no_secrets(&capture, &volt.config());
 }
@@ -470,4 +437,98 @@ async fn calls_in_the_older_protocol_are_labelled_legacy() {
     let call = traced_get_resource(&capture, &client, "legacy").await;
     assert!(call.field("call_id").is_some(), "{call:?}");
     assert_no_secrets(&capture, &config);
+}
+
+/// The Volt goes and comes back: the loss is an event, the attempts while it is down fail in
+/// spans of their own (with the backoff as events), and the one that succeeds is a reconnect.
+async fn reconnects(transport: Transport, label: &str) {
+    let (capture, _guard) = capture();
+    let mut volt = TestVolt::start("trace-reconnect").await;
+    let policy = ReconnectPolicy::default()
+        .with_initial_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_millis(200));
+    let client = volt.client_with(transport, |b| b.reconnect(policy)).await;
+    let root = json!({"resource_id": client.volt_id()});
+    client
+        .get_resource(root.clone())
+        .await
+        .expect("a first call");
+
+    let addresses = volt.addresses();
+    volt.stop().await;
+    // Calls while it is down fail (the first may meet the closing connection); one waits for
+    // the connection, whose attempts fail.
+    let short = client.with_request_timeout(Duration::from_millis(700));
+    let mut state = client.connection_state();
+    for _ in 0..3 {
+        let _ = short
+            .get_resource(root.clone())
+            .await
+            .expect_err("nobody there");
+        if matches!(*state.borrow(), ConnectionState::BackingOff { .. }) {
+            break;
+        }
+    }
+    within(
+        "backing off",
+        state.wait_for(|s| matches!(s, ConnectionState::BackingOff { .. })),
+    )
+    .await
+    .expect("state");
+    volt.start_on(addresses).await;
+    within("a call once the Volt is back", client.get_resource(root))
+        .await
+        .expect("the client reconnects");
+
+    let connects = capture.connects();
+    let reconnects: Vec<_> = connects
+        .iter()
+        .filter(|s| s.field("reconnect") == Some("true"))
+        .collect();
+    assert!(
+        reconnects
+            .iter()
+            .all(|s| s.field("transport") == Some(label)),
+        "{connects:#?}"
+    );
+    let failed = reconnects
+        .iter()
+        .find(|s| s.field("outcome") == Some("failed"))
+        .unwrap_or_else(|| panic!("a failed attempt: {connects:#?}"));
+    assert!(failed.field("error").is_some(), "{failed:?}");
+    let last = reconnects.last().expect("attempts");
+    assert_eq!(last.field("outcome"), Some("connected"), "{connects:#?}");
+    let attempt: u32 = last
+        .field("attempt")
+        .expect("a number")
+        .parse()
+        .expect("u32");
+    assert!(attempt >= 2, "after a failure: {last:?}");
+
+    let events = capture.lock().events.clone();
+    let said = |message: &str| {
+        events.iter().any(|(target, fields)| {
+            target == "tdx_volt::connect"
+                && fields.get("message").map(String::as_str) == Some(message)
+        })
+    };
+    assert!(said("volt connection lost"), "{}", capture.text());
+    assert!(said("volt connection: backing off"), "{}", capture.text());
+    let delays = events
+        .iter()
+        .filter_map(|(_, fields)| fields.get("delay_ms"))
+        .count();
+    assert!(delays >= 1, "{}", capture.text());
+
+    assert_no_secrets(&capture, &volt.config());
+}
+
+#[tokio::test]
+async fn websocket_reconnection_attempts_have_spans() {
+    reconnects(Transport::Websocket, "websocket").await;
+}
+
+#[tokio::test]
+async fn grpc_reconnection_attempts_have_spans() {
+    reconnects(Transport::Grpc, "grpc").await;
 }

@@ -118,10 +118,8 @@ impl CallSpan {
 
 impl Drop for CallSpan {
     fn drop(&mut self) {
-        if self.start.is_some() {
-            self.errored = false;
-            self.finish(Some("cancelled"));
-        }
+        // Dropped before its end (a caller that stopped waiting, a timeout around it).
+        self.finish(Some("cancelled"));
     }
 }
 

@@ -345,6 +345,13 @@ impl Supervisor {
 
     /// The live connection was lost. With reconnecting off, that is the end.
     pub(crate) fn lost(&self) {
+        if self.state() == ConnectionState::Connected {
+            tracing::debug!(
+                target: "tdx_volt::connect",
+                reconnect = self.policy.enabled,
+                "volt connection lost"
+            );
+        }
         if self.policy.enabled {
             self.set(ConnectionState::Disconnected);
         } else {
