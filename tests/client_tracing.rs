@@ -532,3 +532,123 @@ async fn websocket_reconnection_attempts_have_spans() {
 async fn grpc_reconnection_attempts_have_spans() {
     reconnects(Transport::Grpc, "grpc").await;
 }
+
+const ECHO: &str = "/test.Echo/Echo";
+const ECHO_STREAM: &str = "/test.Echo/EchoStream";
+
+/// The echo service's proto file (messages wire-compatible with the Volt's `Status`).
+const ECHO_PROTO: &str = r#"
+syntax = "proto3";
+package test;
+message Status { int32 code = 1; string message = 2; string description = 3; }
+service Echo {
+  rpc Echo(Status) returns (Status);
+  rpc EchoStream(stream Status) returns (stream Status);
+}
+"#;
+
+/// Serves `host`'s invocations as an echo until the caller ends; a request with code 99
+/// fails the call with code 9.
+fn serve_echo(mut host: tdx_volt::client::Host) {
+    use futures_util::StreamExt as _;
+    use tdx_volt::proto::volt::Status as Echo;
+    tokio::spawn(async move {
+        while let Some(mut call) = host.next().await {
+            tokio::spawn(async move {
+                let mut outcome = Ok(());
+                while let Ok(Some(request)) = call.request::<Echo>().await {
+                    if request.code == 99 {
+                        outcome = Err(tdx_volt::Status::new(9, "asked to fail", ""));
+                        break;
+                    }
+                    if call.respond(&request).await.is_err() {
+                        return;
+                    }
+                    if call.method() == ECHO {
+                        break;
+                    }
+                }
+                let _ = call.finish(outcome).await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn calls_to_hosted_services_have_spans() {
+    use tdx_volt::client::{HostOptions, ServiceProtos, ServiceRef};
+
+    let (capture, _guard) = capture();
+    let volt = TestVolt::start("trace-host").await;
+    let alice = volt.client_over(Transport::Grpc).await;
+    let config = alice.config();
+    let key = config.private_key(None).expect("key");
+    let saved = alice
+        .save_resource(json!({"create": true, "resource": {
+            "name": "echo",
+            "kind": ["volt:service"],
+            "service_description": {
+                "host_type": "SERVICE_HOST_TYPE_RELAYED",
+                "host_client_id": config.credential().client_id,
+                "host_public_key": key.public_key().to_spki_pem().expect("PEM"),
+                "service_api": ["test.Echo"],
+                "proto_file": [{"file_path": "echo.proto", "protobuf": ECHO_PROTO}],
+            },
+        }}))
+        .await
+        .expect("SaveResource");
+    let protos = ServiceProtos::compile([("echo.proto", ECHO_PROTO)]).expect("compiles");
+    let host = alice
+        .host(HostOptions::new().protos(protos))
+        .await
+        .expect("hosting");
+    serve_echo(host);
+    let resource = alice
+        .get_resource(json!({"resource_id": saved["resource"]["id"]}))
+        .await
+        .expect("the service");
+    let service = ServiceRef::from_resource(&resource["resource"]).expect("a service");
+
+    let grpc = volt.client_over(Transport::Grpc).await;
+    let gateway = volt.client_over(Transport::Websocket).await;
+    for (caller, label) in [(&grpc, "tunnel"), (&gateway, "websocket")] {
+        let answer = within(
+            "Echo",
+            caller.call_service_json(&service, ECHO, json!({"code": 4, "message": "hi"})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{label}: {e:?}"));
+        assert_eq!(answer["code"], json!(4));
+        let failed = within(
+            "Echo, failed by the host",
+            caller.call_service_json(&service, ECHO, json!({"code": 99})),
+        )
+        .await
+        .expect_err("the host fails it");
+        assert_eq!(failed.status().map(|s| s.code), Some(9), "{failed:?}");
+        let calls = closed_calls(&capture, ECHO, label);
+        assert_eq!(calls.len(), 2, "{label}: {calls:#?}");
+        assert_eq!(calls[0].field("status"), Some("ok"), "{calls:#?}");
+        assert_eq!(calls[1].field("status"), Some("FAILED_PRECONDITION"));
+        assert_eq!(calls[1].field("code"), Some("9"), "{calls:#?}");
+
+        // A streaming call read to its end.
+        let mut call = caller
+            .call_service(&service, ECHO_STREAM)
+            .await
+            .expect("EchoStream");
+        call.send_json(json!({"code": 1, "message": "a"}))
+            .await
+            .expect("sent");
+        call.end().await.expect("ended");
+        within("an answer", call.next_json())
+            .await
+            .expect("open")
+            .expect("an answer");
+        assert!(within("the end", call.next_json()).await.is_none());
+        drop(call);
+        let stream = one_call(&capture, ECHO_STREAM, label);
+        assert_eq!(stream.field("status"), Some("ok"), "{stream:?}");
+    }
+    assert_no_secrets(&capture, &volt.config());
+}
