@@ -93,8 +93,17 @@ impl VoltClient {
         } else {
             Unread::Bounded
         };
+        let trace = super::trace::CallSpan::start(EXECUTE, connection.label());
         let call = self
-            .open_on(connection, EXECUTE, Some(request), false, unread, None)
+            .open_on(
+                connection,
+                EXECUTE,
+                Some(request),
+                false,
+                unread,
+                None,
+                trace,
+            )
             .await?;
         Ok(SqlRows {
             call,

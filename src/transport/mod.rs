@@ -10,6 +10,7 @@ mod net;
 mod options;
 mod reconnect;
 mod tls;
+mod trace;
 mod websocket;
 
 pub use delivery::CallEvent;
@@ -24,3 +25,4 @@ pub(crate) use delivery::{Receivers, Unread};
 pub(crate) use link::{CallIo, CallSpec, Link, Opened, RawOpened, ServiceRoute, ServiceSpec};
 pub(crate) use options::ConnectOptions;
 pub(crate) use reconnect::Supervisor;
+pub(crate) use trace::{elapsed_us, transport_label};

@@ -222,6 +222,14 @@ impl Link for Connection {
         Transport::Grpc
     }
 
+    fn label(&self) -> &'static str {
+        if self.settings.tunnel.is_some() {
+            "tunnel"
+        } else {
+            "grpc"
+        }
+    }
+
     fn holds_back_slow_readers(&self) -> bool {
         true
     }
