@@ -41,6 +41,27 @@
 //! assert_eq!(m.kind(), MethodKind::Unary);
 //! # Ok::<(), tdx_volt::Error>(())
 //! ```
+//!
+//! ## Tracing
+//!
+//! The client reports through [`tracing`](https://docs.rs/tracing), at `debug` level, under
+//! stable targets (select them with an `EnvFilter`, e.g. `RUST_LOG=tdx_volt::call=debug`):
+//!
+//! - `tdx_volt::call`: a span `volt.call` per call (unary, streaming, to hosted services), with
+//!   `method` (the full path), `transport` (`grpc`, `tunnel`, `websocket`, `legacy`),
+//!   `call_id` (the gateway's id; none over gRPC), and when it ends `status` (`ok`, the
+//!   status code's name such as `NOT_FOUND`, the error's kind such as `timeout`, or
+//!   `cancelled` for a call dropped before its end), `code` (the Volt's status code) and
+//!   `elapsed_us`.
+//! - `tdx_volt::connect`: a span `volt.connect` per connection attempt, with `transport`,
+//!   `address` (`host:port`), `attempt`, `reconnect`, and when it ends `outcome`
+//!   (`connected`, `failed`, `cancelled`), `error` and `elapsed_us`; events for a lost
+//!   connection and for each backoff (`delay_ms`, `failures`).
+//!
+//! Other events (sessions, hosting, sync, frames skipped) are at `debug` under their module
+//! paths (`tdx_volt::client::...`, `tdx_volt::transport::...`). No span or event holds a
+//! token, a key, a passphrase or a message body. Disabled spans cost a check: nothing is
+//! timed or formatted. The README's "Tracing" section shows a subscriber.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]

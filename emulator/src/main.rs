@@ -7,130 +7,85 @@ use std::process::ExitCode;
 
 use tdx_volt_emulator::{issue_client_file_as, Emulator};
 
-const USAGE: &str = "\
-volt-emulator: a local tdx Volt (websocket gateway + gRPC, TLS, SQLite)
-
-USAGE:
-  volt-emulator serve --dir DIR [--ws-listen ADDR] [--grpc-listen ADDR] [--plain] [--legacy]
-  volt-emulator client --dir DIR --name NAME [--passphrase P] [--out FILE] [--relayed]
-  volt-emulator revoke --dir DIR --session ID
-
-serve   starts the Volt with its state in DIR (created on first start), writes
-        DIR/client.config.json, prints one JSON line with the bound addresses and runs
-        until SIGINT, SIGTERM or a Shutdown call from the Volt's owner. Listeners
-        default to 127.0.0.1:0; TLS unless --plain.
-        --legacy plays an RSA-era Volt: RSA keys, and a websocket gateway speaking the
-        older JSON text protocol (Python volt_client_web 0.1.x). A directory keeps the era
-        it was created with.
-client  issues a further client configuration (fresh key and session) for the Volt in
-        DIR, written to FILE (default DIR/<NAME>.config.json); with --passphrase (or,
-        without it, the environment variable VOLT_KEY_PASSPHRASE, which the clients also
-        read to decrypt the key) the key is encrypted (PBES2, PBKDF2-HMAC-SHA256,
-        AES-256-CBC). The key is RSA when the Volt in DIR is an RSA-era one.
-        --relayed writes a configuration that reaches the Volt through its own relay
-        endpoint (volt.relay): gRPC calls are tunnelled through VoltAPI/Invoke and
-        gateway calls carry the relay route, as through a real relay.
-revoke  revokes session ID of the Volt in DIR, running or not: every later call with it,
-        and its open Connect streams, fail with UNAUTHENTICATED, the message ending with
-        `session invalid`.
-
-Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.";
-
-enum Command {
-    Serve {
-        dir: PathBuf,
-        ws_listen: Option<SocketAddr>,
-        grpc_listen: Option<SocketAddr>,
-        plain: bool,
-        legacy: bool,
-    },
-    Client {
-        dir: PathBuf,
-        name: String,
-        passphrase: Option<String>,
-        out: Option<PathBuf>,
-        relayed: bool,
-    },
-    Revoke {
-        dir: PathBuf,
-        session: String,
-    },
-    Help,
+/// A local tdx Volt: websocket gateway and gRPC, over TLS, with SQLite.
+///
+/// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
+#[derive(clap::Parser)]
+#[command(name = "volt-emulator", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn parse(args: Vec<String>) -> Result<Command, String> {
-    let mut it = args.into_iter();
-    let command = it.next().ok_or("missing command")?;
-    let mut dir = None;
-    let mut ws_listen = None;
-    let mut grpc_listen = None;
-    let mut plain = false;
-    let mut legacy = false;
-    let mut name = None;
-    let mut passphrase = None;
-    let mut out = None;
-    let mut session = None;
-    let mut relayed = false;
-    if command == "--help" || command == "-h" || command == "help" {
-        return Ok(Command::Help);
-    }
-    while let Some(flag) = it.next() {
-        let mut value = |what: &str| it.next().ok_or(format!("{what} needs a value"));
-        let addr = |text: String, what: &str| {
-            text.parse::<SocketAddr>()
-                .map_err(|_| format!("{what}: not an address (host:port): {text}"))
-        };
-        match flag.as_str() {
-            "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
-            "--ws-listen" if command == "serve" => {
-                ws_listen = Some(addr(value("--ws-listen")?, "--ws-listen")?)
-            }
-            "--grpc-listen" if command == "serve" => {
-                grpc_listen = Some(addr(value("--grpc-listen")?, "--grpc-listen")?)
-            }
-            "--plain" if command == "serve" => plain = true,
-            "--legacy" if command == "serve" => legacy = true,
-            "--name" if command == "client" => name = Some(value("--name")?),
-            "--passphrase" if command == "client" => passphrase = Some(value("--passphrase")?),
-            "--out" if command == "client" => out = Some(PathBuf::from(value("--out")?)),
-            "--relayed" if command == "client" => relayed = true,
-            "--session" if command == "revoke" => session = Some(value("--session")?),
-            "--help" | "-h" => return Ok(Command::Help),
-            other => return Err(format!("unexpected argument for {command}: {other}")),
-        }
-    }
-    let dir = dir.ok_or("--dir DIR is required")?;
-    match command.as_str() {
-        "serve" => Ok(Command::Serve {
-            dir,
-            ws_listen,
-            grpc_listen,
-            plain,
-            legacy,
-        }),
-        "client" => Ok(Command::Client {
-            dir,
-            name: name.ok_or("--name NAME is required")?,
-            passphrase,
-            out,
-            relayed,
-        }),
-        "revoke" => Ok(Command::Revoke {
-            dir,
-            session: session.ok_or("--session ID is required")?,
-        }),
-        other => Err(format!("unknown command: {other}")),
-    }
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Runs the Volt with its state in DIR.
+    ///
+    /// DIR is created on first start. Writes DIR/client.config.json, prints one JSON line with
+    /// the bound addresses and runs until SIGINT, SIGTERM or a Shutdown call from the Volt's
+    /// owner.
+    Serve {
+        /// The Volt's state directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The websocket gateway's listening address (default 127.0.0.1:0).
+        #[arg(long, value_name = "ADDR")]
+        ws_listen: Option<SocketAddr>,
+        /// The gRPC listening address (default 127.0.0.1:0).
+        #[arg(long, value_name = "ADDR")]
+        grpc_listen: Option<SocketAddr>,
+        /// Serve without TLS.
+        #[arg(long)]
+        plain: bool,
+        /// Play an RSA-era Volt: RSA keys, and a websocket gateway speaking the older JSON
+        /// text protocol (Python volt_client_web 0.1.x). A directory keeps the era it was
+        /// created with.
+        #[arg(long)]
+        legacy: bool,
+    },
+    /// Issues a further client configuration for the Volt in DIR.
+    ///
+    /// The configuration has a fresh key and session.
+    /// With --passphrase (or, without it, the environment variable VOLT_KEY_PASSPHRASE,
+    /// which the clients also read to decrypt the key) the key is encrypted (PBES2,
+    /// PBKDF2-HMAC-SHA256, AES-256-CBC). The key is RSA when the Volt in DIR is an RSA-era
+    /// one.
+    Client {
+        /// The Volt's state directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The client's name.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Encrypt the key with this passphrase.
+        #[arg(long, value_name = "P")]
+        passphrase: Option<String>,
+        /// Where to write the configuration (default DIR/<NAME>.config.json).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Reach the Volt through its own relay endpoint (volt.relay): gRPC calls are
+        /// tunnelled through VoltAPI/Invoke and gateway calls carry the relay route, as
+        /// through a real relay.
+        #[arg(long)]
+        relayed: bool,
+    },
+    /// Revokes a session of the Volt in DIR, running or not.
+    ///
+    /// Every later call with it, and its open Connect streams, fail with UNAUTHENTICATED, the
+    /// message ending with `session invalid`.
+    Revoke {
+        /// The Volt's state directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The session to revoke.
+        #[arg(long, value_name = "ID")]
+        session: String,
+    },
 }
 
 fn main() -> ExitCode {
-    let command = match parse(std::env::args().skip(1).collect()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("volt-emulator: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Usage errors exit with 2, --help and --version with 0 (clap's own codes).
+    let command = <Cli as clap::Parser>::parse().command;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -139,10 +94,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match command {
-        Command::Help => {
-            println!("{USAGE}");
-            Ok(())
-        }
         Command::Client {
             dir,
             name,

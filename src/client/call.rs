@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
+use super::trace::CallSpan;
 use crate::transport::{CallEvent, CallIo, Opened, Receivers};
 use crate::{Error, ErrorKind, Result};
 
@@ -67,6 +68,8 @@ pub struct Call {
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     /// The last event was given (its end, its failure, or a timeout of ours).
     over: bool,
+    /// The call's span: how it ended is recorded there.
+    trace: CallSpan,
 }
 
 impl std::fmt::Debug for Call {
@@ -79,7 +82,12 @@ impl std::fmt::Debug for Call {
 }
 
 impl Call {
-    pub(crate) fn new(path: Arc<str>, opened: Opened, permit: OwnedSemaphorePermit) -> Call {
+    pub(crate) fn new(
+        path: Arc<str>,
+        opened: Opened,
+        permit: OwnedSemaphorePermit,
+        trace: CallSpan,
+    ) -> Call {
         Call {
             path,
             io: opened.io,
@@ -88,6 +96,7 @@ impl Call {
             deadline: None,
             idle: None,
             over: false,
+            trace,
         }
     }
 
@@ -114,10 +123,9 @@ impl Call {
         let io = std::mem::replace(&mut self.io, Box::new(Ended));
         io.cancel();
         drop(io);
-        Poll::Ready(Some(CallEvent::Failed(Error::new(
-            ErrorKind::Timeout,
-            format!("{}: {why}", self.path),
-        ))))
+        let error = Error::new(ErrorKind::Timeout, format!("{}: {why}", self.path));
+        self.trace.failed(&error);
+        Poll::Ready(Some(CallEvent::Failed(error)))
     }
 
     /// The method path this call invokes.
@@ -176,14 +184,23 @@ impl Stream for Call {
         }
         if let Poll::Ready(event) = self.events.poll_event(cx) {
             match &event {
-                Some(e) if e.is_last() => self.over = true,
-                Some(_) => {
+                Some(CallEvent::End) | None => {
+                    self.over = true;
+                    self.trace.ok();
+                }
+                Some(CallEvent::Failed(e)) => {
+                    self.over = true;
+                    self.trace.failed(e);
+                }
+                Some(e) => {
+                    if let CallEvent::Error(e) = e {
+                        self.trace.error(e);
+                    }
                     if let Some((idle, sleep)) = &mut self.idle {
                         let next = tokio::time::Instant::now() + *idle;
                         sleep.as_mut().reset(next);
                     }
                 }
-                None => self.over = true,
             }
             return Poll::Ready(event);
         }

@@ -16,9 +16,11 @@ mod methods;
 mod service;
 mod session;
 mod sql;
+mod sql_typed;
 mod synapse_path;
 #[cfg(feature = "sync")]
 mod sync;
+mod trace;
 mod typed;
 mod wire;
 mod wire_resume;
@@ -50,6 +52,7 @@ pub use session::{
     DEFAULT_SESSION_CLOSE_WAIT, DEFAULT_SESSION_EVENT_BUFFER, DEFAULT_SESSION_PING_EVERY,
 };
 pub use sql::{SqlRows, DEFAULT_SQL_PAGE, MAX_SQL_PAGE};
+pub use sql_typed::blob as sql_blob;
 pub use synapse_path::{PathChange, PathChangeKind, PathWatch};
 #[cfg(feature = "sync")]
 pub use sync::{SyncOptions, SyncProvider, SyncStatus};
@@ -58,8 +61,9 @@ pub use wire::{WireChunks, WirePublisher};
 pub use wire_resume::{ResumableWire, WireItem};
 
 use crate::protocol::schema::methods as method_table;
-use crate::transport::{CallSpec, ConnectOptions, Link, ServiceRoute, Unread};
+use crate::transport::{CallSpec, ConnectOptions, Link, Opened, ServiceRoute, Unread};
 use crate::{ClientConfig, Error, ErrorKind, PrivateKey, Result};
+use trace::CallSpan;
 
 /// A connection to one Volt, shared by all clones.
 ///
@@ -279,11 +283,35 @@ impl VoltClient {
         Ok(true)
     }
 
+    /// One unary call, in its span (which records its end: its response, its error, or its
+    /// timeout).
     async fn unary_once(&self, path: &str, request: Value) -> Result<Value> {
+        let connection = self.connection();
+        let mut trace = CallSpan::start(path, connection.label());
+        let result = self.unary_on(connection, path, request, &trace).await;
+        trace.outcome(&result);
+        result
+    }
+
+    async fn unary_on(
+        &self,
+        connection: Arc<dyn Link>,
+        path: &str,
+        request: Value,
+        trace: &CallSpan,
+    ) -> Result<Value> {
         let timeout = self.request_timeout;
         let exchange = async {
             let mut call = self
-                .open(path, Some(request), true, Unread::Bounded)
+                .open_on(
+                    connection,
+                    path,
+                    Some(request),
+                    true,
+                    Unread::Bounded,
+                    None,
+                    trace.follower(),
+                )
                 .await?;
             let response = match call.next().await {
                 Some(CallEvent::Data(response)) => response,
@@ -354,26 +382,31 @@ impl VoltClient {
         end_after: bool,
         unread: Unread,
     ) -> Result<Call> {
-        self.open_on(self.connection(), path, request, end_after, unread, None)
+        let connection = self.connection();
+        let trace = CallSpan::start(path, connection.label());
+        self.open_on(connection, path, request, end_after, unread, None, trace)
             .await
     }
 
     /// Opens a call of JSON messages routed to a hosted service (`input` checks its
-    /// requests), on `connection`.
+    /// requests), on `connection`, in span `trace`.
     pub(crate) async fn open_routed(
         &self,
         connection: Arc<dyn Link>,
         path: &str,
         route: ServiceRoute,
         input: Option<prost_reflect::MessageDescriptor>,
+        trace: CallSpan,
     ) -> Result<Call> {
         let route = Some((route, input));
-        self.open_on(connection, path, None, false, Unread::Bounded, route)
+        self.open_on(connection, path, None, false, Unread::Bounded, route, trace)
             .await
     }
 
     /// Opens a call on `connection` (a caller that chose its settings by the transport opens
-    /// it on the connection it looked at, whatever Authenticate replaced meanwhile).
+    /// it on the connection it looked at, whatever Authenticate replaced meanwhile), in span
+    /// `trace` (which the call keeps, and records a failure to open).
+    #[allow(clippy::too_many_arguments)]
     async fn open_on(
         &self,
         connection: Arc<dyn Link>,
@@ -382,7 +415,32 @@ impl VoltClient {
         end_after: bool,
         unread: Unread,
         route: Option<(ServiceRoute, Option<prost_reflect::MessageDescriptor>)>,
+        mut trace: CallSpan,
     ) -> Result<Call> {
+        let opening = self.open_parts(connection, path, request, end_after, unread, route);
+        match opening.await {
+            Ok((path, opened, permit)) => {
+                trace.call_id(&*opened.io);
+                Ok(Call::new(path, opened, permit, trace))
+            }
+            Err(e) => {
+                trace.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// What [`open_on`](Self::open_on) makes a call of: its path, the transport's side of
+    /// it, and its slot.
+    async fn open_parts(
+        &self,
+        connection: Arc<dyn Link>,
+        path: &str,
+        request: Option<Value>,
+        end_after: bool,
+        unread: Unread,
+        route: Option<(ServiceRoute, Option<prost_reflect::MessageDescriptor>)>,
+    ) -> Result<(Arc<str>, Opened, tokio::sync::OwnedSemaphorePermit)> {
         check_path(path)?;
         let supervisor = &self.shared.setup.options.supervisor;
         match supervisor.state() {
@@ -437,7 +495,7 @@ impl VoltClient {
                 .with_reached(crate::Reached::No))
             }
         };
-        Ok(Call::new(path, opened, permit))
+        Ok((path, opened, permit))
     }
 }
 

@@ -1,5 +1,5 @@
 //! [`VoltClient::sql_rows`] and [`VoltClient::sql_execute_json`]: a query's rows as JSON
-//! objects, one at a time or all at once.
+//! objects, one at a time or all at once (`sql_typed` reads them into the caller's types).
 
 use std::time::Duration;
 
@@ -93,8 +93,17 @@ impl VoltClient {
         } else {
             Unread::Bounded
         };
+        let trace = super::trace::CallSpan::start(EXECUTE, connection.label());
         let call = self
-            .open_on(connection, EXECUTE, Some(request), false, unread, None)
+            .open_on(
+                connection,
+                EXECUTE,
+                Some(request),
+                false,
+                unread,
+                None,
+                trace,
+            )
             .await?;
         Ok(SqlRows {
             call,
@@ -105,6 +114,7 @@ impl VoltClient {
             timeout: self.request_timeout,
             done: false,
             affected_rows: None,
+            rows_read: 0,
         })
     }
 
@@ -151,6 +161,7 @@ pub struct SqlRows {
     timeout: Duration,
     done: bool,
     affected_rows: Option<u64>,
+    rows_read: u64,
 }
 
 impl SqlRows {
@@ -214,6 +225,11 @@ impl SqlRows {
         self.affected_rows
     }
 
+    /// How many rows have been read so far, over every statement of the call.
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read
+    }
+
     /// How many responses have arrived and wait to be read (see [`Call::unread`]).
     pub fn unread(&self) -> usize {
         self.call.unread()
@@ -221,6 +237,7 @@ impl SqlRows {
 
     /// Counts a row read; after the last row of a page, the next page is due.
     fn count_row(&mut self) {
+        self.rows_read += 1;
         if self.page_size == 0 {
             return;
         }

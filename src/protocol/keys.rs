@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use super::error::{Error, Result};
-use super::pem::{self, PemBlock};
+use super::pem::{self, PrivatePem, PublicPem};
 
 /// Environment variable consulted for the passphrase of an encrypted private key.
 pub const PASSPHRASE_ENV: &str = "VOLT_KEY_PASSPHRASE";
@@ -107,48 +107,32 @@ impl PrivateKey {
     /// Reads a PEM private key: `PRIVATE KEY` (PKCS#8 v1/v2, Ed25519 or RSA),
     /// `RSA PRIVATE KEY` (PKCS#1) or `ENCRYPTED PRIVATE KEY` (PKCS#8 PBES2, needs `passphrase`).
     pub fn from_pem(pem_text: &str, passphrase: Option<&str>) -> Result<PrivateKey> {
-        let blocks =
-            pem::parse_blocks(pem_text).map_err(|e| Error::key(format!("private key: {e}")))?;
-        let block = blocks
-            .iter()
-            .find(|b| b.label.ends_with("PRIVATE KEY"))
-            .ok_or_else(|| Error::key("private key: no PRIVATE KEY block found"))?;
-        PrivateKey::from_block(block, passphrase)
-    }
-
-    fn from_block(block: &PemBlock, passphrase: Option<&str>) -> Result<PrivateKey> {
-        if block.has_headers {
-            return Err(Error::key(
-                "private key: legacy OpenSSL-encrypted PEM is not supported; convert it to PKCS#8",
-            ));
-        }
-        match block.label.as_str() {
-            "PRIVATE KEY" => PrivateKey::from_pkcs8_der(&block.der),
+        let block =
+            pem::private_key(pem_text).map_err(|e| Error::key(format!("private key: {e}")))?;
+        match block {
+            PrivatePem::Pkcs8(der) => PrivateKey::from_pkcs8_der(&der),
             #[cfg(not(feature = "legacy"))]
-            "RSA PRIVATE KEY" => Err(rsa_left_out()),
+            PrivatePem::Pkcs1Rsa(_) => Err(rsa_left_out()),
             #[cfg(feature = "legacy")]
-            "RSA PRIVATE KEY" => {
-                let key = rsa::RsaPrivateKey::from_pkcs1_der(&block.der).map_err(|e| {
+            PrivatePem::Pkcs1Rsa(der) => {
+                let key = rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| {
                     Error::key("private key: invalid PKCS#1 RSA key").with_source(e)
                 })?;
                 Ok(PrivateKey {
                     inner: PrivateInner::Rsa(Box::new(key)),
                 })
             }
-            "ENCRYPTED PRIVATE KEY" => {
+            PrivatePem::Encrypted(der) => {
                 let passphrase = passphrase.ok_or_else(|| {
                     Error::key(format!(
                         "private key is encrypted: a passphrase is required (config `p`, an explicit passphrase, or {PASSPHRASE_ENV})"
                     ))
                 })?;
-                let der = super::pbes2::decrypt(&block.der, passphrase)?;
+                let der = super::pbes2::decrypt(&der, passphrase)?;
                 PrivateKey::from_pkcs8_der(&der).map_err(|_| {
                     Error::key("private key: wrong passphrase (decrypted data is not a key)")
                 })
             }
-            other => Err(Error::key(format!(
-                "private key: unsupported PEM label {other:?}"
-            ))),
         }
     }
 
@@ -299,40 +283,27 @@ impl PublicKey {
     /// Reads the first key in PEM text: `PUBLIC KEY` (SPKI), `RSA PUBLIC KEY` (PKCS#1) or a
     /// `CERTIFICATE`, whose subject public key is taken.
     pub fn from_pem(pem_text: &str) -> Result<PublicKey> {
-        let blocks =
-            pem::parse_blocks(pem_text).map_err(|e| Error::key(format!("public key: {e}")))?;
-        for block in &blocks {
-            match block.label.as_str() {
-                "PUBLIC KEY" => return PublicKey::from_spki_der(&block.der),
-                #[cfg(not(feature = "legacy"))]
-                "RSA PUBLIC KEY" => return Err(rsa_left_out()),
-                #[cfg(feature = "legacy")]
-                "RSA PUBLIC KEY" => {
-                    let key = rsa::RsaPublicKey::from_pkcs1_der(&block.der).map_err(|e| {
-                        Error::key("public key: invalid PKCS#1 RSA key").with_source(e)
-                    })?;
-                    return Ok(PublicKey {
-                        inner: PublicInner::Rsa(key),
-                    });
-                }
-                "CERTIFICATE" => return PublicKey::from_certificate_der(&block.der),
-                _ => {}
+        match pem::public_key(pem_text).map_err(|e| Error::key(format!("public key: {e}")))? {
+            PublicPem::Spki(der) => PublicKey::from_spki_der(&der),
+            #[cfg(not(feature = "legacy"))]
+            PublicPem::Pkcs1Rsa(_) => Err(rsa_left_out()),
+            #[cfg(feature = "legacy")]
+            PublicPem::Pkcs1Rsa(der) => {
+                let key = rsa::RsaPublicKey::from_pkcs1_der(&der)
+                    .map_err(|e| Error::key("public key: invalid PKCS#1 RSA key").with_source(e))?;
+                Ok(PublicKey {
+                    inner: PublicInner::Rsa(key),
+                })
             }
+            PublicPem::Certificate(der) => PublicKey::from_certificate_der(&der),
         }
-        Err(Error::key(
-            "public key: no PUBLIC KEY or CERTIFICATE block found",
-        ))
     }
 
     /// Reads the subject public key of the first certificate in PEM text.
     pub fn from_certificate_pem(pem_text: &str) -> Result<PublicKey> {
-        let blocks =
-            pem::parse_blocks(pem_text).map_err(|e| Error::key(format!("certificate: {e}")))?;
-        let block = blocks
-            .iter()
-            .find(|b| b.label == "CERTIFICATE")
-            .ok_or_else(|| Error::key("certificate: no CERTIFICATE block found"))?;
-        PublicKey::from_certificate_der(&block.der)
+        let der =
+            pem::certificate(pem_text).map_err(|e| Error::key(format!("certificate: {e}")))?;
+        PublicKey::from_certificate_der(&der)
     }
 
     /// Reads the subject public key of a DER certificate.

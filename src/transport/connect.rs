@@ -62,7 +62,11 @@ pub(crate) async fn open(
         #[cfg(all(feature = "grpc", feature = "websocket"))]
         (Transport::Auto, Transport::Grpc) => match grpc::connect(options, config, key).await {
             Err(e) if (e.is_connect() || e.is_timeout()) && config.websocket_url().is_ok() => {
-                tracing::debug!("gRPC unreachable ({e}); using the websocket gateway");
+                tracing::debug!(
+                    target: "tdx_volt::connect",
+                    error = %e,
+                    "gRPC unreachable; using the websocket gateway"
+                );
                 websocket::connect(options, config, key, false)
                     .await
                     .map_err(|_| e)

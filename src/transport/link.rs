@@ -73,6 +73,12 @@ pub(crate) trait Link: Send + Sync {
     /// Which transport this is.
     fn transport(&self) -> Transport;
 
+    /// How calls on it are named in spans: `grpc`, `tunnel` (gRPC through a relay),
+    /// `websocket` or `legacy`.
+    fn label(&self) -> &'static str {
+        super::transport_label(self.transport())
+    }
+
     /// Whether a call whose caller stops reading holds the Volt back (HTTP/2 flow control)
     /// rather than being ended as too slow (a socket shared by every call).
     fn holds_back_slow_readers(&self) -> bool;
@@ -123,4 +129,10 @@ pub(crate) trait CallIo: Send + Sync {
     /// Whether the call's outcome comes after its last response (gRPC trailers), so that a
     /// unary call should read on to it.
     fn outcome_follows_response(&self) -> bool;
+
+    /// The call's id on the connection, where the transport has one (the websocket
+    /// gateway's); for spans.
+    fn call_id(&self) -> Option<u64> {
+        None
+    }
 }

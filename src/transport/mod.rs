@@ -14,6 +14,7 @@ mod net;
 mod options;
 mod reconnect;
 mod tls;
+mod trace;
 #[cfg(feature = "websocket")]
 mod websocket;
 
@@ -29,3 +30,4 @@ pub(crate) use delivery::{Receivers, Unread};
 pub(crate) use link::{CallIo, CallSpec, Link, Opened, RawOpened, ServiceRoute, ServiceSpec};
 pub(crate) use options::ConnectOptions;
 pub(crate) use reconnect::Supervisor;
+pub(crate) use trace::{elapsed_us, transport_label};

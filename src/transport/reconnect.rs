@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::watch;
 
+use super::trace::ConnectAttempt;
 use crate::{Error, ErrorKind, Result};
 
 /// The first delay between reconnection attempts, by default.
@@ -252,6 +253,19 @@ impl Supervisor {
         self.set(ConnectionState::Connecting);
     }
 
+    /// The span of an attempt starting now (the state is [`Supervisor::connecting`]'s): its
+    /// number in the current run of failures, and whether it reconnects.
+    pub(crate) fn attempt(
+        &self,
+        transport: &'static str,
+        address: &dyn std::fmt::Display,
+    ) -> ConnectAttempt {
+        let attempts = self.attempts();
+        let (number, reconnect) = (attempts.failures.saturating_add(1), attempts.connected_once);
+        drop(attempts);
+        ConnectAttempt::start(transport, address, number, reconnect)
+    }
+
     /// The attempt succeeded: backoff starts over. Returns the new connection's number, for
     /// [`Supervisor::lost_connection`].
     pub(crate) fn connected(&self) -> u64 {
@@ -294,7 +308,13 @@ impl Supervisor {
                 attempts.not_before = Some(until);
                 let failures = attempts.failures;
                 drop(attempts);
-                tracing::debug!(?delay, failures, %error, "volt connection attempt failed");
+                tracing::debug!(
+                    target: "tdx_volt::connect",
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    failures,
+                    %error,
+                    "volt connection: backing off"
+                );
                 self.set(ConnectionState::BackingOff { until, failures });
             }
             _ => {
@@ -302,7 +322,14 @@ impl Supervisor {
                     "gave up connecting to the Volt after {} failed attempts (last: {error})",
                     attempts.failures
                 ));
+                let failures = attempts.failures;
                 drop(attempts);
+                tracing::debug!(
+                    target: "tdx_volt::connect",
+                    failures,
+                    %error,
+                    "volt connection: no more attempts"
+                );
                 self.set(ConnectionState::Closed);
             }
         }
@@ -319,6 +346,13 @@ impl Supervisor {
 
     /// The live connection was lost. With reconnecting off, that is the end.
     pub(crate) fn lost(&self) {
+        if self.state() == ConnectionState::Connected {
+            tracing::debug!(
+                target: "tdx_volt::connect",
+                reconnect = self.policy.enabled,
+                "volt connection lost"
+            );
+        }
         if self.policy.enabled {
             self.set(ConnectionState::Disconnected);
         } else {

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::client::trace::CallSpan;
 use crate::client::Call;
 use crate::protocol::schema::Method;
 use crate::transport::RawOpened;
@@ -48,6 +49,8 @@ enum Io {
         requests: Option<mpsc::Sender<Bytes>>,
         responses: mpsc::Receiver<Result<Bytes>>,
         task: tokio::task::AbortHandle,
+        /// The call's span (a routed call's is its [`Call`]'s).
+        trace: CallSpan,
     },
     /// Routed through the websocket gateway: proto3 JSON both ways.
     Json(Call),
@@ -85,7 +88,12 @@ impl Drop for ServiceCall {
 }
 
 impl ServiceCall {
-    pub(super) fn raw(path: &str, method: Option<Method>, opened: RawOpened) -> ServiceCall {
+    pub(super) fn raw(
+        path: &str,
+        method: Option<Method>,
+        opened: RawOpened,
+        trace: CallSpan,
+    ) -> ServiceCall {
         ServiceCall {
             path: path.to_owned(),
             method,
@@ -93,6 +101,7 @@ impl ServiceCall {
                 requests: opened.requests,
                 responses: opened.responses,
                 task: opened.task,
+                trace,
             },
         }
     }
@@ -179,10 +188,20 @@ impl ServiceCall {
     /// The next response as the transport carried it; `None` when the call has ended.
     pub(super) async fn next_message(&mut self) -> Option<Result<Message>> {
         match &mut self.io {
-            Io::Raw { responses, .. } => Some(responses.recv().await?.map(|b| {
+            Io::Raw {
+                responses, trace, ..
+            } => {
+                let Some(response) = responses.recv().await else {
+                    trace.ok();
+                    return None;
+                };
+                if let Err(e) = &response {
+                    // An error is the call's last message.
+                    trace.failed(e);
+                }
                 // One copy, at the edge where the form changes.
-                Message::Bytes(b.to_vec())
-            })),
+                Some(response.map(|b| Message::Bytes(b.to_vec())))
+            }
             Io::Json(call) => call
                 .message()
                 .await

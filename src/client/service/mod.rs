@@ -18,10 +18,11 @@ use serde_json::Value;
 
 pub use call::ServiceCall;
 
+use super::trace::CallSpan;
 use super::VoltClient;
 use crate::protocol::schema::{Method, MethodKind};
 use crate::protocol::service_protos::ServiceProtos;
-use crate::transport::{ServiceRoute, ServiceSpec};
+use crate::transport::{Link, ServiceRoute, ServiceSpec};
 use crate::{Error, ErrorKind, PublicKey, Result, Transport};
 
 /// `SERVICE_HOST_TYPE_RELAYED`.
@@ -181,20 +182,43 @@ impl VoltClient {
         method: &str,
         kind: MethodKind,
     ) -> Result<ServiceCall> {
-        super::check_path(method)?;
-        let schema = service.method(method).cloned();
         let connection = self.connection();
+        let trace = CallSpan::start(method, service_label(&*connection));
+        self.service_call_on(connection, service, method, kind, trace)
+            .await
+    }
+
+    /// Opens a call to a hosted service on `connection`, in span `trace`.
+    async fn service_call_on(
+        &self,
+        connection: Arc<dyn Link>,
+        service: &ServiceRef,
+        method: &str,
+        kind: MethodKind,
+        mut trace: CallSpan,
+    ) -> Result<ServiceCall> {
+        if let Err(e) = super::check_path(method) {
+            trace.failed(&e);
+            return Err(e);
+        }
+        let schema = service.method(method).cloned();
         if connection.transport() == Transport::Grpc {
             let opened = connection.open_service(ServiceSpec {
                 path: method.into(),
                 kind,
                 route: service.route.clone(),
-            })?;
-            return Ok(ServiceCall::raw(method, schema, opened));
+            });
+            return match opened {
+                Ok(opened) => Ok(ServiceCall::raw(method, schema, opened, trace)),
+                Err(e) => {
+                    trace.failed(&e);
+                    Err(e)
+                }
+            };
         }
         let input = schema.as_ref().map(|m| m.input().clone());
         let call = self
-            .open_routed(connection, method, service.route.clone(), input)
+            .open_routed(connection, method, service.route.clone(), input, trace)
             .await?;
         Ok(ServiceCall::json(method, schema, call))
     }
@@ -244,9 +268,12 @@ impl VoltClient {
     ) -> Result<call::Message> {
         let timeout = self.request_timeout();
         let json = matches!(request, call::Message::Json(_));
+        let connection = self.connection();
+        let mut trace = CallSpan::start(method, service_label(&*connection));
+        let follower = trace.follower();
         let exchange = async {
             let mut call = self
-                .call_service_as(service, method, MethodKind::Unary)
+                .service_call_on(connection, service, method, MethodKind::Unary, follower)
                 .await?;
             call.send_message(request).await?;
             call.end().await?;
@@ -266,11 +293,25 @@ impl VoltClient {
                 )),
             }
         };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| {
-            Error::new(
-                ErrorKind::Timeout,
-                format!("{method}: no response within {timeout:?}"),
-            )
-        })?
+        let result = tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{method}: no response within {timeout:?}"),
+                ))
+            });
+        trace.outcome(&result);
+        result
+    }
+}
+
+/// How a call to a hosted service is named in spans: `tunnel` over gRPC (always through
+/// `VoltAPI/Invoke`), else the connection's transport.
+fn service_label(connection: &dyn Link) -> &'static str {
+    if connection.transport() == Transport::Grpc {
+        "tunnel"
+    } else {
+        connection.label()
     }
 }

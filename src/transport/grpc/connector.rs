@@ -16,6 +16,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::transport::net;
 use crate::transport::reconnect::Supervisor;
+use crate::transport::trace::HostPort;
 use crate::{Error, ErrorKind, Result};
 
 type Stream = TokioIo<Watched<TlsStream<TcpStream>>>;
@@ -62,6 +63,8 @@ impl Connector {
     fn open(&self) -> impl Future<Output = Result<Stream>> + Send + 'static {
         let this = self.clone();
         async move {
+            let address = HostPort(&this.host, this.port);
+            let attempt = this.supervisor.attempt("grpc", &address);
             let stages = async {
                 let tcp = net::tcp(&this.host, this.port).await?;
                 net::tls(this.tls.clone(), &this.host, this.port, tcp).await
@@ -78,6 +81,7 @@ impl Connector {
             };
             match result {
                 Ok(tls) => {
+                    attempt.connected();
                     let generation = this.supervisor.connected();
                     Ok(TokioIo::new(Watched {
                         inner: tls,
@@ -86,6 +90,7 @@ impl Connector {
                     }))
                 }
                 Err(e) => {
+                    attempt.failed(&e);
                     this.supervisor.failed(&e);
                     Err(e)
                 }

@@ -4,7 +4,9 @@
 //! call finds it gone). Each call is a bidirectional stream run by its own small task, which
 //! turns the Volt's protobuf responses into proto3 JSON with the method's descriptors, so a
 //! response reads the same as on the websocket gateway. Requests are encoded on the caller's
-//! side; every call carries a freshly signed identity token as `volt-token` metadata.
+//! side; every call carries an identity token as `volt-token` metadata, signed once and reused
+//! by the calls of the next [`TOKEN_REUSE_SECS`] (a token is valid for
+//! [`DEFAULT_TOKEN_TTL_SECS`] either side of its signing).
 
 mod call;
 mod connector;
@@ -12,7 +14,7 @@ mod observed;
 mod setup;
 mod tunnel;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +32,7 @@ use super::Transport;
 use crate::protocol::grpc::TOKEN_METADATA;
 use crate::protocol::schema;
 use crate::protocol::token::TokenSigner;
+use crate::protocol::token::{unix_now, DEFAULT_TOKEN_TTL_SECS};
 use crate::{Error, ErrorKind, Result};
 
 use call::CallHandle;
@@ -71,11 +74,30 @@ pub(crate) struct Settings {
     pub tunnel: Option<tunnel::Route>,
 }
 
+/// How long a signed gRPC identity token is reused, in seconds: half its validity after
+/// signing, so a reused token always has at least half its life left when a call sends it
+/// (room for clock skew and a slow call's opening).
+pub(crate) const TOKEN_REUSE_SECS: i64 = DEFAULT_TOKEN_TTL_SECS / 2;
+
+/// The identity token the connection's calls share while it is fresh.
+struct SharedToken {
+    /// When it was signed (unix seconds).
+    signed_at: i64,
+    value: MetadataValue<tonic::metadata::Ascii>,
+}
+
+/// Whether a token signed at `signed_at` may still be sent at `now` (unix seconds).
+fn reusable(signed_at: i64, now: i64) -> bool {
+    (0..TOKEN_REUSE_SECS).contains(&now.saturating_sub(signed_at))
+}
+
 /// A handle on the connection; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Connection {
     channel: Channel,
     settings: Arc<Settings>,
+    /// Held only to read or replace the token, never across an `.await`.
+    token: Arc<Mutex<Option<SharedToken>>>,
 }
 
 impl Connection {
@@ -137,6 +159,7 @@ impl Connection {
         Ok(Connection {
             channel,
             settings: Arc::new(settings),
+            token: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -204,8 +227,30 @@ impl Connection {
         })
     }
 
-    /// A fresh identity token for one call, as ASCII metadata.
+    /// The identity token for a call, as ASCII metadata: the shared one while it is fresh
+    /// (signed within [`TOKEN_REUSE_SECS`], and not in the future of a clock that went back),
+    /// else a new one, which then becomes the shared one.
     fn token(&self) -> Result<MetadataValue<tonic::metadata::Ascii>> {
+        let now = unix_now();
+        if let Ok(shared) = self.token.lock() {
+            if let Some(token) = shared.as_ref().filter(|t| reusable(t.signed_at, now)) {
+                return Ok(token.value.clone());
+            }
+        }
+        // Signed outside the lock: concurrent callers may each sign one, and the last kept
+        // wins; every one of them is valid.
+        let value = self.sign_token()?;
+        if let Ok(mut shared) = self.token.lock() {
+            *shared = Some(SharedToken {
+                signed_at: now,
+                value: value.clone(),
+            });
+        }
+        Ok(value)
+    }
+
+    /// A newly signed identity token, as ASCII metadata.
+    fn sign_token(&self) -> Result<MetadataValue<tonic::metadata::Ascii>> {
         let signer = &self.settings.signer;
         let jwt = signer.sign(&signer.session_claims())?.to_jwt();
         let mut value = MetadataValue::try_from(jwt).map_err(|e| {
@@ -220,6 +265,14 @@ impl Connection {
 impl Link for Connection {
     fn transport(&self) -> Transport {
         Transport::Grpc
+    }
+
+    fn label(&self) -> &'static str {
+        if self.settings.tunnel.is_some() {
+            "tunnel"
+        } else {
+            "grpc"
+        }
     }
 
     fn holds_back_slow_readers(&self) -> bool {
@@ -325,5 +378,17 @@ mod tests {
                 host_port(bad)
             );
         }
+    }
+
+    #[test]
+    fn tokens_are_reused_for_half_their_life_and_never_from_the_future() {
+        assert!(reusable(1_000, 1_000));
+        assert!(reusable(1_000, 1_000 + TOKEN_REUSE_SECS - 1));
+        assert!(!reusable(1_000, 1_000 + TOKEN_REUSE_SECS));
+        // The clock went back: sign anew.
+        assert!(!reusable(1_000, 999));
+        assert!(!reusable(i64::MAX, i64::MIN));
+        // Reused tokens keep at least half their validity.
+        assert!(TOKEN_REUSE_SECS * 2 <= DEFAULT_TOKEN_TTL_SECS);
     }
 }

@@ -81,6 +81,23 @@ pub(crate) struct Settings {
     pub supervisor: Arc<Supervisor>,
 }
 
+impl Settings {
+    /// How the transport is named in spans.
+    fn label(&self) -> &'static str {
+        match self.protocol {
+            Protocol::V1 => "websocket",
+            #[cfg(feature = "legacy")]
+            Protocol::Legacy { .. } => "legacy",
+        }
+    }
+
+    /// The span of a connection attempt starting now (the gateway's `host:port`).
+    fn attempt(&self) -> crate::transport::trace::ConnectAttempt {
+        let address = crate::transport::trace::url_address(&self.target.url);
+        self.supervisor.attempt(self.label(), &address)
+    }
+}
+
 /// A handle on the connection task; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Connection {
@@ -180,13 +197,16 @@ impl Connection {
     /// Opens the websocket and starts the task that owns it.
     pub(crate) async fn connect(settings: Settings) -> Result<Connection> {
         settings.supervisor.connecting();
+        let attempt = settings.attempt();
         let socket = match socket::open(&settings.target).await {
             Ok(socket) => socket,
             Err(e) => {
+                attempt.failed(&e);
                 settings.supervisor.failed(&e);
                 return Err(e);
             }
         };
+        attempt.connected();
         settings.supervisor.connected();
         let settings = Arc::new(settings);
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -516,6 +536,10 @@ impl CallIo for CallHandle {
 
     fn outcome_follows_response(&self) -> bool {
         false
+    }
+
+    fn call_id(&self) -> Option<u64> {
+        Some(self.id)
     }
 }
 

@@ -58,7 +58,7 @@ pub(super) async fn run(
             {
                 Exit::Done => return,
                 Exit::Lost(cause) => {
-                    tracing::debug!(%cause, "volt websocket lost");
+                    tracing::debug!(target: "tdx_volt::connect", %cause, "volt websocket lost");
                     settings.supervisor.lost();
                     table.fail_all(&cause);
                 }
@@ -143,13 +143,15 @@ async fn reconnect(
             }
         }
         supervisor.connecting();
+        let attempt = settings.attempt();
         match socket::open(&settings.target).await {
             Ok(fresh) => {
-                tracing::debug!(url = %settings.target.url, "volt websocket reconnected");
+                attempt.connected();
                 supervisor.connected();
                 return Some(fresh);
             }
             Err(e) => {
+                attempt.failed(&e);
                 supervisor.failed(&e);
                 if !supervisor.waits_for_connection() {
                     refuse_all(table, queue, Lost::from(&e));

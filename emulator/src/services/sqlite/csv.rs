@@ -86,96 +86,25 @@ fn is_real(v: &str) -> bool {
         && v.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
-/// Where the CSV parser is within a record.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum CsvState {
-    /// At the start of a field.
-    FieldStart,
-    /// Inside a field that did not start with a quote.
-    Unquoted,
-    /// Inside a quoted field.
-    Quoted,
-    /// Just after a quote inside a quoted field: an escaped quote or the closing one.
-    QuoteInQuoted,
-}
-
-/// Parses RFC 4180 CSV (comma separated; fields may be quoted with `"`, a quote inside one is
-/// written `""`, quoted fields may span lines; records end with CRLF, LF or CR). A UTF-8 BOM is
-/// skipped and blank lines are ignored. Errors name the line.
+/// Parses CSV with the csv crate: comma separated, fields quoted with `"` (a quote inside one
+/// written `""`), quoted fields spanning lines, records ending with CRLF, LF or CR, a UTF-8 BOM
+/// skipped and blank lines ignored. Records may differ in length here; the importer checks
+/// them against the header. Like most CSV readers (and unlike a strict RFC 4180 one), it reads
+/// a stray quote after a closing one as text and an unclosed quote as running to the end of
+/// the data, so such input imports rather than failing. Errors name the line.
 pub(super) fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let mut records = Vec::new();
-    let mut record: Vec<String> = Vec::new();
-    let mut field = String::new();
-    let mut state = CsvState::FieldStart;
-    let mut line = 1usize;
-    let mut quote_line = 1usize;
-    let mut chars = text.chars().peekable();
-
-    // Ends the current record; a line holding nothing at all is skipped.
-    fn end_record(
-        records: &mut Vec<Vec<String>>,
-        record: &mut Vec<String>,
-        field: &mut String,
-        blank: bool,
-    ) {
-        if blank && record.is_empty() {
-            return;
-        }
-        record.push(std::mem::take(field));
-        records.push(std::mem::take(record));
-    }
-
-    while let Some(c) = chars.next() {
-        match (state, c) {
-            (CsvState::Quoted, '"') => state = CsvState::QuoteInQuoted,
-            (CsvState::Quoted, c) => {
-                if c == '\n' || (c == '\r' && chars.peek() != Some(&'\n')) {
-                    line += 1;
-                }
-                field.push(c);
-            }
-            (CsvState::QuoteInQuoted, '"') => {
-                field.push('"');
-                state = CsvState::Quoted;
-            }
-            (CsvState::FieldStart, '"') => {
-                state = CsvState::Quoted;
-                quote_line = line;
-            }
-            (_, ',') => {
-                record.push(std::mem::take(&mut field));
-                state = CsvState::FieldStart;
-            }
-            (_, '\r' | '\n') => {
-                if c == '\r' && chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                let blank = state == CsvState::FieldStart && field.is_empty();
-                end_record(&mut records, &mut record, &mut field, blank);
-                state = CsvState::FieldStart;
-                line += 1;
-            }
-            (CsvState::QuoteInQuoted, other) => {
-                return Err(format!(
-                    "CSV line {line}: unexpected {other:?} after the closing quote of a field \
-                     (a quote inside a quoted field is written \"\")"
-                ));
-            }
-            (CsvState::FieldStart | CsvState::Unquoted, c) => {
-                field.push(c);
-                state = CsvState::Unquoted;
-            }
-        }
-    }
-    match state {
-        CsvState::Quoted => {
-            return Err(format!(
-                "CSV line {quote_line}: a quoted field is never closed"
-            ));
-        }
-        CsvState::FieldStart if record.is_empty() => {}
-        _ => end_record(&mut records, &mut record, &mut field, false),
+    for record in reader.records() {
+        let record = record.map_err(|e| match e.position() {
+            Some(at) => format!("CSV line {}: {e}", at.line()),
+            None => format!("CSV: {e}"),
+        })?;
+        records.push(record.iter().map(str::to_owned).collect());
     }
     Ok(records)
 }
