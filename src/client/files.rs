@@ -92,12 +92,16 @@ impl VoltClient {
                 break;
             }
             let encoded = base64::engine::general_purpose::STANDARD.encode(&block[..filled]);
-            call.send(json!({ "block": encoded })).await?;
+            if let Err(refused) = call.send(json!({ "block": encoded })).await {
+                return Err(self.why_ended(&mut call, &mut pacing, refused).await);
+            }
             sent.bytes += filled as u64;
             sent.blocks += 1;
             progress(sent.bytes);
         }
-        call.end().await?;
+        if let Err(refused) = call.end().await {
+            return Err(self.why_ended(&mut call, &mut pacing, refused).await);
+        }
         while !pacing.ended {
             let event = self.next_event(&mut call).await?;
             pacing.hear(Some(event))?;
@@ -172,6 +176,25 @@ impl VoltClient {
     }
 
     /// The call's next event, within the request timeout; the end of its events is an error.
+    /// A send refused because the call is over: the call's own ending (the Volt's status, an
+    /// unknown file say) is the error, when it has one; else the refusal.
+    async fn why_ended(&self, call: &mut Call, pacing: &mut Pacing, refused: Error) -> Error {
+        if !refused.is_closed() {
+            return refused;
+        }
+        while !pacing.ended {
+            match self.next_event(call).await {
+                Ok(event) => {
+                    if let Err(e) = pacing.hear(Some(event)) {
+                        return e;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        refused
+    }
+
     async fn next_event(&self, call: &mut Call) -> Result<CallEvent> {
         let timeout = self.request_timeout;
         match tokio::time::timeout(timeout, call.next()).await {
