@@ -4,6 +4,7 @@
 //! saves them to the configuration file the client was loaded from, and reconnects with them
 //! (over gRPC, with mutual TLS).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,7 +13,8 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::{config_file, VoltClient};
-use crate::{Error, ErrorKind, KeyAlgorithm, Result};
+use crate::transport::Link;
+use crate::{ClientConfig, Error, ErrorKind, KeyAlgorithm, Result};
 
 /// How long to wait before asking again while the Volt's decision is pending: 10 s, as the
 /// official clients do.
@@ -212,14 +214,35 @@ impl VoltClient {
     /// DENY is a [`Denied`](ErrorKind::Denied) error. Nothing is kept unless the new
     /// connection is made; concurrent calls keep their grants one after the other.
     pub async fn authenticate(&self, authentication: Authentication) -> Result<Authenticated> {
+        self.authenticate_via(authentication, None).await
+    }
+
+    /// [`authenticate`](Self::authenticate), asking over `via` (a connection and the
+    /// configuration it was made with) when given, else over the client's own connection.
+    /// The grant is kept on top of that configuration. Renewing a refused session asks over
+    /// a private connection that names no session, so that no other call goes out without
+    /// one meanwhile.
+    pub(crate) async fn authenticate_via(
+        &self,
+        authentication: Authentication,
+        via: Option<(ClientConfig, Arc<dyn Link>)>,
+    ) -> Result<Authenticated> {
         let (request, own_did) = self.authenticate_request(&authentication)?;
         let started = Instant::now();
         loop {
-            let response = self
-                .unary_once(crate::protocol::grpc::AUTHENTICATE_PATH, request.clone())
-                .await?;
+            let path = crate::protocol::grpc::AUTHENTICATE_PATH;
+            let response = match &via {
+                Some((_, connection)) => {
+                    self.unary_once_on(connection.clone(), path, request.clone())
+                        .await?
+                }
+                None => self.unary_once(path, request.clone()).await?,
+            };
             match response.get("decision").and_then(decision) {
-                Some(Decision::Permit) => return self.keep_grant(response, own_did).await,
+                Some(Decision::Permit) => {
+                    let base = via.map(|(config, _)| config);
+                    return self.keep_grant(response, own_did, base).await;
+                }
                 Some(Decision::Deny) => {
                     return Err(Error::new(
                         ErrorKind::Denied,
@@ -303,8 +326,14 @@ impl VoltClient {
         Ok((Value::Object(request), own_did))
     }
 
-    /// Keeps what a PERMIT granted: in the credential, in the file, and in a new connection.
-    async fn keep_grant(&self, response: Value, own_did: Option<String>) -> Result<Authenticated> {
+    /// Keeps what a PERMIT granted: in the credential (on top of `base`, else of the
+    /// client's configuration), in the file, and in a new connection.
+    async fn keep_grant(
+        &self,
+        response: Value,
+        own_did: Option<String>,
+        base: Option<ClientConfig>,
+    ) -> Result<Authenticated> {
         let text = |field: &str| {
             response
                 .get(field)
@@ -328,7 +357,7 @@ impl VoltClient {
         // One grant is kept at a time, so that the configuration, its file and the connection
         // always come from the same grant. (An async lock, held only by this rare operation.)
         let _one_at_a_time = setup.granting.lock().await;
-        let mut updated = self.config();
+        let mut updated = base.unwrap_or_else(|| self.config());
         grant.apply(updated.credential_mut());
         // Connect first: a grant that cannot be used is not kept.
         let transport = crate::transport::open(&setup.options, &updated, &setup.key).await?;

@@ -272,21 +272,28 @@ impl VoltClient {
         let credential = sessionless.credential_mut();
         credential.session_id = None;
         credential.cert = None;
+        // That connection stays private to this renewal: the other calls keep the refused
+        // session (and are refused, then wait here) until the new one is granted, rather than
+        // going out with no session at all.
         let transport = crate::transport::open(&setup.options, &sessionless, &setup.key).await?;
-        *setup.config.lock().unwrap_or_else(PoisonError::into_inner) = sessionless;
-        *self
-            .shared
-            .transport
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = transport;
-        self.authenticate(authentication).await?;
+        self.authenticate_via(authentication, Some((sessionless, transport)))
+            .await?;
         Ok(true)
     }
 
     /// One unary call, in its span (which records its end: its response, its error, or its
     /// timeout).
     async fn unary_once(&self, path: &str, request: Value) -> Result<Value> {
-        let connection = self.connection();
+        self.unary_once_on(self.connection(), path, request).await
+    }
+
+    /// [`unary_once`](Self::unary_once) on `connection`.
+    async fn unary_once_on(
+        &self,
+        connection: Arc<dyn Link>,
+        path: &str,
+        request: Value,
+    ) -> Result<Value> {
         let mut trace = CallSpan::start(path, connection.label());
         let result = self.unary_on(connection, path, request, &trace).await;
         trace.outcome(&result);
