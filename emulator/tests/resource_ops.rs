@@ -304,3 +304,62 @@ async fn save_database_creates_and_updates_databases() {
         .expect("kinds")
         .contains(&json!("volt:sync-database")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_saves_survives_a_restart() {
+    const BURST: usize = 200;
+    let mut volt = TestVolt::start("ops-burst").await;
+    let owner = sdk::owner(&volt, Transport::Grpc).await;
+    let folder = create(&owner, "", "burst", json!(["volt:folder"])).await;
+
+    let creates: Vec<_> = (0..BURST)
+        .map(|i| {
+            let (owner, folder) = (owner.clone(), folder.clone());
+            tokio::spawn(async move {
+                create(&owner, &folder, &format!("r{i}"), json!(["volt:file"])).await
+            })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(BURST);
+    for task in creates {
+        ids.push(task.await.expect("create task"));
+    }
+    // Then every one of them updated at once, the last change each sees.
+    let updates: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let owner = owner.clone();
+            let request = json!({"resource": {"id": id, "description": format!("updated {i}")}});
+            tokio::spawn(async move { ok(&owner, "SaveResource", request).await })
+        })
+        .collect();
+    for task in updates {
+        task.await.expect("update task");
+    }
+    drop(owner);
+
+    let emulator = volt.emulator.take().expect("running");
+    emulator.shutdown().await;
+    let restarted = tdx_volt_emulator::Emulator::builder(&volt.dir)
+        .start()
+        .await
+        .expect("restarts on the same directory");
+    volt.emulator = Some(restarted);
+    let owner = sdk::owner(&volt, Transport::Grpc).await;
+
+    let listed = ok(
+        &owner,
+        "GetResourceDescendants",
+        json!({"resource_id": folder}),
+    )
+    .await;
+    let listed = listed["descendant"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), BURST, "every created resource is back");
+    for (i, id) in ids.iter().enumerate() {
+        let got = ok(&owner, "GetResource", json!({"resource_id": id})).await;
+        assert_eq!(got["resource"]["name"], format!("r{i}"));
+        assert_eq!(got["resource"]["description"], format!("updated {i}"));
+        assert_eq!(parent_of(&owner, id).await, folder);
+    }
+}

@@ -13,7 +13,7 @@
 //! 5. Anything else is denied.
 //!
 //! Rules, access requests and the custom policy are kept in `DIR/access.json`, rewritten
-//! whole after every change.
+//! whole to hold the latest state (changes are committed in groups: `crate::snapshot_file`).
 
 pub mod document_scope;
 pub mod rpc;
@@ -29,7 +29,7 @@ use tdx_volt::proto::volt::{self as pb, PolicyDecision};
 use crate::call::{Caller, Failure};
 use crate::files::read_optional;
 use crate::proto_json::{from_json, to_json};
-use crate::snapshot_file::{Snapshot, SnapshotFile};
+use crate::snapshot_file::{Render, Snapshot, SnapshotFile};
 
 use super::resources::ResourceStore;
 use super::Services;
@@ -140,7 +140,7 @@ impl Lineage {
 
 /// The access rules, requests and policy of this Volt.
 pub struct AccessStore {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     file: Arc<SnapshotFile>,
     root_id: String,
 }
@@ -166,16 +166,16 @@ impl AccessStore {
                 tdx_volt::Error::new(tdx_volt::ErrorKind::Io, format!("{}: {e}", path.display()))
             })?;
         }
+        let state = Arc::new(Mutex::new(state));
         Ok(AccessStore {
-            state: Mutex::new(state),
-            file: SnapshotFile::new(path),
+            file: SnapshotFile::new(path, renderer(Arc::clone(&state))),
+            state,
             root_id: root_id.to_owned(),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every change is a single push, replace or remove: a poisoned lock is still whole.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// The Volt owner's client id (empty when none is named yet).
@@ -185,32 +185,28 @@ impl AccessStore {
 
     /// Names the Volt's owner, unless one is named already; writes the file on this thread.
     pub fn claim_volt_owner_blocking(&self, client_id: &str) -> Result<(), Failure> {
-        let snapshot = self.change(|state| {
+        let claimed = self.change(|state| {
             if !state.volt_owner.is_empty() {
                 return Ok(false);
             }
             state.volt_owner = client_id.to_owned();
             Ok(true)
         })?;
-        match snapshot {
-            (true, snapshot) => self.file.write(&snapshot),
+        match claimed {
+            (true, version) => self.file.save_blocking(version),
             (false, _) => Ok(()),
         }
     }
 
-    /// Applies `change` and takes a snapshot of the state with it, under one lock.
+    /// Applies `change` and numbers it (its version), under one lock.
     fn change<T>(
         &self,
         change: impl FnOnce(&mut State) -> Result<T, Failure>,
-    ) -> Result<(T, Snapshot), Failure> {
+    ) -> Result<(T, u64), Failure> {
         let mut state = self.lock();
         let value = change(&mut state)?;
         state.version += 1;
-        let snapshot = Snapshot {
-            version: state.version,
-            text: to_text(&state)?,
-        };
-        Ok((value, snapshot))
+        Ok((value, state.version))
     }
 
     /// Makes a change and returns its value once the file holds it.
@@ -218,8 +214,8 @@ impl AccessStore {
         &self,
         change: impl FnOnce(&mut State) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
-        let (value, snapshot) = self.change(change)?;
-        self.file.save(snapshot).await?;
+        let (value, version) = self.change(change)?;
+        self.file.save(version).await?;
         Ok(value)
     }
 
@@ -428,6 +424,22 @@ pub fn waiting(decision: i32) -> bool {
         PolicyDecision::try_from(decision),
         Ok(PolicyDecision::Pending | PolicyDecision::Prompt)
     )
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Every change is a single push, replace or remove: a poisoned lock is still whole.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Renders the state for the file, under its lock (it is small).
+fn renderer(state: Arc<Mutex<State>>) -> Render {
+    Box::new(move || {
+        let state = lock(&state);
+        Ok(Snapshot {
+            version: state.version,
+            text: to_text(&state)?,
+        })
+    })
 }
 
 fn to_text(state: &State) -> Result<String, Failure> {

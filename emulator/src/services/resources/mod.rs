@@ -1,10 +1,11 @@
 //! The resource tree: the Volt root, a home folder per client, and everything created under
 //! them (databases, wires, files, folders). Persisted as proto3 JSON in `DIR/resources.json`,
-//! rewritten atomically after every change.
+//! rewritten atomically to hold the latest tree.
 //!
-//! A change is made and serialised under the tree's lock; the file is written after the lock
-//! is released (a change made in async code waits for it on a blocking thread), and a change
-//! returns once the file holds it (`crate::snapshot_file` tells how writers keep their order).
+//! A change is made in memory under the tree's lock, where it gets its version; it returns
+//! once the file holds that version. The file is written by one caller at a time, with every
+//! change made so far, after the lock is released (`crate::snapshot_file` tells how changes
+//! are committed in groups), so a burst of changes costs a few writes, not one each.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,7 +17,7 @@ use tdx_volt::proto::volt::{Resource, ResourceStatus, ShareMode};
 use crate::call::{Code, Failure};
 use crate::files::read_optional;
 use crate::proto_json::{from_json, to_json};
-use crate::snapshot_file::{Snapshot, SnapshotFile};
+use crate::snapshot_file::{Render, Snapshot, SnapshotFile};
 
 pub mod changes;
 pub mod service_state;
@@ -90,7 +91,7 @@ struct Tree {
     nodes: HashMap<String, Node>,
     /// Insertion order, so listings are stable.
     order: Vec<String>,
-    /// Changes made since the store was opened: the version of the latest snapshot.
+    /// Changes made since the store was opened: the version of the latest change.
     version: u64,
     /// What the change being made did, for the listener.
     pending: Vec<Change>,
@@ -99,7 +100,7 @@ struct Tree {
 /// The resource tree, shared by every service.
 pub struct ResourceStore {
     volt_id: String,
-    tree: Mutex<Tree>,
+    tree: Arc<Mutex<Tree>>,
     file: Arc<SnapshotFile>,
     changes: changes::ChangeSink,
 }
@@ -142,10 +143,11 @@ impl ResourceStore {
                 tdx_volt::Error::new(tdx_volt::ErrorKind::Io, format!("{}: {e}", path.display()))
             })?;
         }
+        let tree = Arc::new(Mutex::new(tree));
         let store = ResourceStore {
             volt_id: volt_id.to_owned(),
-            tree: Mutex::new(tree),
-            file: SnapshotFile::new(path),
+            file: SnapshotFile::new(path, renderer(Arc::clone(&tree))),
+            tree,
             changes: changes::ChangeSink::default(),
         };
         if store.get(volt_id).is_none() {
@@ -182,9 +184,7 @@ impl ResourceStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Tree> {
-        // A panic while holding the lock cannot leave the tree half-written (every mutation is
-        // a single insert/remove), so a poisoned lock is still usable.
-        self.tree.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.tree)
     }
 
     /// One resource, by id or `@alias`.
@@ -253,7 +253,7 @@ impl ResourceStore {
         parent_id: &str,
         owner: &str,
         mut template: Resource,
-    ) -> Result<(Resource, Snapshot), Failure> {
+    ) -> Result<(Resource, u64), Failure> {
         if template.id.is_empty() {
             template.id = new_id();
         }
@@ -364,12 +364,7 @@ impl ResourceStore {
         self.saved_blocking(self.touched(id, Some(size), ChangeKind::DatabaseWritten))
     }
 
-    fn touched(
-        &self,
-        id: &str,
-        size: Option<u64>,
-        kind: ChangeKind,
-    ) -> Result<((), Snapshot), Failure> {
+    fn touched(&self, id: &str, size: Option<u64>, kind: ChangeKind) -> Result<((), u64), Failure> {
         self.change(|tree| {
             let id = resolved(tree, id);
             let Some(node) = tree.nodes.get_mut(&id) else {
@@ -483,40 +478,61 @@ impl ResourceStore {
             .collect()
     }
 
-    /// Applies `change` to the tree and, when it succeeds, takes a snapshot of the tree with
-    /// it, under the same lock: snapshots are numbered in the order of their changes.
+    /// Applies `change` to the tree and, when it succeeds, numbers it (its version), under
+    /// the same lock: versions follow the order of the changes.
     fn change<T>(
         &self,
         change: impl FnOnce(&mut Tree) -> Result<T, Failure>,
-    ) -> Result<(T, Snapshot), Failure> {
+    ) -> Result<(T, u64), Failure> {
         let mut tree = self.lock();
         let value = change(&mut tree);
         let told = std::mem::take(&mut tree.pending);
         let value = value?;
         tree.version += 1;
-        let snapshot = Snapshot {
-            version: tree.version,
-            text: to_text(&tree)?,
-        };
         // Under the lock, so listeners hear of changes in the order they were made.
         self.changes.tell(&told);
-        Ok((value, snapshot))
+        Ok((value, tree.version))
     }
 
-    /// Writes a change's snapshot off the async runtime, and returns the change's value once
-    /// the file holds it.
-    async fn saved<T>(&self, change: Result<(T, Snapshot), Failure>) -> Result<T, Failure> {
-        let (value, snapshot) = change?;
-        self.file.save(snapshot).await?;
+    /// Returns a change's value once the file holds it (waiting off the async runtime).
+    async fn saved<T>(&self, change: Result<(T, u64), Failure>) -> Result<T, Failure> {
+        let (value, version) = change?;
+        self.file.save(version).await?;
         Ok(value)
     }
 
-    /// Writes a change's snapshot on this thread, and returns the change's value.
-    fn saved_blocking<T>(&self, change: Result<(T, Snapshot), Failure>) -> Result<T, Failure> {
-        let (value, snapshot) = change?;
-        self.file.write(&snapshot)?;
+    /// Returns a change's value once the file holds it, waiting on this thread.
+    fn saved_blocking<T>(&self, change: Result<(T, u64), Failure>) -> Result<T, Failure> {
+        let (value, version) = change?;
+        self.file.save_blocking(version)?;
         Ok(value)
     }
+}
+
+fn lock(tree: &Mutex<Tree>) -> MutexGuard<'_, Tree> {
+    // A panic while holding the lock cannot leave the tree half-written (every mutation is
+    // a single insert/remove), so a poisoned lock is still usable.
+    tree.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Renders the tree for the file: copies it under the lock, with the version it holds, and
+/// serialises the copy after the lock is released.
+fn renderer(tree: Arc<Mutex<Tree>>) -> Render {
+    Box::new(move || {
+        let (version, nodes) = {
+            let tree = lock(&tree);
+            let nodes: Vec<Node> = tree
+                .order
+                .iter()
+                .filter_map(|id| tree.nodes.get(id).cloned())
+                .collect();
+            (tree.version, nodes)
+        };
+        Ok(Snapshot {
+            version,
+            text: to_text(&nodes)?,
+        })
+    })
 }
 
 /// The lineage of the resource with exactly this id: it and the folders above it, nearest
@@ -607,18 +623,16 @@ fn home_folder(name: &str) -> Resource {
     }
 }
 
-/// The tree as the file holds it.
-fn to_text(tree: &Tree) -> Result<String, Failure> {
-    let mut nodes = Vec::with_capacity(tree.order.len());
-    for id in &tree.order {
-        if let Some(n) = tree.nodes.get(id) {
-            nodes.push(json!({
-                "parent": n.parent,
-                "resource": to_json(&n.resource)?,
-            }));
-        }
+/// The tree's nodes, in creation order, as the file holds them.
+fn to_text(nodes: &[Node]) -> Result<String, Failure> {
+    let mut entries = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        entries.push(json!({
+            "parent": n.parent,
+            "resource": to_json(&n.resource)?,
+        }));
     }
-    serde_json::to_string_pretty(&json!({ "resources": nodes }))
+    serde_json::to_string_pretty(&json!({ "resources": entries }))
         .map_err(|e| Failure::internal("saving resources", e))
 }
 

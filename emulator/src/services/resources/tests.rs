@@ -67,7 +67,7 @@ async fn concurrent_changes_leave_the_newest_tree_in_the_file() {
 
     let store = ResourceStore::open(&dir, "did:volt:abc", "Test").unwrap();
     assert_eq!(store.children("did:volt:abc").len(), 32);
-    // Snapshots that lost to a newer one left no temporary file behind.
+    // No temporary file is left behind.
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
