@@ -2,8 +2,16 @@
 //! it with the method's descriptors, so one codec serves every method.
 
 use bytes::{Buf as _, BufMut as _, Bytes};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
+
+/// The buffer each call's encoder and decoder start with. tonic's default (8 KiB each) is
+/// held by every open call, idle or not: about 16 KiB of a gRPC subscription's memory. The
+/// buffers grow to the message when one is larger, so a small start costs a large message
+/// nothing it would not cost anyway.
+const CALL_BUFFER: usize = 1024;
+/// tonic's default: how much is encoded before the encoder yields.
+const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// Encoded protobuf messages in, encoded protobuf messages out.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,6 +40,10 @@ impl Encoder for Encoded {
         dst.put(item);
         Ok(())
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(CALL_BUFFER, YIELD_THRESHOLD)
+    }
 }
 
 impl Decoder for Encoded {
@@ -40,5 +52,9 @@ impl Decoder for Encoded {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(CALL_BUFFER, YIELD_THRESHOLD)
     }
 }
