@@ -539,6 +539,23 @@ impl WireFlow {
     }
 }
 
+/// Whether a response carries a status with a message (an error the Volt reports in-call).
+fn has_status(v: &Value) -> bool {
+    v["status"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty())
+}
+
+/// Records a response's in-call error status as the run's failure (the first one wins).
+fn note_status(failure: &Arc<StdMutex<Option<String>>>, call: &str, v: &Value) {
+    if has_status(v) {
+        failure
+            .lock()
+            .unwrap()
+            .get_or_insert(format!("{call}: {v}"));
+    }
+}
+
 /// Records an error or an end of a streaming call (neither is expected while it runs).
 fn watch_end(rpc: &WebsocketRpc, call: &'static str, failure: &Arc<StdMutex<Option<String>>>) {
     let on_error = Arc::clone(failure);
@@ -594,17 +611,7 @@ async fn wire_workload(
                         ));
                     }
                 },
-                None => {
-                    if v["status"]["message"]
-                        .as_str()
-                        .is_some_and(|m| !m.is_empty())
-                    {
-                        failure
-                            .lock()
-                            .unwrap()
-                            .get_or_insert(format!("SubscribeWire: {v}"));
-                    }
-                }
+                None => note_status(&failure, "SubscribeWire", &v),
             }
         });
     }
@@ -617,15 +624,7 @@ async fn wire_workload(
         let failure = Arc::clone(&failure);
         publisher.on(EventType::Data, move |event| {
             if let Event::Data(v) = event {
-                if v["status"]["message"]
-                    .as_str()
-                    .is_some_and(|m| !m.is_empty())
-                {
-                    failure
-                        .lock()
-                        .unwrap()
-                        .get_or_insert(format!("PublishWire: {v}"));
-                }
+                note_status(&failure, "PublishWire", &v);
             }
         });
     }
@@ -798,10 +797,7 @@ async fn sql_query(client: &Mutex<VoltClient>, request: &Value) -> Result<usize,
                         state.error.get_or_insert(format!("Execute: {e}"));
                     }
                 }
-            } else if v["status"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-            {
+            } else if has_status(&v) {
                 state.error.get_or_insert(format!("Execute: {v}"));
             }
         });
