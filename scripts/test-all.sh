@@ -78,6 +78,13 @@ cargo package -p tdx-volt --locked --quiet
 echo "== fuzz targets compile"
 cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
 
+echo "== benchmark peer drivers parse"
+# The side-by-side benchmark's JS and Python drivers (interop/bench) are run only by
+# scripts/bench-peers.py; here they are only checked to parse. (The peers bench target itself
+# is built by clippy above; the vendor crate's driver is built at bench time.)
+for driver in interop/bench/*.mjs interop/bench/lib/*.mjs; do node --check "$driver"; done
+python3 -m py_compile interop/bench/legacy.py scripts/bench-peers.py
+
 echo "== cargo test"
 cargo test --workspace --locked
 
