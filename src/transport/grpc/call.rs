@@ -11,15 +11,17 @@ use prost_reflect::MessageDescriptor;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::Code;
 
 use super::observed::{Observed, Seen};
 use super::Settings;
 use crate::protocol::grpc::Encoded;
+use crate::protocol::grpc::TOKEN_METADATA;
 use crate::protocol::schema;
 use crate::transport::delivery::{response_event, Delivery};
 use crate::transport::link::CallIo;
-use crate::{Error, ErrorKind, Result, Status};
+use crate::{Error, ErrorKind, Reached, Result, Status};
 
 /// The caller's side of one call.
 pub(crate) struct CallHandle {
@@ -93,52 +95,117 @@ impl CallIo for CallHandle {
     }
 }
 
-/// The request body of a call: what its handle queues, until the handle ends it.
-pub(super) fn request_stream(
-    mut queue: mpsc::Receiver<Bytes>,
-) -> impl Stream<Item = Bytes> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| queue.poll_recv(cx))
+/// How many times a call is sent again after the connection turned it away unsent (it was
+/// closing when the call was queued on it); each time goes out on a new connection.
+const UNSENT_RETRIES: usize = 2;
+
+/// The request body of a call: what its handle queues, until the handle ends it. Shared by
+/// the attempts at sending the call, so that one the connection turned away before sending
+/// anything leaves every request for the next.
+#[derive(Clone)]
+pub(super) struct Requests(Arc<Mutex<RequestQueue>>);
+
+struct RequestQueue {
+    queue: mpsc::Receiver<Bytes>,
+    /// A request has been taken for the wire.
+    taken: bool,
+}
+
+impl Requests {
+    pub(super) fn new(queue: mpsc::Receiver<Bytes>) -> Requests {
+        Requests(Arc::new(Mutex::new(RequestQueue {
+            queue,
+            taken: false,
+        })))
+    }
+
+    /// The body of one attempt.
+    fn stream(&self) -> impl Stream<Item = Bytes> + Send + 'static {
+        let shared = self.0.clone();
+        futures_util::stream::poll_fn(move |cx| {
+            let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            let polled = shared.queue.poll_recv(cx);
+            if let std::task::Poll::Ready(Some(_)) = polled {
+                shared.taken = true;
+            }
+            polled
+        })
+    }
+
+    /// No request has been taken for the wire yet.
+    fn untouched(&self) -> bool {
+        !self.0.lock().unwrap_or_else(PoisonError::into_inner).taken
+    }
+}
+
+/// What a call sends: its requests, and the identity token in its metadata.
+pub(super) struct Outgoing {
+    pub requests: Requests,
+    pub token: MetadataValue<Ascii>,
+}
+
+impl Outgoing {
+    fn request(&self) -> tonic::Request<impl Stream<Item = Bytes> + Send + 'static> {
+        let mut request = tonic::Request::new(self.requests.stream());
+        request
+            .metadata_mut()
+            .insert(TOKEN_METADATA, self.token.clone());
+        request
+    }
 }
 
 /// Runs one call to its end and settles its outcome.
-pub(super) async fn run<S>(
+pub(super) async fn run(
     grpc: tonic::client::Grpc<Observed>,
-    request: tonic::Request<S>,
+    outgoing: Outgoing,
     rpc: PathAndQuery,
     path: Arc<str>,
     output: MessageDescriptor,
     delivery: Delivery,
     seen: Arc<Seen>,
-) where
-    S: Stream<Item = Bytes> + Send + 'static,
-{
+) {
     let outcome = tokio::select! {
         // A caller that has gone needs nothing more; returning drops the call's streams,
         // which resets it on the wire.
         () = delivery.gone() => return,
-        outcome = read(grpc, request, rpc, &path, &output, &delivery, &seen) => outcome,
+        outcome = read(grpc, outgoing, rpc, &path, &output, &delivery, &seen) => outcome,
     };
     delivery.finish(outcome);
 }
 
-async fn read<S>(
+async fn read(
     mut grpc: tonic::client::Grpc<Observed>,
-    request: tonic::Request<S>,
+    outgoing: Outgoing,
     rpc: PathAndQuery,
     path: &str,
     output: &MessageDescriptor,
     delivery: &Delivery,
     seen: &Seen,
-) -> Result<()>
-where
-    S: Stream<Item = Bytes> + Send + 'static,
-{
-    grpc.ready().await.map_err(|e| transport_error(path, &e))?;
-    let mut responses = grpc
-        .streaming(request, rpc, Encoded)
-        .await
-        .map_err(|s| status_error(path, s, Showed::from(seen)))?
-        .into_inner();
+) -> Result<()> {
+    let mut retries = 0;
+    let mut responses = loop {
+        grpc.ready().await.map_err(|e| transport_error(path, &e))?;
+        match grpc
+            .streaming(outgoing.request(), rpc.clone(), Encoded)
+            .await
+        {
+            Ok(responses) => break responses.into_inner(),
+            // The connection was closing: tonic's channel makes a new one for the next try.
+            Err(status)
+                if retries < UNSENT_RETRIES
+                    && never_sent(&status)
+                    && outgoing.requests.untouched() =>
+            {
+                retries += 1;
+                tracing::debug!(
+                    path,
+                    retries,
+                    "the call was turned away unsent; sending it again"
+                );
+            }
+            Err(status) => return Err(status_error(path, status, Showed::from(seen))),
+        }
+    };
     while let Some(bytes) = responses
         .message()
         .await
@@ -193,6 +260,14 @@ pub(super) fn status_error(path: &str, status: tonic::Status, showed: Showed) ->
         if let Some(ours) = find::<Error>(cause) {
             return Error::new(ours.kind(), format!("{path}: {}", chain_text(ours)));
         }
+        if never_sent(&status) {
+            return Error::new(
+                ErrorKind::Closed,
+                format!("{path}: the connection closed before the call was sent"),
+            )
+            .with_reached(Reached::No)
+            .with_source(status);
+        }
         if find::<hyper::Error>(cause).is_some_and(hyper::Error::is_timeout) {
             return Error::new(
                 ErrorKind::Timeout,
@@ -223,6 +298,15 @@ pub(super) fn status_error(path: &str, status: tonic::Status, showed: Showed) ->
         },
         description: String::new(),
     })
+}
+
+/// Whether the call failed because its connection turned it away before sending anything
+/// (hyper cancels a request it had queued when the connection closes, or one queued on a
+/// connection that was not ready): sending it again is always safe.
+fn never_sent(status: &tonic::Status) -> bool {
+    std::error::Error::source(status)
+        .and_then(find::<hyper::Error>)
+        .is_some_and(hyper::Error::is_canceled)
 }
 
 /// The error of a connection that could not be made: the cause's own kind when it is one of

@@ -29,7 +29,6 @@ use tonic::transport::{Channel, Endpoint};
 use super::delivery;
 use super::link::{CallSpec, Link, Opened, RawOpened, ServiceSpec};
 use super::Transport;
-use crate::protocol::grpc::TOKEN_METADATA;
 use crate::protocol::schema;
 use crate::protocol::token::TokenSigner;
 use crate::protocol::token::{unix_now, DEFAULT_TOKEN_TTL_SECS};
@@ -197,8 +196,10 @@ impl Connection {
             let _ = requests.try_send(message);
         }
         let requests = (!end_after_first).then_some(requests);
-        let mut request = tonic::Request::new(call::request_stream(queue));
-        request.metadata_mut().insert(TOKEN_METADATA, token);
+        let outgoing = call::Outgoing {
+            requests: call::Requests::new(queue),
+            token,
+        };
 
         let (service, seen) = observed::Observed::new(self.channel.clone());
         let grpc = tonic::client::Grpc::new(service)
@@ -207,7 +208,7 @@ impl Connection {
         let (delivery, receivers) = delivery::channels(settings.call_buffer, unread);
         let task = tokio::spawn(call::run(
             grpc,
-            request,
+            outgoing,
             rpc,
             path.clone(),
             method.output().clone(),
