@@ -16,6 +16,7 @@ mod methods;
 mod service;
 mod session;
 mod sql;
+mod sql_cells;
 mod sql_typed;
 mod synapse_path;
 #[cfg(feature = "sync")]

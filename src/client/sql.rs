@@ -3,12 +3,29 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use serde_json::{json, Map, Value};
 
+use prost::Message as _;
+
+use super::sql_cells::{cells_object, kept_columns};
 use super::{Call, CallEvent, VoltClient};
-use crate::transport::Unread;
-use crate::{Error, ErrorKind, Result};
+use crate::proto::data::sql_execute_response::Payload;
+use crate::proto::data::{SqlExecuteResponse, Variant};
+use crate::transport::{Arrival, EncodedResponse, Unread};
+use crate::{Error, ErrorKind, Result, Status};
+
+/// A row as it arrived.
+pub(super) enum Fetched {
+    /// A `VariantRow` as proto3 JSON (the gateway's rows).
+    Json(Value),
+    /// A row's cells as protobuf decoded them (gRPC's rows).
+    Cells(Vec<Variant>),
+}
+
+/// Whether an encoded response is `Execute`'s, which rows decode straight from.
+fn is_execute_response(encoded: &EncodedResponse) -> bool {
+    encoded.output.full_name() == "tdx.volt_api.data.v1.SqlExecuteResponse"
+}
 
 const EXECUTE: &str = "/tdx.volt_api.data.v1.SqliteDatabaseAPI/Execute";
 
@@ -108,6 +125,7 @@ impl VoltClient {
         Ok(SqlRows {
             call,
             columns: Vec::new(),
+            kept: Vec::new(),
             page_size,
             in_page: 0,
             next_due: false,
@@ -152,6 +170,8 @@ impl VoltClient {
 pub struct SqlRows {
     call: Call,
     columns: Vec<String>,
+    /// Which columns a row deserializes (the last of those that share a name).
+    kept: Vec<bool>,
     /// Rows per page (0: the Volt sends every row without waiting).
     page_size: u64,
     /// Rows of the current page read so far.
@@ -169,6 +189,16 @@ impl SqlRows {
     ///
     /// Cancel-safe: a row taken off the call is always returned.
     pub async fn next_row(&mut self) -> Result<Option<Map<String, Value>>> {
+        Ok(match self.next_fetched().await? {
+            Some(Fetched::Json(row)) => Some(row_object(&self.columns, &row)?),
+            Some(Fetched::Cells(cells)) => Some(cells_object(&self.columns, cells)),
+            None => None,
+        })
+    }
+
+    /// The next row as it arrived: JSON (the gateway's) or protobuf cells (gRPC's). A row
+    /// of cells is checked against its header here; a JSON row when it is read.
+    pub(super) async fn next_fetched(&mut self) -> Result<Option<Fetched>> {
         if self.next_due && !self.done {
             // The Volt may already have ended the call (no rows were left); the end then
             // arrives as the next event.
@@ -181,7 +211,7 @@ impl SqlRows {
             }
         }
         while !self.done {
-            let event = tokio::time::timeout(self.timeout, self.call.next())
+            let arrival = tokio::time::timeout(self.timeout, self.call.next_arrival())
                 .await
                 .map_err(|_| {
                     Error::new(
@@ -189,28 +219,84 @@ impl SqlRows {
                         format!("{EXECUTE}: no response within {:?}", self.timeout),
                     )
                 })?;
+            let event = match arrival {
+                Some(Arrival::Encoded(encoded)) if is_execute_response(&encoded) => {
+                    match SqlExecuteResponse::decode(encoded.bytes.clone()) {
+                        Ok(response) => match self.take_response(response) {
+                            Ok(Some(cells)) => return Ok(Some(Fetched::Cells(cells))),
+                            Ok(None) => continue,
+                            Err(e) => {
+                                self.done = true;
+                                return Err(e);
+                            }
+                        },
+                        // What does not decode fails the call, as any other call's would.
+                        Err(_) => self.call.decoded(Arrival::Encoded(encoded)),
+                    }
+                }
+                Some(other) => self.call.decoded(other),
+                None => CallEvent::End,
+            };
             match event {
-                Some(CallEvent::Data(message)) => {
+                CallEvent::Data(mut message) => {
                     if let Some(header) = message.get("header") {
-                        self.columns = column_names(header)?;
-                    } else if let Some(row) = message.get("row") {
-                        let row = row_object(&self.columns, row);
+                        self.set_columns(column_names(header)?);
+                    } else if let Some(row) = message.get_mut("row") {
+                        let row = row.take();
                         self.count_row();
-                        return row.map(Some);
+                        return Ok(Some(Fetched::Json(row)));
                     } else if let Some(affected) = message.get("affected_rows") {
                         self.affected_rows = affected
                             .as_u64()
                             .or_else(|| affected.as_str().and_then(|s| s.parse().ok()));
                     }
                 }
-                Some(CallEvent::Error(e) | CallEvent::Failed(e)) => {
+                CallEvent::Error(e) | CallEvent::Failed(e) => {
                     self.done = true;
                     return Err(e);
                 }
-                Some(CallEvent::End) | None => self.done = true,
+                CallEvent::End => self.done = true,
             }
         }
         Ok(None)
+    }
+
+    /// Takes in a decoded response: a row's cells, or what else it says (`None`). An error
+    /// status is an error.
+    fn take_response(&mut self, response: SqlExecuteResponse) -> Result<Option<Vec<Variant>>> {
+        match response.payload {
+            Some(Payload::Row(row)) => {
+                if row.column.len() != self.columns.len() {
+                    return Err(malformed("a row does not match its header"));
+                }
+                self.count_row();
+                return Ok(Some(row.column));
+            }
+            Some(Payload::Header(header)) => {
+                self.set_columns(header.column.into_iter().map(|c| c.name).collect());
+            }
+            Some(Payload::AffectedRows(n)) => self.affected_rows = Some(u64::from(n)),
+            Some(Payload::Status(status)) => {
+                let status = Status::new(status.code, status.message, status.description);
+                if status.is_error() {
+                    let error = Error::from_status(status);
+                    self.call.note_error(&error);
+                    return Err(error);
+                }
+            }
+            None => {}
+        }
+        Ok(None)
+    }
+
+    fn set_columns(&mut self, columns: Vec<String>) {
+        self.kept = kept_columns(&columns);
+        self.columns = columns;
+    }
+
+    /// The current header's columns, and which of them a row reads.
+    pub(super) fn header(&self) -> (&[String], &[bool]) {
+        (&self.columns, &self.kept)
     }
 
     /// The column names of the current statement's header (empty before it arrives).
@@ -267,7 +353,7 @@ fn column_names(header: &Value) -> Result<Vec<String>> {
 }
 
 /// A `VariantRow` as an object keyed by the header's column names.
-fn row_object(columns: &[String], row: &Value) -> Result<Map<String, Value>> {
+pub(super) fn row_object(columns: &[String], row: &Value) -> Result<Map<String, Value>> {
     let cells = match row.get("column") {
         None | Some(Value::Null) => &Vec::new(),
         Some(Value::Array(cells)) => cells,

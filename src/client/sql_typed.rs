@@ -5,13 +5,16 @@
 //! A row is the object [`SqlRows::next_row`] returns (column name to cell), so a struct's
 //! fields match columns by name (`#[serde(rename = "...")]` for others, `Option<_>` for
 //! columns that may be NULL). Integers arrive exact to 64 bits, reals as `f64`, text as
-//! strings and blobs as base64 strings; [`blob`] turns a blob column into bytes.
+//! strings and blobs as base64 strings; [`blob`] turns a blob column into bytes. Over gRPC a
+//! row is read straight from its protobuf cells into `T`, with no JSON in between (see
+//! `sql_cells`); the gateway's rows arrive as JSON and are read from it.
 
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::sql::SqlRows;
+use super::sql::{row_object, Fetched, SqlRows};
+use super::sql_cells::RowDeserializer;
 use super::VoltClient;
 use crate::{Error, ErrorKind, Result};
 
@@ -41,13 +44,23 @@ impl SqlRows {
     /// # Ok(()) }
     /// ```
     pub async fn next_as<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
-        let Some(row) = self.next_row().await? else {
+        let Some(row) = self.next_fetched().await? else {
             return Ok(None);
         };
         let number = self.rows_read();
-        serde_json::from_value(Value::Object(row))
+        let (columns, kept) = self.header();
+        match row {
+            Fetched::Json(row) => serde_json::from_value(Value::Object(row_object(columns, &row)?))
+                .map(Some)
+                .map_err(|e| misfit::<T>(number, e)),
+            Fetched::Cells(cells) => T::deserialize(RowDeserializer {
+                columns,
+                kept,
+                cells: &cells,
+            })
             .map(Some)
-            .map_err(|e| misfit::<T>(number, e))
+            .map_err(|e| misfit::<T>(number, e)),
+        }
     }
 
     /// The remaining rows as a [`Stream`] of `T` ([`next_as`](Self::next_as) in a loop). The
@@ -104,7 +117,7 @@ impl VoltClient {
     }
 }
 
-fn misfit<T>(number: u64, cause: serde_json::Error) -> Error {
+fn misfit<T>(number: u64, cause: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::new(
         ErrorKind::Schema,
         format!(

@@ -7,8 +7,13 @@ use base64::Engine as _;
 use futures_util::{Stream, StreamExt as _};
 use serde_json::{json, Value};
 
+use prost::Message as _;
+
 use super::{Call, CallEvent, VoltClient};
-use crate::{Error, ErrorKind, Result};
+use crate::proto::volt::subscribe_wire_response::Payload;
+use crate::proto::volt::SubscribeWireResponse;
+use crate::transport::{Arrival, EncodedResponse};
+use crate::{Error, ErrorKind, Result, Status};
 
 const SUBSCRIBE: &str = "/tdx.volt_api.volt.v1.WireAPI/SubscribeWire";
 const PUBLISH: &str = "/tdx.volt_api.volt.v1.WireAPI/PublishWire";
@@ -71,10 +76,35 @@ impl Stream for WireChunks {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            let event = match self.call.poll_next_unpin(cx) {
-                Poll::Ready(Some(event)) => event,
+            let arrival = match self.call.poll_arrival(cx) {
+                Poll::Ready(Some(arrival)) => arrival,
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
+            };
+            let event = match arrival {
+                // gRPC's chunks are read straight from protobuf: no base64, no JSON.
+                Arrival::Encoded(encoded) if is_subscribe_response(&encoded) => {
+                    match SubscribeWireResponse::decode(encoded.bytes.clone()) {
+                        Ok(response) => match response.payload {
+                            Some(Payload::Chunk(chunk)) => return Poll::Ready(Some(Ok(chunk))),
+                            Some(Payload::Status(status)) => {
+                                let status =
+                                    Status::new(status.code, status.message, status.description);
+                                if !status.is_error() {
+                                    continue;
+                                }
+                                let error = Error::from_status(status);
+                                self.call.note_error(&error);
+                                return Poll::Ready(Some(Err(error)));
+                            }
+                            None => continue,
+                        },
+                        // What does not decode fails the call, as any other call's would.
+                        Err(_) => self.call.decoded(Arrival::Encoded(encoded)),
+                    }
+                }
+                Arrival::Encoded(encoded) => self.call.decoded(Arrival::Encoded(encoded)),
+                Arrival::Event(event) => event,
             };
             match event {
                 CallEvent::Data(message) => match message.get("chunk") {
@@ -87,6 +117,11 @@ impl Stream for WireChunks {
             }
         }
     }
+}
+
+/// Whether an encoded response is `SubscribeWire`'s.
+fn is_subscribe_response(encoded: &EncodedResponse) -> bool {
+    encoded.output.full_name() == "tdx.volt_api.volt.v1.SubscribeWireResponse"
 }
 
 fn decode_chunk(chunk: &Value) -> Result<Vec<u8>> {
@@ -111,6 +146,10 @@ pub struct WirePublisher {
 impl WirePublisher {
     /// Publishes one chunk.
     pub async fn send(&self, chunk: &[u8]) -> Result<()> {
+        if self.call.carries_protobuf() {
+            // Straight to protobuf: no base64, no JSON, one copy.
+            return self.call.send_encoded(publish_request(chunk)).await;
+        }
         let encoded = base64::engine::general_purpose::STANDARD.encode(chunk);
         self.call.send(json!({ "chunk": encoded })).await
     }
@@ -126,5 +165,42 @@ impl WirePublisher {
             }
         }
         Ok(())
+    }
+}
+
+/// A `PublishWireRequest` carrying `chunk` alone, encoded (what prost would make of it,
+/// without first copying the chunk into the message).
+fn publish_request(chunk: &[u8]) -> bytes::Bytes {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    const CHUNK_FIELD: u32 = 2;
+    let mut buf = Vec::with_capacity(chunk.len() + 11);
+    if !chunk.is_empty() {
+        encode_key(CHUNK_FIELD, WireType::LengthDelimited, &mut buf);
+        encode_varint(chunk.len() as u64, &mut buf);
+        buf.extend_from_slice(chunk);
+    }
+    buf.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::volt::PublishWireRequest;
+
+    #[test]
+    fn publish_requests_encode_as_prost_would() {
+        for chunk in [&b""[..], b"x", &[7u8; 300], &[1u8; 70_000]] {
+            let expected = PublishWireRequest {
+                chunk: chunk.to_vec(),
+                ..PublishWireRequest::default()
+            }
+            .encode_to_vec();
+            assert_eq!(
+                &publish_request(chunk)[..],
+                &expected[..],
+                "{} bytes",
+                chunk.len()
+            );
+        }
     }
 }

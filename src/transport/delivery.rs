@@ -8,9 +8,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
+use prost_reflect::MessageDescriptor;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::protocol::schema;
 use crate::{Error, ErrorKind, Result, Status};
 
 /// What a call delivers, in arrival order.
@@ -61,16 +64,29 @@ pub(crate) struct Receivers {
 }
 
 impl Receivers {
-    /// The next event; `None` after the last.
-    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<CallEvent>> {
+    /// An arrival as its event. A response that does not decode fails the call (and closes
+    /// it, so the transport drops it).
+    pub(crate) fn decoded(&mut self, arrival: Arrival) -> CallEvent {
+        match arrival {
+            Arrival::Event(event) => event,
+            Arrival::Encoded(encoded) => encoded.into_event().unwrap_or_else(|e| {
+                self.close();
+                self.finished = true;
+                CallEvent::Failed(e)
+            }),
+        }
+    }
+
+    /// The next arrival, as the transport handed it; `None` after the last.
+    pub(crate) fn poll_arrival(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arrival>> {
         if self.finished {
             return Poll::Ready(None);
         }
         match self.events.poll_recv(cx) {
             Poll::Ready(Some(queued)) => {
-                let (event, bytes) = *queued;
+                let (arrival, bytes) = *queued;
                 self.unread_bytes.add_permits(bytes);
-                Poll::Ready(Some(event))
+                Poll::Ready(Some(arrival))
             }
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
@@ -84,7 +100,7 @@ impl Receivers {
                         "the connection was dropped before the call ended",
                     )),
                 };
-                Poll::Ready(Some(event))
+                Poll::Ready(Some(Arrival::Event(event)))
             }
         }
     }
@@ -125,7 +141,45 @@ pub(crate) struct Delivery {
 /// allocates its slots 32 at a time when it is made, so with the event inline every call,
 /// even an idle subscription, held about 2.8 KiB of empty slots (measured with the
 /// side-by-side benchmark's `idle` workload).
-type Queued = Box<(CallEvent, usize)>;
+type Queued = Box<(Arrival, usize)>;
+
+/// What a transport hands a caller: an event, or a response still in the method's protobuf
+/// encoding, decoded on the caller's side when it is read (so that the allocations of a
+/// decoded message are made and freed on the same thread, and a reader that wants the
+/// message typed skips JSON altogether).
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    Event(CallEvent),
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // gRPC only
+    Encoded(EncodedResponse),
+}
+
+/// A response message as it arrived, with the descriptor of its type.
+#[derive(Debug)]
+pub(crate) struct EncodedResponse {
+    pub bytes: Bytes,
+    pub output: MessageDescriptor,
+}
+
+impl EncodedResponse {
+    /// The message as proto3 JSON, as its event ([`response_event`]).
+    pub(crate) fn into_event(self) -> Result<CallEvent> {
+        let value = schema::protobuf_to_json(&self.output, &self.bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("a {} that does not decode", self.output.full_name()),
+            )
+            .with_source(e)
+        })?;
+        Ok(response_event(value))
+    }
+}
+
+impl From<CallEvent> for Arrival {
+    fn from(event: CallEvent) -> Arrival {
+        Arrival::Event(event)
+    }
+}
 
 /// What became of an offered event.
 #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // websocket only
@@ -187,7 +241,7 @@ impl Delivery {
 
     /// Offers a data message or an in-call error of `bytes` bytes, never waiting.
     #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // websocket only
-    pub(crate) fn offer(&self, event: CallEvent, bytes: usize) -> Offer {
+    pub(crate) fn offer(&self, event: impl Into<Arrival>, bytes: usize) -> Offer {
         let wanted = self.permits(bytes);
         // Taken before it is queued, so the reader never gives back what was not taken.
         match self.unread_bytes.try_acquire_many(wanted) {
@@ -195,7 +249,10 @@ impl Delivery {
             Err(_) if self.events.is_closed() => return Offer::Gone,
             Err(_) => return Offer::Full,
         }
-        let refused = match self.events.try_send(Box::new((event, wanted as usize))) {
+        let refused = match self
+            .events
+            .try_send(Box::new((event.into(), wanted as usize)))
+        {
             Ok(()) => return Offer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
@@ -207,7 +264,8 @@ impl Delivery {
     /// Delivers a data message or an in-call error of `bytes` bytes, waiting for room. Returns
     /// `false` when the caller has dropped the call (the event is then discarded).
     #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // gRPC only
-    pub(crate) async fn deliver(&self, event: CallEvent, bytes: usize) -> bool {
+    pub(crate) async fn deliver(&self, event: impl Into<Arrival>, bytes: usize) -> bool {
+        let event = event.into();
         let wanted = self.permits(bytes);
         // The caller gives permits back as it reads; one that has gone gives none back, so
         // its leaving ends the wait too.

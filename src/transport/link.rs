@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::delivery::{Receivers, Unread};
 use super::Transport;
-use crate::Result;
+use crate::{Error, ErrorKind, Result};
 
 /// A call to open.
 #[derive(Debug)]
@@ -134,5 +135,20 @@ pub(crate) trait CallIo: Send + Sync {
     /// gateway's); for spans.
     fn call_id(&self) -> Option<u64> {
         None
+    }
+
+    /// Whether the transport carries requests in the method's protobuf encoding (gRPC), so
+    /// that [`send_encoded`](Self::send_encoded) may be used instead of JSON.
+    fn carries_protobuf(&self) -> bool {
+        false
+    }
+
+    /// Sends a request already encoded as the method's input message (for a transport that
+    /// [`carries_protobuf`](Self::carries_protobuf)).
+    fn send_encoded(&self, _message: Bytes) -> BoxFuture<'_, Result<()>> {
+        Box::pin(std::future::ready(Err(Error::new(
+            ErrorKind::Unsupported,
+            "this transport carries JSON requests",
+        ))))
     }
 }

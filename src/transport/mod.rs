@@ -26,7 +26,7 @@ pub use reconnect::{
 };
 
 pub(crate) use connect::open;
-pub(crate) use delivery::{Receivers, Unread};
+pub(crate) use delivery::{Arrival, EncodedResponse, Receivers, Unread};
 pub(crate) use link::{CallIo, CallSpec, Link, Opened, RawOpened, ServiceRoute, ServiceSpec};
 pub(crate) use options::ConnectOptions;
 pub(crate) use reconnect::Supervisor;

@@ -18,8 +18,7 @@ use super::observed::{Observed, Seen};
 use super::Settings;
 use crate::protocol::grpc::Encoded;
 use crate::protocol::grpc::TOKEN_METADATA;
-use crate::protocol::schema;
-use crate::transport::delivery::{response_event, Delivery};
+use crate::transport::delivery::{Arrival, Delivery, EncodedResponse};
 use crate::transport::link::CallIo;
 use crate::{Error, ErrorKind, Reached, Result, Status};
 
@@ -52,14 +51,29 @@ impl CallHandle {
 
     /// Encodes and queues a request; waits while the call's queue is full.
     async fn send(&self, message: &Value) -> Result<()> {
+        let requests = self.requests()?;
+        let bytes = super::encode(&self.path, &self.input, message, self.settings.max_outbound)?;
+        Self::queue(requests, bytes).await
+    }
+
+    /// Queues an encoded request, within the size limit; waits while the queue is full.
+    async fn send_encoded(&self, bytes: Bytes) -> Result<()> {
+        let requests = self.requests()?;
+        super::within_limit(&self.path, &bytes, self.settings.max_outbound)?;
+        Self::queue(requests, bytes).await
+    }
+
+    /// The request queue, while the client side is open.
+    fn requests(&self) -> Result<mpsc::Sender<Bytes>> {
         let ended = || Error::new(ErrorKind::Closed, "the client side of this call has ended");
-        let requests = self
-            .requests
+        self.requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .ok_or_else(ended)?;
-        let bytes = super::encode(&self.path, &self.input, message, self.settings.max_outbound)?;
+            .ok_or_else(ended)
+    }
+
+    async fn queue(requests: mpsc::Sender<Bytes>, bytes: Bytes) -> Result<()> {
         requests
             .send(bytes)
             .await
@@ -92,6 +106,14 @@ impl CallIo for CallHandle {
 
     fn outcome_follows_response(&self) -> bool {
         true
+    }
+
+    fn carries_protobuf(&self) -> bool {
+        true
+    }
+
+    fn send_encoded(&self, message: Bytes) -> BoxFuture<'_, Result<()>> {
+        Box::pin(CallHandle::send_encoded(self, message))
     }
 }
 
@@ -211,16 +233,15 @@ async fn read(
         .await
         .map_err(|s| status_error(path, s, Showed::from(seen)))?
     {
-        let value = schema::protobuf_to_json(output, &bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Protocol,
-                format!("{path}: a response that does not decode"),
-            )
-            .with_source(e)
-        })?;
-        // A caller behind on its reading holds this call's reader, and HTTP/2 flow control
-        // holds the Volt back: nothing is lost and no other call waits.
-        if !delivery.deliver(response_event(value), bytes.len()).await {
+        // Decoded on the caller's side, as it reads. A caller behind on its reading holds
+        // this call's reader, and HTTP/2 flow control holds the Volt back: nothing is lost
+        // and no other call waits.
+        let size = bytes.len();
+        let encoded = EncodedResponse {
+            bytes,
+            output: output.clone(),
+        };
+        if !delivery.deliver(Arrival::Encoded(encoded), size).await {
             return Ok(());
         }
     }

@@ -2,9 +2,10 @@
 //!
 //! One HTTP/2 connection carries every call; tonic's channel owns it (and reconnects when a
 //! call finds it gone). Each call is a bidirectional stream run by its own small task, which
-//! turns the Volt's protobuf responses into proto3 JSON with the method's descriptors, so a
-//! response reads the same as on the websocket gateway. Requests are encoded on the caller's
-//! side; every call carries an identity token as `volt-token` metadata, signed once and reused
+//! hands the Volt's protobuf responses to the caller as they arrived; the caller's side turns
+//! them into proto3 JSON with the method's descriptors as it reads them (so a response reads
+//! the same as on the websocket gateway), or reads them typed (SQL rows). Requests are encoded
+//! on the caller's side; every call carries an identity token as `volt-token` metadata, signed once and reused
 //! by the calls of the next [`TOKEN_REUSE_SECS`] (a token is valid for
 //! [`DEFAULT_TOKEN_TTL_SECS`] either side of its signing).
 
@@ -309,7 +310,13 @@ impl Link for Connection {
 
 /// Encodes a request (proto3 JSON) as the method's input message, within the size limit.
 fn encode(path: &str, input: &MessageDescriptor, request: &Value, max: usize) -> Result<Bytes> {
-    let bytes = schema::json_to_protobuf(input, request)?;
+    let bytes = Bytes::from(schema::json_to_protobuf(input, request)?);
+    within_limit(path, &bytes, max)?;
+    Ok(bytes)
+}
+
+/// A message over the size limit is not sent.
+fn within_limit(path: &str, bytes: &[u8], max: usize) -> Result<()> {
     if bytes.len() > max {
         return Err(Error::new(
             ErrorKind::Limit,
@@ -319,7 +326,7 @@ fn encode(path: &str, input: &MessageDescriptor, request: &Value, max: usize) ->
             ),
         ));
     }
-    Ok(Bytes::from(bytes))
+    Ok(())
 }
 
 /// Splits `volt.address` (`host:port`, `[v6]:port`, or a host alone for port 443).
