@@ -83,12 +83,12 @@ pub async fn sync_document(
     stream
         .send_chunked(SyncState::Syncing, &joined.diff, syncing)
         .await?;
-    let result = match stream.handshake(&mut inbound, &sent_sv).await {
+    // However the stream ends, dropping it tells the others it left: also when the client
+    // resets the call and the call's task is aborted mid-await.
+    match stream.handshake(&mut inbound, &sent_sv).await {
         Ok(true) => stream.steady(&mut inbound).await,
         other => other.map(|_| ()),
-    };
-    stream.leave();
-    result
+    }
 }
 
 /// Whether the stream may change the document: `read_only` asks not to; without
@@ -314,6 +314,7 @@ impl Stream<'_> {
     }
 
     /// Tells the other streams that the awareness states this one announced are gone.
+    /// (Synchronous, so that it runs on drop.)
     fn leave(&mut self) {
         if self.present.is_empty() {
             return;
@@ -401,4 +402,10 @@ fn too_slow() -> Failure {
         Code::ResourceExhausted,
         "SyncDocument: the client fell too far behind the document's updates; stream ended",
     )
+}
+
+impl Drop for Stream<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
