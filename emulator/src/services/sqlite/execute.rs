@@ -23,9 +23,16 @@
 //!   is ignored, `end {commit_transaction: true}` commits and ends the call, `end` without
 //!   commit rolls back and ends it. A client that goes away, or any error, rolls back.
 //! - An error ends the call with a `status` response (SQLite's own message for bad SQL).
+//! - Responses go out in small batches, as a server's buffered writes would: up to
+//!   [`HOLD_MESSAGES`] or [`HOLD_BYTES`] together, none held once [`HOLD_FOR`] has passed
+//!   since the oldest was made (checked as each row is made), and all of them before the
+//!   call waits for the client or ends.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use prost::Message as _;
 use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::{Batch, Connection, Statement};
 use tdx_volt::proto::data as pb;
@@ -75,11 +82,7 @@ pub(super) async fn execute(
     let idle = svc.execute_idle_timeout();
     run_blocking(move || {
         let conn = connect(&path)?;
-        let mut pipe = Pipe {
-            inbound,
-            outbound,
-            idle,
-        };
+        let mut pipe = Pipe::new(inbound, outbound, idle);
         let mut state = ExecState {
             names: [start.database_id.clone(), resource.id.clone()],
             transaction: start.transaction,
@@ -88,6 +91,9 @@ pub(super) async fn execute(
             committed: false,
         };
         let result = run_execute(&conn, &mut pipe, &mut state, start);
+        // What was made before an error goes out before it.
+        let flushed = pipe.flush();
+        let result = result.and(flushed);
         // Whatever was not committed explicitly is rolled back, also after an error.
         if !conn.is_autocommit() {
             if let Err(e) = conn.execute_batch("ROLLBACK") {
@@ -103,23 +109,66 @@ pub(super) async fn execute(
     .await
 }
 
+/// The most responses held to go out together.
+pub const HOLD_MESSAGES: usize = 64;
+/// The most bytes of responses held to go out together.
+pub const HOLD_BYTES: usize = 64 * 1024;
+/// How long a response is held at most before the next one is made.
+pub const HOLD_FOR: Duration = Duration::from_millis(1);
+
 /// The call's request and response channels, used from the blocking thread.
 struct Pipe {
     inbound: Inbound,
     outbound: Outbound,
     /// How long a paused query or open transaction waits for the client's next request.
-    idle: std::time::Duration,
+    idle: Duration,
+    /// Responses made and not yet sent, and when the oldest was made.
+    held: Vec<Bytes>,
+    held_bytes: usize,
+    held_since: Option<Instant>,
 }
 
 impl Pipe {
-    fn send(&self, payload: ExecResponse) -> Result<(), Failure> {
-        self.outbound.blocking_send(&pb::SqlExecuteResponse {
-            payload: Some(payload),
-        })
+    fn new(inbound: Inbound, outbound: Outbound, idle: Duration) -> Pipe {
+        Pipe {
+            inbound,
+            outbound,
+            idle,
+            held: Vec::with_capacity(HOLD_MESSAGES),
+            held_bytes: 0,
+            held_since: None,
+        }
+    }
+
+    fn send(&mut self, payload: ExecResponse) -> Result<(), Failure> {
+        let bytes = Bytes::from(
+            pb::SqlExecuteResponse {
+                payload: Some(payload),
+            }
+            .encode_to_vec(),
+        );
+        self.held_bytes += bytes.len();
+        self.held.push(bytes);
+        let since = *self.held_since.get_or_insert_with(Instant::now);
+        if self.held.len() >= HOLD_MESSAGES
+            || self.held_bytes >= HOLD_BYTES
+            || since.elapsed() >= HOLD_FOR
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends every response held.
+    fn flush(&mut self) -> Result<(), Failure> {
+        self.held_bytes = 0;
+        self.held_since = None;
+        self.outbound.blocking_send_batch(&mut self.held)
     }
 
     /// Waits, with a page sent, for the client to ask for more.
     fn pull(&mut self) -> Result<Pull, Failure> {
+        self.flush()?;
         let idle = self.idle;
         match self
             .inbound
@@ -210,6 +259,7 @@ fn run_execute(
 /// In a transaction, with a result sent: waits for the client's next move. A client that
 /// goes away ends the call without commit.
 fn after_result(pipe: &mut Pipe, names: &[String; 2]) -> Result<After, Failure> {
+    pipe.flush()?;
     loop {
         let idle = pipe.idle;
         let Some(request) = pipe.inbound.blocking_next_within::<pb::SqlExecuteRequest>(
