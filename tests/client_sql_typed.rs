@@ -148,3 +148,30 @@ async fn a_row_that_does_not_fit_is_reported_alone() {
         .await;
     assert_eq!(all.expect_err("a misfit").kind(), ErrorKind::Schema);
 }
+
+/// A statement the Volt refuses is its error, with SQLite's message, read as rows or as
+/// structs, on either transport (over gRPC it arrives as a `status` in the protobuf rows).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_statement_is_the_volts_error() {
+    let volt = TestVolt::start("typed-refused").await;
+    for transport in [Transport::Grpc, Transport::Websocket] {
+        let client = volt.client_over(transport).await;
+        let db = filled_database(&client).await;
+        let request = json!({"database_id": db, "statement": "SELECT * FROM missing"});
+        let as_rows = client
+            .sql_execute_json(request.clone())
+            .await
+            .expect_err("no such table");
+        let as_structs = client
+            .sql_query_as::<Counted>(request)
+            .await
+            .expect_err("no such table");
+        for e in [as_rows, as_structs] {
+            assert!(e.is_status(), "{transport:?}: {e:?}");
+            assert!(
+                e.to_string().contains("no such table"),
+                "{transport:?}: {e}"
+            );
+        }
+    }
+}

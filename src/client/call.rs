@@ -190,15 +190,22 @@ impl Call {
 impl Call {
     /// The next response as the transport handed it (a message still encoded is not
     /// decoded): for readers with a faster way to the data than proto3 JSON. Events are
-    /// accounted for as by the [`Stream`]; a reader that finds an in-call error in an encoded
-    /// message reports it with [`note_error`](Self::note_error).
+    /// accounted for as by the [`Stream`]; a reader that finds a status in an encoded message
+    /// reads it with [`status_error`](Self::status_error).
     pub(crate) async fn next_arrival(&mut self) -> Option<Arrival> {
         std::future::poll_fn(|cx| self.poll_arrival(cx)).await
     }
 
-    /// Records an in-call error found in an encoded message.
-    pub(crate) fn note_error(&mut self, error: &Error) {
-        self.trace.error(error);
+    /// The in-call error a `status` found in an encoded message reports (`None` when its
+    /// message is empty: no error), recorded as the [`Stream`] records those it decodes.
+    pub(crate) fn status_error(&mut self, status: crate::proto::volt::Status) -> Option<Error> {
+        let status = crate::Status::new(status.code, status.message, status.description);
+        if !status.is_error() {
+            return None;
+        }
+        let error = Error::from_status(status);
+        self.trace.error(&error);
+        Some(error)
     }
 
     /// Decodes an encoded message the way the [`Stream`] does (for a reader of

@@ -12,7 +12,7 @@ use super::{Call, CallEvent, VoltClient};
 use crate::proto::data::sql_execute_response::Payload;
 use crate::proto::data::{SqlExecuteResponse, Variant};
 use crate::transport::{Arrival, EncodedResponse, Unread};
-use crate::{Error, ErrorKind, Result, Status};
+use crate::{Error, ErrorKind, Result};
 
 /// A row as it arrived.
 pub(super) enum Fetched {
@@ -277,10 +277,7 @@ impl SqlRows {
             }
             Some(Payload::AffectedRows(n)) => self.affected_rows = Some(u64::from(n)),
             Some(Payload::Status(status)) => {
-                let status = Status::new(status.code, status.message, status.description);
-                if status.is_error() {
-                    let error = Error::from_status(status);
-                    self.call.note_error(&error);
+                if let Some(error) = self.call.status_error(status) {
                     return Err(error);
                 }
             }

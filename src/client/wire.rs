@@ -13,7 +13,7 @@ use super::{Call, CallEvent, VoltClient};
 use crate::proto::volt::subscribe_wire_response::Payload;
 use crate::proto::volt::SubscribeWireResponse;
 use crate::transport::{Arrival, EncodedResponse};
-use crate::{Error, ErrorKind, Result, Status};
+use crate::{Error, ErrorKind, Result};
 
 const SUBSCRIBE: &str = "/tdx.volt_api.volt.v1.WireAPI/SubscribeWire";
 const PUBLISH: &str = "/tdx.volt_api.volt.v1.WireAPI/PublishWire";
@@ -87,16 +87,10 @@ impl Stream for WireChunks {
                     match SubscribeWireResponse::decode(encoded.bytes.clone()) {
                         Ok(response) => match response.payload {
                             Some(Payload::Chunk(chunk)) => return Poll::Ready(Some(Ok(chunk))),
-                            Some(Payload::Status(status)) => {
-                                let status =
-                                    Status::new(status.code, status.message, status.description);
-                                if !status.is_error() {
-                                    continue;
-                                }
-                                let error = Error::from_status(status);
-                                self.call.note_error(&error);
-                                return Poll::Ready(Some(Err(error)));
-                            }
+                            Some(Payload::Status(status)) => match self.call.status_error(status) {
+                                Some(error) => return Poll::Ready(Some(Err(error))),
+                                None => continue,
+                            },
                             None => continue,
                         },
                         // What does not decode fails the call, as any other call's would.
