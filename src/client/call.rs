@@ -14,7 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
 use super::trace::CallSpan;
-use crate::transport::{Arrival, CallEvent, CallIo, Opened, Receivers};
+use crate::transport::{Arrival, CallEvent, CallIo, EncodedResponse, Opened, Receivers};
 use crate::{Error, ErrorKind, Result};
 
 /// A live call to a Volt method.
@@ -209,9 +209,10 @@ impl Call {
     }
 
     /// Decodes an encoded message the way the [`Stream`] does (for a reader of
-    /// [`next_arrival`](Self::next_arrival) that has no faster way for this one).
-    pub(crate) fn decoded(&mut self, arrival: Arrival) -> CallEvent {
-        let event = self.events.decoded(arrival);
+    /// [`next_arrival`](Self::next_arrival) that has no faster way for this one). An
+    /// [`Arrival::Event`] needs no decoding: it was accounted for as it arrived.
+    pub(crate) fn decoded(&mut self, encoded: EncodedResponse) -> CallEvent {
+        let event = self.events.decoded(Arrival::Encoded(encoded));
         self.account(&event);
         event
     }
@@ -281,7 +282,7 @@ impl Stream for Call {
             arrival.map(|arrival| match arrival {
                 // Accounted for as it arrived.
                 Arrival::Event(event) => event,
-                encoded @ Arrival::Encoded(_) => this.decoded(encoded),
+                Arrival::Encoded(encoded) => this.decoded(encoded),
             })
         })
     }

@@ -231,10 +231,11 @@ impl SqlRows {
                             }
                         },
                         // What does not decode fails the call, as any other call's would.
-                        Err(_) => self.call.decoded(Arrival::Encoded(encoded)),
+                        Err(_) => self.call.decoded(encoded),
                     }
                 }
-                Some(other) => self.call.decoded(other),
+                Some(Arrival::Encoded(encoded)) => self.call.decoded(encoded),
+                Some(Arrival::Event(event)) => event,
                 None => CallEvent::End,
             };
             match event {

@@ -94,10 +94,10 @@ impl Stream for WireChunks {
                             None => continue,
                         },
                         // What does not decode fails the call, as any other call's would.
-                        Err(_) => self.call.decoded(Arrival::Encoded(encoded)),
+                        Err(_) => self.call.decoded(encoded),
                     }
                 }
-                Arrival::Encoded(encoded) => self.call.decoded(Arrival::Encoded(encoded)),
+                Arrival::Encoded(encoded) => self.call.decoded(encoded),
                 Arrival::Event(event) => event,
             };
             match event {
