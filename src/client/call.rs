@@ -208,11 +208,27 @@ impl Call {
         Some(error)
     }
 
+    /// An encoded response read as the prost message `M` when it is one (`Ok`), else (of
+    /// another type, or not decoding as `M`) the event the [`Stream`] would make of it.
+    pub(crate) fn decode_as<M>(&mut self, encoded: EncodedResponse) -> Result<M, CallEvent>
+    where
+        M: prost::Message + prost::Name + Default,
+    {
+        let output = &encoded.output;
+        if output.package_name() == M::PACKAGE && output.name() == M::NAME {
+            if let Ok(message) = M::decode(encoded.bytes.clone()) {
+                return Ok(message);
+            }
+        }
+        // What does not decode fails the call, as any other call's would.
+        Err(self.decoded(encoded))
+    }
+
     /// Decodes an encoded message the way the [`Stream`] does (for a reader of
     /// [`next_arrival`](Self::next_arrival) that has no faster way for this one). An
     /// [`Arrival::Event`] needs no decoding: it was accounted for as it arrived.
     pub(crate) fn decoded(&mut self, encoded: EncodedResponse) -> CallEvent {
-        let event = self.events.decoded(Arrival::Encoded(encoded));
+        let event = self.events.decoded(encoded);
         self.account(&event);
         event
     }

@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use prost::Message as _;
-
 use super::sql_cells::{cells_object, kept_columns};
 use super::{Call, CallEvent, VoltClient};
 use crate::proto::data::sql_execute_response::Payload;
 use crate::proto::data::{SqlExecuteResponse, Variant};
-use crate::transport::{Arrival, EncodedResponse, Unread};
+use crate::transport::{Arrival, Unread};
 use crate::{Error, ErrorKind, Result};
 
 /// A row as it arrived.
@@ -20,11 +18,6 @@ pub(super) enum Fetched {
     Json(Value),
     /// A row's cells as protobuf decoded them (gRPC's rows).
     Cells(Vec<Variant>),
-}
-
-/// Whether an encoded response is `Execute`'s, which rows decode straight from.
-fn is_execute_response(encoded: &EncodedResponse) -> bool {
-    encoded.output.full_name() == "tdx.volt_api.data.v1.SqlExecuteResponse"
 }
 
 const EXECUTE: &str = "/tdx.volt_api.data.v1.SqliteDatabaseAPI/Execute";
@@ -220,21 +213,17 @@ impl SqlRows {
                     )
                 })?;
             let event = match arrival {
-                Some(Arrival::Encoded(encoded)) if is_execute_response(&encoded) => {
-                    match SqlExecuteResponse::decode(encoded.bytes.clone()) {
-                        Ok(response) => match self.take_response(response) {
-                            Ok(Some(cells)) => return Ok(Some(Fetched::Cells(cells))),
-                            Ok(None) => continue,
-                            Err(e) => {
-                                self.done = true;
-                                return Err(e);
-                            }
-                        },
-                        // What does not decode fails the call, as any other call's would.
-                        Err(_) => self.call.decoded(encoded),
-                    }
-                }
-                Some(Arrival::Encoded(encoded)) => self.call.decoded(encoded),
+                Some(Arrival::Encoded(encoded)) => match self.call.decode_as(encoded) {
+                    Ok(response) => match self.take_response(response) {
+                        Ok(Some(cells)) => return Ok(Some(Fetched::Cells(cells))),
+                        Ok(None) => continue,
+                        Err(e) => {
+                            self.done = true;
+                            return Err(e);
+                        }
+                    },
+                    Err(event) => event,
+                },
                 Some(Arrival::Event(event)) => event,
                 None => CallEvent::End,
             };

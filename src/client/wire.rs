@@ -7,12 +7,10 @@ use base64::Engine as _;
 use futures_util::{Stream, StreamExt as _};
 use serde_json::{json, Value};
 
-use prost::Message as _;
-
 use super::{Call, CallEvent, VoltClient};
 use crate::proto::volt::subscribe_wire_response::Payload;
 use crate::proto::volt::SubscribeWireResponse;
-use crate::transport::{Arrival, EncodedResponse};
+use crate::transport::Arrival;
 use crate::{Error, ErrorKind, Result};
 
 const SUBSCRIBE: &str = "/tdx.volt_api.volt.v1.WireAPI/SubscribeWire";
@@ -83,8 +81,8 @@ impl Stream for WireChunks {
             };
             let event = match arrival {
                 // gRPC's chunks are read straight from protobuf: no base64, no JSON.
-                Arrival::Encoded(encoded) if is_subscribe_response(&encoded) => {
-                    match SubscribeWireResponse::decode(encoded.bytes.clone()) {
+                Arrival::Encoded(encoded) => {
+                    match self.call.decode_as::<SubscribeWireResponse>(encoded) {
                         Ok(response) => match response.payload {
                             Some(Payload::Chunk(chunk)) => return Poll::Ready(Some(Ok(chunk))),
                             Some(Payload::Status(status)) => match self.call.status_error(status) {
@@ -93,11 +91,9 @@ impl Stream for WireChunks {
                             },
                             None => continue,
                         },
-                        // What does not decode fails the call, as any other call's would.
-                        Err(_) => self.call.decoded(encoded),
+                        Err(event) => event,
                     }
                 }
-                Arrival::Encoded(encoded) => self.call.decoded(encoded),
                 Arrival::Event(event) => event,
             };
             match event {
@@ -111,11 +107,6 @@ impl Stream for WireChunks {
             }
         }
     }
-}
-
-/// Whether an encoded response is `SubscribeWire`'s.
-fn is_subscribe_response(encoded: &EncodedResponse) -> bool {
-    encoded.output.full_name() == "tdx.volt_api.volt.v1.SubscribeWireResponse"
 }
 
 fn decode_chunk(chunk: &Value) -> Result<Vec<u8>> {
@@ -178,6 +169,8 @@ fn publish_request(chunk: &[u8]) -> bytes::Bytes {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
+
     use super::*;
     use crate::proto::volt::PublishWireRequest;
 

@@ -64,17 +64,14 @@ pub(crate) struct Receivers {
 }
 
 impl Receivers {
-    /// An arrival as its event. A response that does not decode fails the call (and closes
-    /// it, so the transport drops it).
-    pub(crate) fn decoded(&mut self, arrival: Arrival) -> CallEvent {
-        match arrival {
-            Arrival::Event(event) => event,
-            Arrival::Encoded(encoded) => encoded.into_event().unwrap_or_else(|e| {
-                self.close();
-                self.finished = true;
-                CallEvent::Failed(e)
-            }),
-        }
+    /// An encoded response as its event. A response that does not decode fails the call
+    /// (and closes it, so the transport drops it).
+    pub(crate) fn decoded(&mut self, encoded: EncodedResponse) -> CallEvent {
+        encoded.into_event().unwrap_or_else(|e| {
+            self.close();
+            self.finished = true;
+            CallEvent::Failed(e)
+        })
     }
 
     /// The next arrival, as the transport handed it; `None` after the last.
