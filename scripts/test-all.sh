@@ -53,10 +53,11 @@ for features in "" grpc websocket websocket,legacy grpc,sync legacy client; do
 done
 cargo check -p tdx-volt --no-default-features --features grpc --all-targets --locked --quiet
 cargo check -p tdx-volt --all-features --all-targets --locked --quiet
-# The RSA-era protocol's `rsa` stays out of builds that do not ask for `legacy`.
+# The RSA-era protocol's aws-lc-rs (AWS-LC, built from C) stays out of builds that do not ask
+# for `legacy`.
 if cargo tree -p tdx-volt --no-default-features --features grpc,websocket,sync -e normal --locked \
-  | grep -E ' rsa v'; then
-  echo "rsa is built without the feature legacy" >&2
+  | grep -E ' aws-lc-(rs|sys) v'; then
+  echo "aws-lc-rs is built without the feature legacy" >&2
   exit 1
 fi
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use support::{payloads, RawSocket};
 use tdx_volt::protocol::config::ClientConfig;
 use tdx_volt::protocol::exchange::ClientKeyExchange;
+use tdx_volt::protocol::keys::KeyAlgorithm;
 use tdx_volt::protocol::token::{unix_now, Claims};
 
 const BIN: &str = env!("CARGO_BIN_EXE_volt-emulator");
@@ -297,17 +298,12 @@ fn serve_legacy_writes_an_rsa_configuration_and_the_directory_keeps_its_era() {
         .as_str()
         .unwrap()
         .contains("BEGIN PRIVATE KEY"));
-    assert!(config
-        .private_key(None)
-        .unwrap()
-        .public_key()
-        .as_rsa()
-        .is_some());
+    assert!(config.private_key(None).unwrap().public_key().algorithm() == KeyAlgorithm::Rsa);
     assert!(config.credential().session_id.is_some());
     let volt_key = config.volt_public_key().unwrap();
-    assert!(volt_key.as_rsa().is_some());
+    assert_eq!(volt_key.algorithm(), KeyAlgorithm::Rsa);
     let ca_key = PublicKey::from_certificate_pem(raw["volt"]["ca_pem"].as_str().unwrap()).unwrap();
-    assert!(ca_key.as_rsa().is_some());
+    assert_eq!(ca_key.algorithm(), KeyAlgorithm::Rsa);
     assert_eq!(ca_key, volt_key);
     // The fingerprint is base58(SHA-256) of the Volt key's SPKI PEM text.
     let public_pem = raw["volt"]["public_key"].as_str().unwrap();
@@ -330,12 +326,7 @@ fn serve_legacy_writes_an_rsa_configuration_and_the_directory_keeps_its_era() {
         .unwrap();
     assert!(status.success());
     let bob = ClientConfig::from_file(&out).unwrap();
-    assert!(bob
-        .private_key(None)
-        .unwrap()
-        .public_key()
-        .as_rsa()
-        .is_some());
+    assert!(bob.private_key(None).unwrap().public_key().algorithm() == KeyAlgorithm::Rsa);
     assert_eq!(bob.volt().fingerprint.as_deref(), Some(fingerprint));
     assert!(terminate(served).success());
 

@@ -21,6 +21,7 @@ use support::{payloads, tls_connector, TestVolt, WAIT};
 use tdx_volt::proto::volt as pb;
 use tdx_volt::protocol::body::Body;
 use tdx_volt::protocol::config::ClientConfig;
+use tdx_volt::protocol::keys::KeyAlgorithm;
 use tdx_volt::protocol::legacy::{ClientFrame, LegacyKey, ServerFrame};
 use tdx_volt::protocol::token::{unix_now, Claims, IdentityToken};
 use tdx_volt::{PrivateKey, PublicKey};
@@ -343,7 +344,7 @@ async fn unary_calls_are_answered_before_the_clients_end() {
     let alice = volt.emulator().issue_client("alice", None).unwrap();
     let alice = ClientConfig::from_value(alice).unwrap();
     let alice_key = alice.private_key(None).unwrap();
-    assert!(alice_key.public_key().as_rsa().is_some());
+    assert!(alice_key.public_key().algorithm() == KeyAlgorithm::Rsa);
     assert_eq!(alice.volt().fingerprint, volt.config.volt().fingerprint);
     // With a passphrase the RSA key is written encrypted.
     let carol = volt.emulator().issue_client("carol", Some("pw")).unwrap();
@@ -353,7 +354,7 @@ async fn unary_calls_are_answered_before_the_clients_end() {
         .key_pem()
         .contains("ENCRYPTED PRIVATE KEY"));
     let carol_key = carol.private_key(Some("pw")).unwrap();
-    assert!(carol_key.public_key().as_rsa().is_some());
+    assert!(carol_key.public_key().algorithm() == KeyAlgorithm::Rsa);
     let save = invoke_body(
         SAVE_WIRE,
         &json!({"resource": {"name": "w"}, "create": true}),

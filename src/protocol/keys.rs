@@ -12,13 +12,13 @@ use ed25519_dalek::Signer as _;
 use pkcs8::der::{Decode as _, Encode as _};
 use pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use rand_core::OsRng;
-#[cfg(feature = "legacy")]
-use rsa::pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use super::error::{Error, Result};
 use super::pem::{self, PrivatePem, PublicPem};
+#[cfg(feature = "legacy")]
+use super::rsa_keys::{RsaPrivate, RsaPublic};
 
 /// Environment variable consulted for the passphrase of an encrypted private key.
 pub const PASSPHRASE_ENV: &str = "VOLT_KEY_PASSPHRASE";
@@ -59,7 +59,7 @@ pub struct PrivateKey {
 enum PrivateInner {
     Ed25519(ed25519_dalek::SigningKey),
     #[cfg(feature = "legacy")]
-    Rsa(Box<rsa::RsaPrivateKey>),
+    Rsa(Box<RsaPrivate>),
 }
 
 impl fmt::Debug for PrivateKey {
@@ -89,10 +89,8 @@ impl PrivateKey {
         return Err(rsa_left_out());
         #[cfg(feature = "legacy")]
         {
-            let key = rsa::RsaPrivateKey::new(&mut OsRng, bits)
-                .map_err(|e| Error::key("RSA key generation failed").with_source(e))?;
             Ok(PrivateKey {
-                inner: PrivateInner::Rsa(Box::new(key)),
+                inner: PrivateInner::Rsa(Box::new(RsaPrivate::generate(bits)?)),
             })
         }
     }
@@ -114,14 +112,9 @@ impl PrivateKey {
             #[cfg(not(feature = "legacy"))]
             PrivatePem::Pkcs1Rsa(_) => Err(rsa_left_out()),
             #[cfg(feature = "legacy")]
-            PrivatePem::Pkcs1Rsa(der) => {
-                let key = rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| {
-                    Error::key("private key: invalid PKCS#1 RSA key").with_source(e)
-                })?;
-                Ok(PrivateKey {
-                    inner: PrivateInner::Rsa(Box::new(key)),
-                })
-            }
+            PrivatePem::Pkcs1Rsa(der) => Ok(PrivateKey {
+                inner: PrivateInner::Rsa(Box::new(RsaPrivate::from_pkcs1_der(&der)?)),
+            }),
             PrivatePem::Encrypted(der) => {
                 let passphrase = passphrase.ok_or_else(|| {
                     Error::key(format!(
@@ -152,10 +145,8 @@ impl PrivateKey {
             return Err(rsa_left_out());
             #[cfg(feature = "legacy")]
             {
-                let key = <rsa::RsaPrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
-                    .map_err(|e| Error::key("private key: invalid RSA key").with_source(e))?;
                 Ok(PrivateKey {
-                    inner: PrivateInner::Rsa(Box::new(key)),
+                    inner: PrivateInner::Rsa(Box::new(RsaPrivate::from_pkcs8_der(der)?)),
                 })
             }
         } else {
@@ -182,7 +173,7 @@ impl PrivateKey {
             },
             #[cfg(feature = "legacy")]
             PrivateInner::Rsa(k) => PublicKey {
-                inner: PublicInner::Rsa(k.to_public_key()),
+                inner: PublicInner::Rsa(k.public_key().clone()),
             },
         }
     }
@@ -192,28 +183,24 @@ impl PrivateKey {
         match &self.inner {
             PrivateInner::Ed25519(k) => Ok(k.sign(message).to_bytes().to_vec()),
             #[cfg(feature = "legacy")]
-            PrivateInner::Rsa(k) => {
-                let digest = Sha256::digest(message);
-                k.sign(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest)
-                    .map_err(|e| Error::key("RSA signing failed").with_source(e))
-            }
+            PrivateInner::Rsa(k) => k.sign_rs256(message),
         }
     }
 
     /// The unencrypted PKCS#8 DER encoding (zeroized on drop).
     pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>> {
-        let doc = match &self.inner {
+        match &self.inner {
             // PKCS#8 v1 (seed only), the form the official clients write.
             PrivateInner::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
                 secret_key: k.to_bytes(),
                 public_key: None,
             }
-            .to_pkcs8_der(),
+            .to_pkcs8_der()
+            .map(|doc| Zeroizing::new(doc.as_bytes().to_vec()))
+            .map_err(|e| Error::key("private key encoding failed").with_source(e)),
             #[cfg(feature = "legacy")]
-            PrivateInner::Rsa(k) => rsa::pkcs8::EncodePrivateKey::to_pkcs8_der(k.as_ref()),
+            PrivateInner::Rsa(k) => k.to_pkcs8_der(),
         }
-        .map_err(|e| Error::key("private key encoding failed").with_source(e))?;
-        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
     }
 
     /// The unencrypted PKCS#8 PEM (`BEGIN PRIVATE KEY`), zeroized on drop.
@@ -244,14 +231,12 @@ impl PrivateKey {
         }
     }
 
+    /// The RSA key, when this is one.
     #[cfg(feature = "legacy")]
-    third_party_fn! {
-        /// The RSA key, when this is one.
-        fn as_rsa(&self) -> Option<&rsa::RsaPrivateKey> {
-            match &self.inner {
-                PrivateInner::Rsa(k) => Some(k),
-                PrivateInner::Ed25519(_) => None,
-            }
+    pub(crate) fn as_rsa(&self) -> Option<&RsaPrivate> {
+        match &self.inner {
+            PrivateInner::Rsa(k) => Some(k),
+            PrivateInner::Ed25519(_) => None,
         }
     }
 }
@@ -266,7 +251,7 @@ pub struct PublicKey {
 enum PublicInner {
     Ed25519(ed25519_dalek::VerifyingKey),
     #[cfg(feature = "legacy")]
-    Rsa(rsa::RsaPublicKey),
+    Rsa(RsaPublic),
 }
 
 impl fmt::Debug for PublicKey {
@@ -288,13 +273,9 @@ impl PublicKey {
             #[cfg(not(feature = "legacy"))]
             PublicPem::Pkcs1Rsa(_) => Err(rsa_left_out()),
             #[cfg(feature = "legacy")]
-            PublicPem::Pkcs1Rsa(der) => {
-                let key = rsa::RsaPublicKey::from_pkcs1_der(&der)
-                    .map_err(|e| Error::key("public key: invalid PKCS#1 RSA key").with_source(e))?;
-                Ok(PublicKey {
-                    inner: PublicInner::Rsa(key),
-                })
-            }
+            PublicPem::Pkcs1Rsa(der) => Ok(PublicKey {
+                inner: PublicInner::Rsa(RsaPublic::from_pkcs1_der(&der)?),
+            }),
             PublicPem::Certificate(der) => PublicKey::from_certificate_der(&der),
         }
     }
@@ -334,10 +315,8 @@ impl PublicKey {
             return Err(rsa_left_out());
             #[cfg(feature = "legacy")]
             {
-                let key = rsa::RsaPublicKey::from_public_key_der(der)
-                    .map_err(|e| Error::key("public key: invalid RSA key").with_source(e))?;
                 Ok(PublicKey {
-                    inner: PublicInner::Rsa(key),
+                    inner: PublicInner::Rsa(RsaPublic::from_spki_der(der)?),
                 })
             }
         } else {
@@ -358,13 +337,14 @@ impl PublicKey {
 
     /// The DER SubjectPublicKeyInfo.
     pub fn to_spki_der(&self) -> Result<Vec<u8>> {
-        let doc = match &self.inner {
-            PublicInner::Ed25519(k) => k.to_public_key_der(),
+        match &self.inner {
+            PublicInner::Ed25519(k) => k
+                .to_public_key_der()
+                .map(|doc| doc.into_vec())
+                .map_err(|e| Error::key("public key encoding failed").with_source(e)),
             #[cfg(feature = "legacy")]
-            PublicInner::Rsa(k) => k.to_public_key_der(),
+            PublicInner::Rsa(k) => Ok(k.spki_der().to_vec()),
         }
-        .map_err(|e| Error::key("public key encoding failed").with_source(e))?;
-        Ok(doc.into_vec())
     }
 
     /// The SPKI PEM (`BEGIN PUBLIC KEY`), LF line ends, 64 columns, final newline: the text
@@ -394,11 +374,7 @@ impl PublicKey {
                     .map_err(|_| Error::key("signature does not verify"))
             }
             #[cfg(feature = "legacy")]
-            PublicInner::Rsa(k) => {
-                let digest = Sha256::digest(message);
-                k.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest, signature)
-                    .map_err(|_| Error::key("signature does not verify"))
-            }
+            PublicInner::Rsa(k) => k.verify_rs256(message, signature),
         }
     }
 
@@ -413,14 +389,12 @@ impl PublicKey {
         }
     }
 
+    /// The RSA key, when this is one.
     #[cfg(feature = "legacy")]
-    third_party_fn! {
-        /// The RSA key, when this is one.
-        fn as_rsa(&self) -> Option<&rsa::RsaPublicKey> {
-            match &self.inner {
-                PublicInner::Rsa(k) => Some(k),
-                PublicInner::Ed25519(_) => None,
-            }
+    pub(crate) fn as_rsa(&self) -> Option<&RsaPublic> {
+        match &self.inner {
+            PublicInner::Rsa(k) => Some(k),
+            PublicInner::Ed25519(_) => None,
         }
     }
 }
@@ -514,6 +488,60 @@ mod tests {
             assert!(PrivateKey::from_pem(text, None).is_err());
             assert!(PublicKey::from_pem(text).is_err());
         }
+    }
+
+    #[cfg(feature = "legacy")]
+    #[test]
+    fn rsa_keys_under_2048_bits_are_refused_not_a_panic() {
+        // A throwaway 1024-bit key (`openssl genpkey -algorithm RSA -pkeyopt
+        // rsa_keygen_bits:1024`) and its public half.
+        const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIICcwIBADANBgkqhkiG9w0BAQEFAASCAl0wggJZAgEAAoGBAMWv/6xthxHNSIe7\n\
+MfiihJUYoxTVGwJNC7Sio9FmmDUBQDHAAVVW9orcMuUa5ZH/sgblVQS1RAUdLpxa\n\
+c8xODNqsVvG7bS597RSn41fjKG2zca5lrKtJKJ1Maqi1vbo34kSHwmj+W6bjsLJL\n\
+eBJ2HrkUeddTZDLaxJcnIo7RQ41xAgMBAAECfwSiG1vvNTs1lH2Z5ZHuPS1BZpEW\n\
+bYugQqX5Kd2+idK0NMz1sxJM93pJruevubGyTHnc5iE2HmIATRddB1nCeoqa8i7z\n\
+UzWphKxBgS5AH9t5+8uyV5rbbqltYCGkl2WvSgYYjMB4uSzL/aJLZH6RZd+1qXo7\n\
+2XqMq25PpIDatVkCQQDpGExyZxqGJ5PjNjufTVZwO8nj+VpY4/2nAtpCHW6R2GQi\n\
+zqkabrjLXduEs1dtXK/Q5Lp3g/9pla1bEWq2nXRfAkEA2Rz/CKnp2Lc1Em/RYYEo\n\
+Sf+c0SZzGVklo8/4VMk/3hZP9yTppPwCkUB1RaMSDVnaAg0hTex3wC+/85kO5vLQ\n\
+LwJAB2Bneu9cXYZ/HZ+nv2DZLXAW8YoAm/OLIW/rrE/2IdNxR9C2dUmvu2/a9JYg\n\
+XCukvL2gUQvyV0sPU2R3thPBjQJAHpFJiuO5S8zHiRf7J7oyfPCjGINMUzZM6Vpf\n\
+gThwaIlFquskhhkBF4g2up4x7XVID1/f34O6fHF8mgRjp7pp+wJAQXB1YwWNol3w\n\
+9e1auY9D8FClQ6XPJQBqX5WcKl0pei8nIOLyLggA8avgRbBJyqeFkncVPNozquaH\n\
+G76QD4e6VQ==\n\
+-----END PRIVATE KEY-----";
+        const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\n\
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDFr/+sbYcRzUiHuzH4ooSVGKMU\n\
+1RsCTQu0oqPRZpg1AUAxwAFVVvaK3DLlGuWR/7IG5VUEtUQFHS6cWnPMTgzarFbx\n\
+u20ufe0Up+NX4yhts3GuZayrSSidTGqotb26N+JEh8Jo/lum47CyS3gSdh65FHnX\n\
+U2Qy2sSXJyKO0UONcQIDAQAB\n\
+-----END PUBLIC KEY-----";
+        let e = PrivateKey::from_pem(PRIVATE, None).unwrap_err();
+        assert!(
+            e.is_key() && e.to_string().contains("2048 to 8192 bits"),
+            "{e}"
+        );
+        let e = PublicKey::from_pem(PUBLIC).unwrap_err();
+        assert!(
+            e.is_key() && e.to_string().contains("2048 to 8192 bits"),
+            "{e}"
+        );
+    }
+
+    #[cfg(feature = "legacy")]
+    #[test]
+    fn rsa_pem_round_trip_and_sign() {
+        let key = PrivateKey::generate_rsa(2048).unwrap();
+        let back = PrivateKey::from_pem(&key.to_pkcs8_pem().unwrap(), None).unwrap();
+        assert_eq!(back.public_key(), key.public_key());
+        let spki = key.public_key().to_spki_pem().unwrap();
+        assert_eq!(PublicKey::from_pem(&spki).unwrap(), key.public_key());
+        let sig = back.sign(b"hello").unwrap();
+        key.public_key().verify(b"hello", &sig).unwrap();
+        assert!(key.public_key().verify(b"hellO", &sig).is_err());
+        assert_eq!(key.algorithm(), KeyAlgorithm::Rsa);
+        assert!(format!("{key:?}").contains("redacted"));
     }
 
     #[test]

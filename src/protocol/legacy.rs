@@ -74,11 +74,7 @@ impl LegacyKey {
                  the volt.ca_pem certificate holds another kind of key)",
             )
         })?;
-        let seal = |bytes: &[u8]| {
-            rsa.encrypt(&mut OsRng, rsa::Oaep::new::<sha1::Sha1>(), bytes)
-                .map(|c| STANDARD.encode(c))
-                .map_err(|e| Error::key(format!("RSA-OAEP encryption failed: {e}")))
-        };
+        let seal = |bytes: &[u8]| rsa.encrypt_oaep_sha1(bytes).map(|c| STANDARD.encode(c));
         let sk = seal(self.key.as_ref())?;
         let iv = seal(self.iv.as_ref())?;
         claims.extra.insert(KEY_CLAIM.into(), Value::from(sk));
@@ -99,10 +95,7 @@ impl LegacyKey {
                 .and_then(Value::as_str)
                 .ok_or_else(unusable)?;
             let sealed = STANDARD.decode(text.trim()).map_err(|_| unusable())?;
-            let plain = Zeroizing::new(
-                rsa.decrypt(rsa::Oaep::new::<sha1::Sha1>(), &sealed)
-                    .map_err(|_| unusable())?,
-            );
+            let plain = rsa.decrypt_oaep_sha1(&sealed).map_err(|_| unusable())?;
             if plain.len() == len {
                 Ok(plain)
             } else {

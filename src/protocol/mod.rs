@@ -31,6 +31,8 @@ pub mod legacy;
 pub mod limits;
 mod pbes2;
 mod pem;
+#[cfg(feature = "legacy")]
+mod rsa_keys;
 pub mod schema;
 #[cfg(feature = "service-protos")]
 pub mod service_protos;
