@@ -238,10 +238,7 @@ async def wire(client, wire_id, chunk, warm_up, window):
     await sub.send({"stop": True})
     await pub.end()
     # The subscription's receive loop reads what is still on its way until the subscription
-    # ends. It may never: two receive loops can both sit in websockets' recv() (the client
-    # relies on recv() refusing a second caller, which it does not always do), and the one
-    # whose waiter gets overwritten is never woken; once the other loop's call ends, nothing
-    # reads the socket. run() then aborts the connection.
+    # ends. If it does not within 1 s, run() aborts the connection.
     try:
         await asyncio.wait_for(sub_ended.wait(), 1)
     except asyncio.TimeoutError:
@@ -253,9 +250,40 @@ async def wire(client, wire_id, chunk, warm_up, window):
 # Connecting and running.
 # -------------------------------------------------------------------------------------------
 
+def guard_recv():
+    """Makes websockets' recv() refuse a second caller every time, as the client expects.
+
+    Every open call of the client runs its own receive loop on the one socket; a loop that
+    gets RuntimeError("cannot call recv while another coroutine is already waiting for the
+    next message") sleeps and tries again. websockets 11 checks for a second caller by its
+    registered waiter, which it clears when a message wakes the first caller, before that
+    caller has run again. A second loop can then get in, register its own waiter, and have
+    the first caller's clean-up clear it: that loop is never woken. With 16 calls in flight
+    against a fast Volt this left a call unanswered in about one run in three (its response
+    sat in the socket's queue). Holding a lock for the whole of recv() closes that window;
+    the refusal is the same error, so the client behaves as it was written to.
+    """
+    from websockets.legacy.protocol import WebSocketCommonProtocol
+
+    receive = WebSocketCommonProtocol.recv
+    held = asyncio.Lock()
+
+    async def recv(self):
+        if held.locked():
+            raise RuntimeError(
+                "cannot call recv while another coroutine is already waiting for the next message"
+            )
+        async with held:
+            return await receive(self)
+
+    WebSocketCommonProtocol.recv = recv
+
+
 async def run(args, config):
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     from volt_client_web import VoltClient
+
+    guard_recv()
 
     client = VoltClient(config)
     try:
