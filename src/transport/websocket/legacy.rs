@@ -1,8 +1,12 @@
 //! The older protocol on the client's side: JSON text frames, each call keyed at once by an
 //! AES key and IV sent RSA-encrypted to the Volt in the RS256 token of its first frame.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use tokio_tungstenite::tungstenite::Message;
 
@@ -74,6 +78,69 @@ impl CallSeal for LegacySeal {
     }
 }
 
+/// How long a call key and token minted ahead may wait for a call to take them.
+const SPARE_FRESH: Duration = Duration::from_secs(5);
+
+/// One call key and token minted ahead. A call opening takes it if it is fresh, and the next
+/// one is minted on tokio's blocking pool while that call is on its way: a caller making one
+/// call after another waits for the RSA work (an RS256 signature, two RSA-OAEP encryptions)
+/// of its first call only. One is minted at a time, so this never does more RSA work than
+/// the calls need, bar a spare left unused (dropped once stale, its key zeroized).
+#[derive(Default)]
+pub(super) struct Spare {
+    slot: Mutex<Option<Minted>>,
+    minting: AtomicBool,
+}
+
+struct Minted {
+    key: Arc<LegacyKey>,
+    token: String,
+    at: Instant,
+}
+
+impl Spare {
+    /// The key and token of a call opening now: the spare when it is fresh, else minted
+    /// here. Either way a spare for the next call is then minted in the background.
+    pub(super) fn opening(settings: &Arc<Settings>) -> Result<(Arc<LegacyKey>, String)> {
+        let spare = &settings.spare;
+        let taken = spare.slot.lock().ok().and_then(|mut slot| slot.take());
+        let opening = match taken.filter(|m| m.at.elapsed() <= SPARE_FRESH) {
+            Some(Minted { key, token, .. }) => (key, token),
+            None => {
+                let key = LegacyKey::generate();
+                let token = token(settings, &key)?;
+                (Arc::new(key), token)
+            }
+        };
+        // Detached: the spare is there or not when the next call opens.
+        drop(Spare::refill(settings));
+        Ok(opening)
+    }
+
+    /// Mints the next spare on the blocking pool, unless one is being minted already.
+    fn refill(settings: &Arc<Settings>) -> Option<JoinHandle<()>> {
+        if settings.spare.minting.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let settings = settings.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            let key = LegacyKey::generate();
+            // A spare that cannot be minted is not there: the next call mints its own, and
+            // meets the error itself.
+            if let Ok(token) = token(&settings, &key) {
+                if let Ok(mut slot) = settings.spare.slot.lock() {
+                    *slot = Some(Minted {
+                        key: Arc::new(key),
+                        token,
+                        at: Instant::now(),
+                    });
+                }
+            }
+            settings.spare.minting.store(false, Ordering::Release);
+        }))
+    }
+}
+
 /// A token of the older protocol for a call keyed by `key`: the claims the RSA-era clients
 /// send (no `sub`; the call key and IV instead of `k`), RS256.
 pub(super) fn token(settings: &Settings, key: &LegacyKey) -> Result<String> {
@@ -111,5 +178,55 @@ pub(super) fn read(text: &str) -> Inbound {
             id: invoke_id,
             sealed: Sealed::Text(json_payload),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::token::IdentityToken;
+    use crate::transport::websocket::table::tests::legacy_settings;
+
+    fn spare_token(settings: &Settings) -> Option<String> {
+        let slot = settings.spare.slot.lock().expect("slot");
+        slot.as_ref().map(|m| m.token.clone())
+    }
+
+    fn sealed_key(token: &str) -> String {
+        let claims = IdentityToken::parse(token)
+            .and_then(|t| t.claims_unverified())
+            .expect("token");
+        claims.extra["sk"].as_str().expect("sk").to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_spare_goes_to_one_call_only() {
+        let (settings, _volt) = legacy_settings();
+        Spare::refill(&settings)
+            .expect("refill")
+            .await
+            .expect("minted");
+        let spare = spare_token(&settings).expect("a spare");
+        let (first_key, first) = Spare::opening(&settings).expect("first");
+        assert_eq!(first, spare);
+        // The next spare is still being minted (or just was): either way the second call
+        // gets a key and token of its own.
+        let (second_key, second) = Spare::opening(&settings).expect("second");
+        assert_ne!(second, first);
+        assert_ne!(sealed_key(&second), sealed_key(&first));
+        assert!(!Arc::ptr_eq(&first_key, &second_key));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_spare_is_never_sent() {
+        let (settings, _volt) = legacy_settings();
+        Spare::refill(&settings)
+            .expect("refill")
+            .await
+            .expect("minted");
+        let stale = spare_token(&settings).expect("a spare");
+        tokio::time::advance(SPARE_FRESH + Duration::from_secs(1)).await;
+        let (_, token) = Spare::opening(&settings).expect("opening");
+        assert_ne!(token, stale);
     }
 }

@@ -79,6 +79,9 @@ pub(crate) struct Settings {
     pub call_buffer: usize,
     /// When to connect again; the connection's state.
     pub supervisor: Arc<Supervisor>,
+    /// The next older-protocol call's key and token, minted ahead.
+    #[cfg(feature = "legacy")]
+    spare: legacy::Spare,
 }
 
 impl Settings {
@@ -418,12 +421,8 @@ impl Connection {
             )),
             #[cfg(feature = "legacy")]
             Protocol::Legacy { .. } => {
-                let key = LegacyKey::generate();
-                let token = legacy::token(settings, &key)?;
-                Ok(Opening::Legacy {
-                    token,
-                    key: Arc::new(key),
-                })
+                let (key, token) = legacy::Spare::opening(&self.settings)?;
+                Ok(Opening::Legacy { token, key })
             }
         }
     }

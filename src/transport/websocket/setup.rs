@@ -70,6 +70,8 @@ pub(crate) async fn connect(
         max_outbound: options.max_message_len,
         call_buffer: options.call_buffer,
         supervisor: options.supervisor.clone(),
+        #[cfg(feature = "legacy")]
+        spare: Default::default(),
     };
     Ok(Arc::new(Connection::connect(settings).await?))
 }

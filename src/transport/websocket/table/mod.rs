@@ -654,4 +654,4 @@ fn volt_refused(message: String) -> Error {
 }
 
 #[cfg(test)]
-mod tests;
+pub(in crate::transport::websocket) mod tests;

@@ -8,7 +8,7 @@ use crate::transport::delivery::{self, Unread};
 use crate::transport::websocket::{FirstFrame, Target};
 use crate::PrivateKey;
 
-fn legacy_settings() -> (Arc<Settings>, PrivateKey) {
+pub(in crate::transport::websocket) fn legacy_settings() -> (Arc<Settings>, PrivateKey) {
     let volt = PrivateKey::generate_rsa(2048).expect("volt key");
     let settings = Settings {
         protocol: Protocol::Legacy { hops: Vec::new() },
@@ -29,6 +29,7 @@ fn legacy_settings() -> (Arc<Settings>, PrivateKey) {
         max_outbound: 1 << 20,
         call_buffer: 16,
         supervisor: Arc::new(crate::transport::Supervisor::new(Default::default(), true)),
+        spare: Default::default(),
     };
     (Arc::new(settings), volt)
 }
