@@ -144,6 +144,12 @@ impl Call {
         self.io.send(&message).await
     }
 
+    /// Sends a request as JSON text built to fit the method's input message; on the
+    /// websocket gateway it goes out as it is, with no schema check or re-serialisation.
+    pub(crate) async fn send_json_text(&self, json: String) -> Result<()> {
+        self.io.send_json_text(json).await
+    }
+
     /// Whether requests go out in the method's protobuf encoding (gRPC): then
     /// [`send_encoded`](Self::send_encoded) skips the JSON of [`send`](Self::send).
     pub(crate) fn carries_protobuf(&self) -> bool {

@@ -135,8 +135,7 @@ impl WirePublisher {
             // Straight to protobuf: no base64, no JSON, one copy.
             return self.call.send_encoded(publish_request(chunk)).await;
         }
-        let encoded = base64::engine::general_purpose::STANDARD.encode(chunk);
-        self.call.send(json!({ "chunk": encoded })).await
+        self.call.send_json_text(publish_json(chunk)).await
     }
 
     /// Ends the publication and waits for the Volt to confirm it, reporting any error.
@@ -151,6 +150,18 @@ impl WirePublisher {
         }
         Ok(())
     }
+}
+
+/// The proto3 JSON of a `PublishWireRequest` carrying `chunk` alone, `{"chunk":"<base64>"}`,
+/// written straight into one string (standard base64 needs no JSON escaping).
+fn publish_json(chunk: &[u8]) -> String {
+    const OPEN: &str = r#"{"chunk":""#;
+    const CLOSE: &str = r#""}"#;
+    let mut json = String::with_capacity(OPEN.len() + chunk.len().div_ceil(3) * 4 + CLOSE.len());
+    json.push_str(OPEN);
+    base64::engine::general_purpose::STANDARD.encode_string(chunk, &mut json);
+    json.push_str(CLOSE);
+    json
 }
 
 /// A `PublishWireRequest` carrying `chunk` alone, encoded (what prost would make of it,
@@ -187,6 +198,30 @@ mod tests {
                 &expected[..],
                 "{} bytes",
                 chunk.len()
+            );
+        }
+    }
+
+    #[test]
+    fn publish_json_is_the_proto3_json_of_the_request() {
+        let input = crate::protocol::schema::methods()
+            .get(PUBLISH)
+            .expect("PublishWire")
+            .input()
+            .clone();
+        for chunk in [&b""[..], b"x", b"xy", &[0xfbu8; 300], &[1u8; 70_000]] {
+            let json = publish_json(chunk);
+            let value: Value = serde_json::from_str(&json).expect("JSON");
+            assert_eq!(
+                value,
+                json!({ "chunk": base64::engine::general_purpose::STANDARD.encode(chunk) })
+            );
+            let bytes = crate::protocol::schema::json_to_protobuf(&input, &value).expect("fits");
+            assert_eq!(
+                PublishWireRequest::decode(&bytes[..])
+                    .expect("decodes")
+                    .chunk,
+                chunk
             );
         }
     }

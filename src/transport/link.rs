@@ -137,6 +137,18 @@ pub(crate) trait CallIo: Send + Sync {
         None
     }
 
+    /// Sends a request given as JSON text that was built to fit the method's input message
+    /// (so it is not checked against the schema again). A transport that carries JSON sends
+    /// the text as it is; the others parse it and [`send`](Self::send) it.
+    fn send_json_text(&self, json: String) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let message: Value = serde_json::from_str(&json).map_err(|e| {
+                Error::new(ErrorKind::Schema, "the request is not JSON").with_source(e)
+            })?;
+            self.send(&message).await
+        })
+    }
+
     /// Whether the transport carries requests in the method's protobuf encoding (gRPC), so
     /// that [`send_encoded`](Self::send_encoded) may be used instead of JSON.
     fn carries_protobuf(&self) -> bool {

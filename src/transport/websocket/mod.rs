@@ -525,6 +525,10 @@ impl CallIo for CallHandle {
         })
     }
 
+    fn send_json_text(&self, json: String) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.send_text(json))
+    }
+
     fn end(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.end_client_side())
     }
