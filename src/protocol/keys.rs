@@ -79,8 +79,9 @@ impl PrivateKey {
         }
     }
 
-    /// A fresh random RSA key of `bits` bits (2048 or more). Without the feature `legacy` this
-    /// is an [`ErrorKind::Unsupported`](super::error::ErrorKind::Unsupported) error.
+    /// A fresh random RSA key of `bits` bits: 2048, 3072, 4096 or 8192. Without the feature
+    /// `legacy` this is an [`ErrorKind::Unsupported`](super::error::ErrorKind::Unsupported)
+    /// error.
     pub fn generate_rsa(bits: usize) -> Result<PrivateKey> {
         if bits < 2048 {
             return Err(Error::key("RSA keys must have at least 2048 bits"));

@@ -2,7 +2,7 @@
 //! websocket gateway's frame codec and per-call encryption. Nothing here opens a socket, so
 //! clients, the emulator, tests and fuzzers all share it.
 
-/// Defines a function that hands out a third-party type (an `ed25519-dalek`, `rsa` or
+/// Defines a function that hands out a third-party type (an `ed25519-dalek` or
 /// `x25519-dalek` key, a `prost-reflect` descriptor): public with the feature
 /// `third-party-types`, for tests and servers built on these crates; crate-internal without it,
 /// so that the default public API does not tie this crate's versions to theirs.

@@ -17,10 +17,14 @@ use aws_lc_rs::rsa::{
 use aws_lc_rs::signature::{
     KeyPair as _, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
 };
-use pkcs8::der::Decode as _;
+use pkcs8::der::{Decode as _, Encode as _};
 use zeroize::Zeroizing;
 
 use super::error::{Error, Result};
+
+/// rsaEncryption (PKCS #1), the algorithm of an RSA SubjectPublicKeyInfo.
+const RSA_ENCRYPTION: pkcs8::ObjectIdentifier =
+    pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// An RSA private key: the signing key pair, the same key set up for OAEP decryption, and its
 /// public half.
@@ -153,25 +157,40 @@ impl RsaPublic {
         if !(2048..=8192).contains(&encrypting.key_size_bits()) {
             return Err(invalid());
         }
-        let info = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|_| invalid())?;
+        // Kept as AWS-LC writes it back (rsaEncryption with NULL parameters, minimal
+        // integers), whatever the input's parameters were: the canonical form is what PEM
+        // files, fingerprints and equality use.
+        let spki = encrypting
+            .as_der()
+            .map_err(|_| invalid())?
+            .as_ref()
+            .to_vec();
+        let info = spki::SubjectPublicKeyInfoRef::from_der(&spki).map_err(|_| invalid())?;
         let pkcs1 = info
             .subject_public_key
             .as_bytes()
             .ok_or_else(invalid)?
             .to_vec();
         Ok(RsaPublic {
-            spki: der.to_vec(),
+            spki,
             pkcs1,
             encrypting,
         })
     }
 
-    /// Reads a PKCS#1 `RSAPublicKey` DER.
+    /// Reads a PKCS#1 `RSAPublicKey` DER (only that: it is wrapped as an rsaEncryption key).
     pub(crate) fn from_pkcs1_der(der: &[u8]) -> Result<RsaPublic> {
         let invalid = || Error::key("public key: invalid PKCS#1 RSA key");
-        let key = aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|_| invalid())?;
-        let spki = key.as_der().map_err(|_| invalid())?;
-        RsaPublic::from_spki_der(spki.as_ref())
+        let info = spki::SubjectPublicKeyInfoRef {
+            algorithm: spki::AlgorithmIdentifier {
+                oid: RSA_ENCRYPTION,
+                parameters: Some(spki::der::AnyRef::NULL),
+            },
+            subject_public_key: spki::der::asn1::BitStringRef::from_bytes(der)
+                .map_err(|_| invalid())?,
+        };
+        let spki = info.to_der().map_err(|_| invalid())?;
+        RsaPublic::from_spki_der(&spki)
     }
 
     /// The DER SubjectPublicKeyInfo.
@@ -234,6 +253,29 @@ mod tests {
         assert!(again == public);
         let back = RsaPrivate::from_pkcs8_der(&key.to_pkcs8_der().unwrap()).unwrap();
         assert!(*back.public_key() == public);
+    }
+
+    #[test]
+    fn public_keys_are_kept_canonical_and_pkcs1_means_pkcs1() {
+        let key = RsaPrivate::generate(2048).unwrap();
+        let canonical = key.public_key().clone();
+        // The same key with its algorithm's NULL parameters left out.
+        let bare = spki::SubjectPublicKeyInfoRef {
+            algorithm: spki::AlgorithmIdentifier {
+                oid: RSA_ENCRYPTION,
+                parameters: None,
+            },
+            subject_public_key: spki::der::asn1::BitStringRef::from_bytes(&canonical.pkcs1)
+                .unwrap(),
+        }
+        .to_der()
+        .unwrap();
+        assert_ne!(bare, canonical.spki_der());
+        let read = RsaPublic::from_spki_der(&bare).unwrap();
+        assert_eq!(read.spki_der(), canonical.spki_der());
+        assert!(read == canonical);
+        // An SPKI is not a PKCS#1 key.
+        assert!(RsaPublic::from_pkcs1_der(canonical.spki_der()).is_err());
     }
 
     #[test]

@@ -99,17 +99,18 @@ struct Minted {
 }
 
 impl Spare {
-    /// The key and token of a call opening now: the spare when it is fresh, else minted
-    /// here. Either way a spare for the next call is then minted in the background.
-    pub(super) fn opening(settings: &Arc<Settings>) -> Result<(Arc<LegacyKey>, String)> {
+    /// The key and token of a call opening now, and when the token was signed: the spare
+    /// when it is fresh, else minted here. Either way a spare for the next call is then
+    /// minted in the background.
+    pub(super) fn opening(settings: &Arc<Settings>) -> Result<(Arc<LegacyKey>, String, Instant)> {
         let spare = &settings.spare;
         let taken = spare.slot.lock().ok().and_then(|mut slot| slot.take());
         let opening = match taken.filter(|m| m.at.elapsed() <= SPARE_FRESH) {
-            Some(Minted { key, token, .. }) => (key, token),
+            Some(Minted { key, token, at }) => (key, token, at),
             None => {
                 let key = LegacyKey::generate();
                 let token = token(settings, &key)?;
-                (Arc::new(key), token)
+                (Arc::new(key), token, Instant::now())
             }
         };
         // Detached: the spare is there or not when the next call opens.
@@ -117,17 +118,22 @@ impl Spare {
         Ok(opening)
     }
 
-    /// Mints the next spare on the blocking pool, unless one is being minted already.
+    /// Mints the next spare on the blocking pool, unless one is being minted already (or
+    /// there is no runtime to mint it on).
     fn refill(settings: &Arc<Settings>) -> Option<JoinHandle<()>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         if settings.spare.minting.swap(true, Ordering::AcqRel) {
             return None;
         }
-        let settings = settings.clone();
-        Some(tokio::task::spawn_blocking(move || {
+        // Lowers the flag however the minting ends: done, panicked, or never run (the
+        // runtime shut down first, dropping the closure).
+        let minting = MintingFlag(settings.clone());
+        Some(runtime.spawn_blocking(move || {
+            let settings = &minting.0;
             let key = LegacyKey::generate();
             // A spare that cannot be minted is not there: the next call mints its own, and
             // meets the error itself.
-            if let Ok(token) = token(&settings, &key) {
+            if let Ok(token) = token(settings, &key) {
                 if let Ok(mut slot) = settings.spare.slot.lock() {
                     *slot = Some(Minted {
                         key: Arc::new(key),
@@ -136,8 +142,16 @@ impl Spare {
                     });
                 }
             }
-            settings.spare.minting.store(false, Ordering::Release);
         }))
+    }
+}
+
+/// Owned by a minting of the spare; lowers `minting` when dropped.
+struct MintingFlag(Arc<Settings>);
+
+impl Drop for MintingFlag {
+    fn drop(&mut self) {
+        self.0.spare.minting.store(false, Ordering::Release);
     }
 }
 
@@ -207,11 +221,14 @@ mod tests {
             .await
             .expect("minted");
         let spare = spare_token(&settings).expect("a spare");
-        let (first_key, first) = Spare::opening(&settings).expect("first");
+        let minted_by = Instant::now();
+        let (first_key, first, signed) = Spare::opening(&settings).expect("first");
         assert_eq!(first, spare);
+        // Its age counts from its minting, not from the call's opening.
+        assert!(signed <= minted_by);
         // The next spare is still being minted (or just was): either way the second call
         // gets a key and token of its own.
-        let (second_key, second) = Spare::opening(&settings).expect("second");
+        let (second_key, second, _) = Spare::opening(&settings).expect("second");
         assert_ne!(second, first);
         assert_ne!(sealed_key(&second), sealed_key(&first));
         assert!(!Arc::ptr_eq(&first_key, &second_key));
@@ -226,7 +243,8 @@ mod tests {
             .expect("minted");
         let stale = spare_token(&settings).expect("a spare");
         tokio::time::advance(SPARE_FRESH + Duration::from_secs(1)).await;
-        let (_, token) = Spare::opening(&settings).expect("opening");
+        let (_, token, signed) = Spare::opening(&settings).expect("opening");
         assert_ne!(token, stale);
+        assert_eq!(signed, Instant::now());
     }
 }

@@ -171,7 +171,12 @@ pub(crate) enum Opening {
     },
     /// The older protocol: the call is keyed at once; the token goes in its first frame.
     #[cfg(feature = "legacy")]
-    Legacy { token: String, key: Arc<LegacyKey> },
+    Legacy {
+        token: String,
+        key: Arc<LegacyKey>,
+        /// When the token was signed (a spare may have been signed a little before).
+        signed: tokio::time::Instant,
+    },
 }
 
 impl Opening {
@@ -269,9 +274,9 @@ impl Connection {
         let open_path = path.clone();
         #[cfg(feature = "legacy")]
         let first_frame = match &opening {
-            Opening::Legacy { key, .. } if first.is_none() => Some(FirstFrame {
+            Opening::Legacy { key, signed, .. } if first.is_none() => Some(FirstFrame {
                 key: key.clone(),
-                signed: tokio::time::Instant::now(),
+                signed: *signed,
                 pending: AtomicBool::new(true),
             }),
             _ => None,
@@ -421,8 +426,8 @@ impl Connection {
             )),
             #[cfg(feature = "legacy")]
             Protocol::Legacy { .. } => {
-                let (key, token) = legacy::Spare::opening(&self.settings)?;
-                Ok(Opening::Legacy { token, key })
+                let (key, token, signed) = legacy::Spare::opening(&self.settings)?;
+                Ok(Opening::Legacy { token, key, signed })
             }
         }
     }

@@ -218,7 +218,7 @@ impl Table {
                 Some(hello.encode().map_err(Error::from)),
             ),
             #[cfg(feature = "legacy")]
-            Opening::Legacy { token, key } => {
+            Opening::Legacy { token, key, .. } => {
                 let hops = match &self.settings.protocol {
                     Protocol::Legacy { hops } => hops.clone(),
                     Protocol::V1 => Vec::new(),

@@ -47,6 +47,7 @@ fn open_legacy(table: &mut Table, settings: &Settings, signed: Instant) -> (Stri
         opening: Opening::Legacy {
             token: token.clone(),
             key: key.clone(),
+            signed,
         },
         first: None,
         end_after_first: false,
