@@ -239,6 +239,14 @@ impl Call {
         event
     }
 
+    /// A response that arrived as JSON text, as its event (parsed the way the [`Stream`]
+    /// does it).
+    pub(crate) fn decoded_json(&mut self, text: &str) -> CallEvent {
+        let event = self.events.decoded_json(text);
+        self.account(&event);
+        event
+    }
+
     /// The next arrival, as [`next_arrival`](Self::next_arrival) waits for it.
     pub(crate) fn poll_arrival(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arrival>> {
         if self.over {
@@ -247,7 +255,7 @@ impl Call {
         if let Poll::Ready(arrival) = self.events.poll_arrival(cx) {
             match &arrival {
                 Some(Arrival::Event(event)) => self.account(event),
-                Some(Arrival::Encoded(_)) => self.restart_idle(),
+                Some(Arrival::Encoded(_) | Arrival::Json(_)) => self.restart_idle(),
                 None => self.over = true,
             }
             return Poll::Ready(arrival);
@@ -305,6 +313,7 @@ impl Stream for Call {
                 // Accounted for as it arrived.
                 Arrival::Event(event) => event,
                 Arrival::Encoded(encoded) => this.decoded(encoded),
+                Arrival::Json(text) => this.decoded_json(&text),
             })
         })
     }

@@ -224,6 +224,7 @@ impl SqlRows {
                     },
                     Err(event) => event,
                 },
+                Some(Arrival::Json(text)) => self.call.decoded_json(&text),
                 Some(Arrival::Event(event)) => event,
                 None => CallEvent::End,
             };

@@ -94,6 +94,12 @@ impl Stream for WireChunks {
                         Err(event) => event,
                     }
                 }
+                // The gateway's chunks: base64 read straight from the JSON text when the
+                // response is a chunk alone.
+                Arrival::Json(text) => match chunk_of_json(&text) {
+                    Some(chunk) => return Poll::Ready(Some(chunk)),
+                    None => self.call.decoded_json(&text),
+                },
                 Arrival::Event(event) => event,
             };
             match event {
@@ -109,10 +115,27 @@ impl Stream for WireChunks {
     }
 }
 
+/// The chunk of a response whose JSON is `{"chunk": "<base64>"}` and nothing else, decoded
+/// from the text (borrowed when it has no escapes); `None` for any other response.
+fn chunk_of_json(text: &str) -> Option<Result<Vec<u8>>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ChunkAlone<'a> {
+        #[serde(borrow)]
+        chunk: std::borrow::Cow<'a, str>,
+    }
+    let response: ChunkAlone<'_> = serde_json::from_str(text).ok()?;
+    Some(decode_base64(&response.chunk))
+}
+
 fn decode_chunk(chunk: &Value) -> Result<Vec<u8>> {
     let text = chunk
         .as_str()
         .ok_or_else(|| Error::new(ErrorKind::Protocol, "a wire chunk is not a base64 string"))?;
+    decode_base64(text)
+}
+
+fn decode_base64(text: &str) -> Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|e| {
@@ -199,6 +222,25 @@ mod tests {
                 "{} bytes",
                 chunk.len()
             );
+        }
+    }
+
+    #[test]
+    fn a_chunk_alone_is_read_from_the_text_and_anything_else_is_left_to_the_call() {
+        let chunk = |text: &str| chunk_of_json(text).map(|r| r.map_err(|e| e.kind()));
+        assert_eq!(chunk(r#"{"chunk":"aGk="}"#), Some(Ok(b"hi".to_vec())));
+        assert_eq!(chunk(r#" { "chunk" : "" } "#), Some(Ok(Vec::new())));
+        // An escaped slash makes the string owned; it is the same base64.
+        assert_eq!(chunk(r#"{"chunk":"P\/8="}"#), Some(Ok(vec![0x3f, 0xff])));
+        assert_eq!(chunk(r#"{"chunk":"@@@"}"#), Some(Err(ErrorKind::Protocol)));
+        for other in [
+            r#"{"status":{"code":3,"message":"no"}}"#,
+            r#"{"chunk":"aGk=","status":{}}"#,
+            r#"{"chunk":7}"#,
+            r#"{}"#,
+            "not json",
+        ] {
+            assert!(chunk(other).is_none(), "{other}");
         }
     }
 

@@ -74,6 +74,22 @@ impl Receivers {
         })
     }
 
+    /// A response as JSON text, as its event. Text that is not JSON fails the call (and
+    /// closes it, so the transport drops it).
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // websocket only
+    pub(crate) fn decoded_json(&mut self, text: &str) -> CallEvent {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => response_event(value),
+            Err(e) => {
+                self.close();
+                self.finished = true;
+                CallEvent::Failed(
+                    Error::new(ErrorKind::Protocol, "a response that is not JSON").with_source(e),
+                )
+            }
+        }
+    }
+
     /// The next arrival, as the transport handed it; `None` after the last.
     pub(crate) fn poll_arrival(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arrival>> {
         if self.finished {
@@ -149,6 +165,10 @@ pub(crate) enum Arrival {
     Event(CallEvent),
     #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // gRPC only
     Encoded(EncodedResponse),
+    /// A response as the JSON text the websocket gateway carried, parsed by the caller (so
+    /// the connection task, which every call on the socket shares, does not).
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // websocket only
+    Json(String),
 }
 
 /// A response message as it arrived, with the descriptor of its type.
@@ -332,4 +352,26 @@ pub(crate) fn fell_behind(path: &str, delivery: &Delivery) -> Error {
             delivery.events.max_capacity(),
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_text_is_parsed_on_the_callers_side() {
+        let (delivery, mut receivers) = channels(4, Unread::Bounded);
+        assert!(matches!(
+            receivers.decoded_json(r#"{"id":"x"}"#),
+            CallEvent::Data(v) if v["id"] == "x"
+        ));
+        let error = receivers.decoded_json(r#"{"status":{"code":5,"message":"no such"}}"#);
+        assert!(matches!(&error, CallEvent::Error(e) if e.to_string().contains("no such")));
+        assert!(!receivers.is_finished());
+        // Text that is not JSON fails the call and closes it: the transport sees it gone.
+        let failed = receivers.decoded_json("{not json");
+        assert!(matches!(&failed, CallEvent::Failed(e) if e.kind() == ErrorKind::Protocol));
+        assert!(receivers.is_finished());
+        assert!(delivery.is_gone());
+    }
 }

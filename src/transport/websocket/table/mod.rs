@@ -8,7 +8,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,7 +23,7 @@ use crate::protocol::body::Body;
 use crate::protocol::error::Reached;
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::frame::ServerHello;
-use crate::transport::delivery::{fell_behind, response_event, Delivery, Offer};
+use crate::transport::delivery::{fell_behind, Arrival, Delivery, Offer};
 use crate::{Error, ErrorKind, PublicKey, Result, Status};
 
 /// How long a call dropped during its key exchange waits for the Volt's half, to end it.
@@ -528,7 +527,7 @@ impl Table {
             }
         };
         match body {
-            Body::Payload { json_payload } => self.on_payload(id, &json_payload),
+            Body::Payload { json_payload } => self.on_payload(id, json_payload),
             Body::End { error: None, .. } => self.finish_by_volt(id, Ok(())),
             Body::End {
                 error: Some(message),
@@ -548,20 +547,13 @@ impl Table {
         }
     }
 
-    fn on_payload(&mut self, id: u64, json: &str) {
+    /// A response: handed to the caller as its JSON text, parsed on the caller's side.
+    fn on_payload(&mut self, id: u64, json: String) {
         let Some(call) = self.calls.get(&id).and_then(|e| e.live.as_ref()) else {
             return;
         };
-        let event = match serde_json::from_str::<Value>(json) {
-            Ok(value) => response_event(value),
-            Err(e) => {
-                let e =
-                    Error::new(ErrorKind::Protocol, "a response that is not JSON").with_source(e);
-                self.finish(id, Err(e));
-                return;
-            }
-        };
-        match call.delivery.offer(event, json.len()) {
+        let len = json.len();
+        match call.delivery.offer(Arrival::Json(json), len) {
             Offer::Queued | Offer::Gone => {}
             Offer::Full => {
                 let e = fell_behind(&call.path, &call.delivery);
