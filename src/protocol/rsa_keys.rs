@@ -10,6 +10,7 @@
 //! Keys of 2048 to 8192 bits are accepted, the range aws-lc-rs signs and verifies with.
 
 use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::error::KeyRejected;
 use aws_lc_rs::rsa::{
     KeyPair, KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
     PublicEncryptingKey, OAEP_SHA1_MGF1SHA1,
@@ -54,19 +55,19 @@ impl RsaPrivate {
 
     /// Reads a PKCS#1 `RSAPrivateKey` DER.
     pub(crate) fn from_pkcs1_der(der: &[u8]) -> Result<RsaPrivate> {
-        let pair = KeyPair::from_der(der).map_err(|e| {
-            Error::key(format!(
-                "private key: invalid or unsupported PKCS#1 RSA key ({e}; 2048 to 8192 bits)"
-            ))
-        })?;
-        RsaPrivate::from_pair(pair)
+        RsaPrivate::from_parsed(KeyPair::from_der(der), "PKCS#1 RSA key")
     }
 
     /// Reads a PKCS#8 DER holding an RSA key.
     pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<RsaPrivate> {
-        let pair = KeyPair::from_pkcs8(der).map_err(|e| {
+        RsaPrivate::from_parsed(KeyPair::from_pkcs8(der), "RSA key")
+    }
+
+    /// The key aws-lc-rs parsed, or the key error naming `what` it refused.
+    fn from_parsed(parsed: Result<KeyPair, KeyRejected>, what: &str) -> Result<RsaPrivate> {
+        let pair = parsed.map_err(|e| {
             Error::key(format!(
-                "private key: invalid or unsupported RSA key ({e}; 2048 to 8192 bits)"
+                "private key: invalid or unsupported {what} ({e}; 2048 to 8192 bits)"
             ))
         })?;
         RsaPrivate::from_pair(pair)

@@ -201,9 +201,14 @@ mod tests {
     use crate::protocol::token::IdentityToken;
     use crate::transport::websocket::table::tests::legacy_settings;
 
-    fn spare_token(settings: &Settings) -> Option<String> {
+    /// Mints a spare and returns its token.
+    async fn minted_spare(settings: &Arc<Settings>) -> String {
+        Spare::refill(settings)
+            .expect("refill")
+            .await
+            .expect("minted");
         let slot = settings.spare.slot.lock().expect("slot");
-        slot.as_ref().map(|m| m.token.clone())
+        slot.as_ref().map(|m| m.token.clone()).expect("a spare")
     }
 
     fn sealed_key(token: &str) -> String {
@@ -216,11 +221,7 @@ mod tests {
     #[tokio::test]
     async fn a_spare_goes_to_one_call_only() {
         let (settings, _volt) = legacy_settings();
-        Spare::refill(&settings)
-            .expect("refill")
-            .await
-            .expect("minted");
-        let spare = spare_token(&settings).expect("a spare");
+        let spare = minted_spare(&settings).await;
         let minted_by = Instant::now();
         let (first_key, first, signed) = Spare::opening(&settings).expect("first");
         assert_eq!(first, spare);
@@ -237,11 +238,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stale_spare_is_never_sent() {
         let (settings, _volt) = legacy_settings();
-        Spare::refill(&settings)
-            .expect("refill")
-            .await
-            .expect("minted");
-        let stale = spare_token(&settings).expect("a spare");
+        let stale = minted_spare(&settings).await;
         tokio::time::advance(SPARE_FRESH + Duration::from_secs(1)).await;
         let (_, token, signed) = Spare::opening(&settings).expect("opening");
         assert_ne!(token, stale);
