@@ -6,10 +6,10 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder
 use tonic::Status;
 
 /// The buffer each call's encoder and decoder start with. tonic's default (8 KiB each) is
-/// held by every open call, idle or not: about 16 KiB of a gRPC subscription's memory. The
-/// buffers grow to the message when one is larger, so a small start costs a large message
-/// nothing it would not cost anyway.
-const CALL_BUFFER: usize = 1024;
+/// held by every open call, idle or not. The buffers grow to the message when one is larger,
+/// so a small start costs a large message nothing it would not cost anyway, and a request or
+/// response of a few hundred bytes one reallocation.
+const CALL_BUFFER: usize = 128;
 /// tonic's default: how much is encoded before the encoder yields.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 

@@ -1,7 +1,7 @@
 //! One gRPC call: the caller's handle (`send`, `end`, cancel on drop) and the task that reads
 //! the Volt's responses into the call's events, no faster than the caller takes them.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -9,12 +9,12 @@ use futures_util::Stream;
 use http::uri::PathAndQuery;
 use prost_reflect::MessageDescriptor;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::Code;
 
 use super::observed::{Observed, Seen};
+use super::requests::{RequestSender, Requests};
 use super::Settings;
 use crate::protocol::grpc::Encoded;
 use crate::protocol::grpc::TOKEN_METADATA;
@@ -27,8 +27,7 @@ pub(crate) struct CallHandle {
     path: Arc<str>,
     input: MessageDescriptor,
     settings: Arc<Settings>,
-    /// The request queue; `None` once the client side has ended.
-    requests: Mutex<Option<mpsc::Sender<Bytes>>>,
+    requests: RequestSender,
     task: AbortHandle,
 }
 
@@ -37,55 +36,28 @@ impl CallHandle {
         path: Arc<str>,
         input: MessageDescriptor,
         settings: Arc<Settings>,
-        requests: Option<mpsc::Sender<Bytes>>,
+        requests: RequestSender,
         task: AbortHandle,
     ) -> CallHandle {
         CallHandle {
             path,
             input,
             settings,
-            requests: Mutex::new(requests),
+            requests,
             task,
         }
     }
 
     /// Encodes and queues a request; waits while the call's queue is full.
     async fn send(&self, message: &Value) -> Result<()> {
-        let requests = self.requests()?;
         let bytes = super::encode(&self.path, &self.input, message, self.settings.max_outbound)?;
-        Self::queue(requests, bytes).await
+        self.requests.send(bytes).await
     }
 
     /// Queues an encoded request, within the size limit; waits while the queue is full.
     async fn send_encoded(&self, bytes: Bytes) -> Result<()> {
-        let requests = self.requests()?;
         super::within_limit(&self.path, &bytes, self.settings.max_outbound)?;
-        Self::queue(requests, bytes).await
-    }
-
-    /// The request queue, while the client side is open.
-    fn requests(&self) -> Result<mpsc::Sender<Bytes>> {
-        let ended = || Error::new(ErrorKind::Closed, "the client side of this call has ended");
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(ended)
-    }
-
-    async fn queue(requests: mpsc::Sender<Bytes>, bytes: Bytes) -> Result<()> {
-        requests
-            .send(bytes)
-            .await
-            .map_err(|_| Error::new(ErrorKind::Closed, "the call has ended"))
-    }
-
-    /// Ends the client side: the request stream finishes once what is queued has gone out.
-    fn end(&self) {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.requests.send(bytes).await
     }
 }
 
@@ -95,7 +67,7 @@ impl CallIo for CallHandle {
     }
 
     fn end(&self) -> BoxFuture<'_, Result<()>> {
-        CallHandle::end(self);
+        self.requests.end();
         Box::pin(async { Ok(()) })
     }
 
@@ -121,45 +93,6 @@ impl CallIo for CallHandle {
 /// closing when the call was queued on it); each time goes out on a new connection.
 const UNSENT_RETRIES: usize = 2;
 
-/// The request body of a call: what its handle queues, until the handle ends it. Shared by
-/// the attempts at sending the call, so that one the connection turned away before sending
-/// anything leaves every request for the next.
-#[derive(Clone)]
-pub(super) struct Requests(Arc<Mutex<RequestQueue>>);
-
-struct RequestQueue {
-    queue: mpsc::Receiver<Bytes>,
-    /// A request has been taken for the wire.
-    taken: bool,
-}
-
-impl Requests {
-    pub(super) fn new(queue: mpsc::Receiver<Bytes>) -> Requests {
-        Requests(Arc::new(Mutex::new(RequestQueue {
-            queue,
-            taken: false,
-        })))
-    }
-
-    /// The body of one attempt.
-    fn stream(&self) -> impl Stream<Item = Bytes> + Send + 'static {
-        let shared = self.0.clone();
-        futures_util::stream::poll_fn(move |cx| {
-            let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            let polled = shared.queue.poll_recv(cx);
-            if let std::task::Poll::Ready(Some(_)) = polled {
-                shared.taken = true;
-            }
-            polled
-        })
-    }
-
-    /// No request has been taken for the wire yet.
-    fn untouched(&self) -> bool {
-        !self.0.lock().unwrap_or_else(PoisonError::into_inner).taken
-    }
-}
-
 /// What a call sends: its requests, and the identity token in its metadata.
 pub(super) struct Outgoing {
     pub requests: Requests,
@@ -176,11 +109,14 @@ impl Outgoing {
     }
 }
 
+/// A call being sent, until its response begins: boxed, so that tonic's and hyper's
+/// futures and the service are freed then, not held by the call's task while it is open.
+pub(super) type Starting =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<tonic::Streaming<Bytes>>> + Send>>;
+
 /// Runs one call to its end and settles its outcome.
 pub(super) async fn run(
-    grpc: tonic::client::Grpc<Observed>,
-    outgoing: Outgoing,
-    rpc: PathAndQuery,
+    starting: Starting,
     path: Arc<str>,
     output: MessageDescriptor,
     delivery: Delivery,
@@ -190,44 +126,19 @@ pub(super) async fn run(
         // A caller that has gone needs nothing more; returning drops the call's streams,
         // which resets it on the wire.
         () = delivery.gone() => return,
-        outcome = read(grpc, outgoing, rpc, &path, &output, &delivery, &seen) => outcome,
+        outcome = read(starting, &path, &output, &delivery, &seen) => outcome,
     };
     delivery.finish(outcome);
 }
 
 async fn read(
-    mut grpc: tonic::client::Grpc<Observed>,
-    outgoing: Outgoing,
-    rpc: PathAndQuery,
+    starting: Starting,
     path: &str,
     output: &MessageDescriptor,
     delivery: &Delivery,
     seen: &Seen,
 ) -> Result<()> {
-    let mut retries = 0;
-    let mut responses = loop {
-        grpc.ready().await.map_err(|e| transport_error(path, &e))?;
-        match grpc
-            .streaming(outgoing.request(), rpc.clone(), Encoded)
-            .await
-        {
-            Ok(responses) => break responses.into_inner(),
-            // The connection was closing: tonic's channel makes a new one for the next try.
-            Err(status)
-                if retries < UNSENT_RETRIES
-                    && never_sent(&status)
-                    && outgoing.requests.untouched() =>
-            {
-                retries += 1;
-                tracing::debug!(
-                    path,
-                    retries,
-                    "the call was turned away unsent; sending it again"
-                );
-            }
-            Err(status) => return Err(status_error(path, status, Showed::from(seen))),
-        }
-    };
+    let mut responses = starting.await?;
     while let Some(bytes) = responses
         .message()
         .await
@@ -246,6 +157,45 @@ async fn read(
         }
     }
     Ok(())
+}
+
+/// Sends the call (again, if the connection turned it away unsent) until its response
+/// begins.
+pub(super) fn start(
+    mut grpc: tonic::client::Grpc<Observed>,
+    outgoing: Outgoing,
+    rpc: PathAndQuery,
+    path: Arc<str>,
+    seen: Arc<Seen>,
+) -> Starting {
+    Box::pin(async move {
+        let path = &*path;
+        let mut retries = 0;
+        loop {
+            grpc.ready().await.map_err(|e| transport_error(path, &e))?;
+            match grpc
+                .streaming(outgoing.request(), rpc.clone(), Encoded)
+                .await
+            {
+                Ok(responses) => return Ok(responses.into_inner()),
+                // The connection was closing: tonic's channel makes a new one for the next
+                // try.
+                Err(status)
+                    if retries < UNSENT_RETRIES
+                        && never_sent(&status)
+                        && outgoing.requests.untouched() =>
+                {
+                    retries += 1;
+                    tracing::debug!(
+                        path,
+                        retries,
+                        "the call was turned away unsent; sending it again"
+                    );
+                }
+                Err(status) => return Err(status_error(path, status, Showed::from(&*seen))),
+            }
+        }
+    })
 }
 
 /// What the call's stream had shown when tonic reported a status.

@@ -12,6 +12,7 @@
 mod call;
 mod connector;
 mod observed;
+mod requests;
 mod setup;
 mod tunnel;
 
@@ -23,7 +24,6 @@ use futures_util::future::BoxFuture;
 use http::uri::PathAndQuery;
 use prost_reflect::MessageDescriptor;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -38,9 +38,6 @@ use crate::{Error, ErrorKind, Result};
 use call::CallHandle;
 use connector::Connector;
 pub(crate) use setup::connect;
-
-/// Requests a call may have queued for the wire before [`CallHandle::send`] waits.
-const REQUEST_QUEUE: usize = 16;
 
 /// HTTP/2 flow-control window of each call: what the Volt may send ahead of a caller that is
 /// not reading (1 MiB).
@@ -191,14 +188,9 @@ impl Connection {
         }
         let token = self.token()?;
 
-        let (requests, queue) = mpsc::channel::<Bytes>(REQUEST_QUEUE);
-        if let Some(message) = first {
-            // A fresh queue always has room for the first message.
-            let _ = requests.try_send(message);
-        }
-        let requests = (!end_after_first).then_some(requests);
+        let (requests, body) = requests::requests(first, end_after_first);
         let outgoing = call::Outgoing {
-            requests: call::Requests::new(queue),
+            requests: body,
             token,
         };
 
@@ -207,10 +199,9 @@ impl Connection {
             .max_decoding_message_size(settings.max_inbound)
             .max_encoding_message_size(settings.max_outbound);
         let (delivery, receivers) = delivery::channels(settings.call_buffer, unread);
+        let starting = call::start(grpc, outgoing, rpc, path.clone(), seen.clone());
         let task = tokio::spawn(call::run(
-            grpc,
-            outgoing,
-            rpc,
+            starting,
             path.clone(),
             method.output().clone(),
             delivery,

@@ -21,7 +21,8 @@ use tonic::metadata::MetadataValue;
 
 use super::call::{self, CallHandle, Showed};
 use super::observed::{Observed, Seen};
-use super::{Connection, REQUEST_QUEUE};
+use super::requests::{RequestSender, REQUEST_QUEUE};
+use super::Connection;
 use crate::proto::volt::{remote_request, InvokeResponse};
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::grpc::{Encoded, TOKEN_METADATA};
@@ -146,7 +147,7 @@ pub(super) fn open(
         path,
         method.input().clone(),
         connection.settings.clone(),
-        started.requests,
+        RequestSender::over(started.requests),
         task.abort_handle(),
     );
     Ok(Opened {
