@@ -505,6 +505,92 @@ async fn publish_ends_with_client_end_and_subscribers_get_every_chunk() {
     socket.get_root(&volt, 4).await;
 }
 
+/// A call opens away from the socket's task (its token and call key take RSA work), so the
+/// frames a client sends right behind its first one arrive while it is still opening: they
+/// are held and read once it has opened, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_behind_the_first_are_read_in_order_once_the_call_opens() {
+    let volt = LegacyVolt::start("held").await;
+    let mut socket = volt.connect().await;
+    let (values, _) = socket
+        .unary(
+            &volt,
+            1,
+            SAVE_WIRE,
+            &json!({"resource": {"name": "w"}, "create": true}),
+        )
+        .await;
+    let wire_id = values[0]["resource"]["id"].as_str().unwrap().to_owned();
+    let subscriber = socket
+        .invoke(&volt, 2, SUBSCRIBE_WIRE, &json!({"wire_id": wire_id}))
+        .await;
+    subscribers_reach(&volt, &wire_id, 1, "the subscription is made").await;
+
+    // Each publisher's first frame, its chunks and its end go out back to back, without
+    // waiting for anything; two publishers interleave.
+    let chunk = |p: u64, i: usize| STANDARD.encode(format!("{p}-{i}"));
+    const CHUNKS: usize = 20;
+    let first = |p| json!({"wire_id": wire_id, "chunk": chunk(p, 0)});
+    let one = socket.invoke(&volt, 3, PUBLISH_WIRE, &first(3)).await;
+    let two = socket.invoke(&volt, 4, PUBLISH_WIRE, &first(4)).await;
+    for i in 1..CHUNKS {
+        for (key, p) in [(&one, 3), (&two, 4)] {
+            let body = payload(&json!({"chunk": chunk(p, i)}));
+            socket.send_body(key, p, &body, false).await;
+        }
+    }
+    socket.send_body(&one, 3, &Body::end(), true).await;
+    socket.send_body(&two, 4, &Body::end(), true).await;
+
+    let keys = [(2, &subscriber), (3, &one), (4, &two)];
+    let got = socket
+        .read_until(&keys, |got| {
+            ended(got, 3) && ended(got, 4) && got.get(&2).map_or(0, Vec::len) == 2 * CHUNKS
+        })
+        .await;
+    for p in [3, 4] {
+        let (values, error) = payloads(&got[&p]);
+        assert_eq!(error, None, "publisher {p}");
+        assert!(python_success(&values[0]), "{}", values[0]);
+    }
+    let (values, error) = payloads(&got[&2]);
+    assert_eq!(error, None);
+    for p in [3, 4] {
+        let mine: Vec<_> = values
+            .iter()
+            .filter_map(|v| v["chunk"].as_str())
+            .filter(|c| {
+                STANDARD
+                    .decode(c)
+                    .unwrap()
+                    .starts_with(format!("{p}-").as_bytes())
+            })
+            .collect();
+        let wanted: Vec<_> = (0..CHUNKS).map(|i| chunk(p, i)).collect();
+        assert_eq!(mine, wanted, "publisher {p}'s chunks, in order");
+    }
+}
+
+/// A call whose opening fails is remembered as finished: the frames its client sent behind
+/// the first one are dropped quietly, and the socket carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_behind_a_refused_first_frame_are_dropped_quietly() {
+    let volt = LegacyVolt::start("held-refused").await;
+    let mut socket = volt.connect().await;
+    let stranger = PrivateKey::generate_rsa(2048).unwrap();
+    let get = invoke_body(GET_RESOURCE, &json!({"resource_id": volt.volt_id()}));
+    let key = socket
+        .invoke_as(&volt, 1, &stranger, volt.claims(), Vec::new(), &get)
+        .await;
+    for _ in 0..3 {
+        socket.send_body(&key, 1, &payload(&json!({})), false).await;
+    }
+    socket.send_body(&key, 1, &Body::end(), true).await;
+    assert!(socket.expect_error(Some(1)).await.contains("kid"));
+    // The next frame is the next call's: nothing was said about call 1's later frames.
+    socket.get_root(&volt, 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_get_errors_and_the_socket_carries_on() {
     let volt = LegacyVolt::start("frames").await;

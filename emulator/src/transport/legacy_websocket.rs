@@ -31,7 +31,7 @@ use tdx_volt::protocol::token::IdentityToken;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::gateway::{self, CallSeal, Connection, Identity, Protocol, MAX_MESSAGE_LEN};
 use crate::call::Caller;
@@ -82,7 +82,7 @@ impl Protocol for Legacy {
     fn on_message(conn: &mut Connection<Legacy>, message: Message) -> Option<CloseFrame> {
         match message {
             Message::Text(text) => {
-                on_text(conn, text.as_str());
+                on_text(conn, text);
                 None
             }
             _ => Some(CloseFrame {
@@ -92,10 +92,34 @@ impl Protocol for Legacy {
             }),
         }
     }
+
+    /// The first frame's checks, and whether it also ended the client's side.
+    type Opening = (Result<Opened, String>, bool);
+
+    fn on_opened(conn: &mut Connection<Legacy>, call_id: u64, (opened, client_end): Self::Opening) {
+        match opened {
+            Ok(opened) => {
+                let key = Arc::new(opened.key);
+                let identity = Identity::Verified(opened.caller);
+                conn.start(
+                    call_id,
+                    key,
+                    identity,
+                    &opened.method_name,
+                    &opened.json_request,
+                );
+                if client_end {
+                    conn.end_client(call_id);
+                }
+            }
+            // Remembered as finished: the client's later frames for it are dropped quietly.
+            Err(message) => conn.fail_call(call_id, &message),
+        }
+    }
 }
 
-fn on_text(conn: &mut Connection<Legacy>, text: &str) {
-    let parsed = ClientFrame::parse(text);
+fn on_text(conn: &mut Connection<Legacy>, text: Utf8Bytes) {
+    let parsed = ClientFrame::parse(&text);
     if text.len() > MAX_MESSAGE_LEN {
         let call_id = match &parsed {
             Ok(frame) => Some(frame.id),
@@ -109,7 +133,9 @@ fn on_text(conn: &mut Connection<Legacy>, text: &str) {
         Err(e) => return fail(conn, e.call_id(), &format!("bad frame: {e}")),
     };
     if frame.token.is_some() {
-        on_first(conn, &frame);
+        on_first(conn, frame);
+    } else if conn.is_opening(frame.id) {
+        conn.hold(frame.id, Message::Text(text));
     } else {
         on_later(conn, &frame);
     }
@@ -123,34 +149,19 @@ fn fail(conn: &mut Connection<Legacy>, call_id: Option<u64>, message: &str) {
     }
 }
 
-/// A call's first frame: token, route and invoke.
-fn on_first(conn: &mut Connection<Legacy>, frame: &ClientFrame) {
+/// A call's first frame: token, route and invoke, checked away from the socket's task
+/// ([`Legacy::on_opened`] goes on).
+fn on_first(conn: &mut Connection<Legacy>, frame: ClientFrame) {
     let call_id = frame.id;
     if !conn.admit(call_id) {
         return;
     }
-    match open_call(conn.svc(), frame) {
-        Ok(opened) => {
-            let key = Arc::new(opened.key);
-            let identity = Identity::Verified(opened.caller);
-            conn.start(
-                call_id,
-                key,
-                identity,
-                &opened.method_name,
-                &opened.json_request,
-            );
-            if frame.client_end {
-                conn.end_client(call_id);
-            }
-        }
-        // Remembered as finished: the client's later frames for it are dropped quietly.
-        Err(message) => conn.fail_call(call_id, &message),
-    }
+    let svc = conn.svc().clone();
+    conn.open_call(call_id, move || (open_call(&svc, &frame), frame.client_end));
 }
 
 /// What a good first frame establishes.
-struct Opened {
+pub(crate) struct Opened {
     key: LegacyKey,
     caller: Caller,
     method_name: String,

@@ -4,9 +4,10 @@
 //! One task owns each socket ([`Connection`]). Client messages are read and answered in order
 //! by that task; each call runs in its own task (handler + response forwarder) joined to the
 //! connection's `JoinSet`, so closing the socket cancels every call. Responses reach the socket
-//! through one queue capped in bytes (`outgoing.rs`). Finished call ids are remembered for a while, so that a
-//! client's late frames for them (typically its end, crossing the server's end on the wire) are
-//! dropped quietly instead of answered as unknown.
+//! through one queue capped in bytes (`outgoing.rs`). A call's opening may run away from the
+//! socket's task while its messages wait (`opening.rs`). Finished call ids are remembered for
+//! a while, so that a client's late frames for them (typically its end, crossing the server's
+//! end on the wire) are dropped quietly instead of answered as unknown.
 //!
 //! Two things differ between the protocols, and each is a trait here:
 //! - [`Protocol`]: how a client message is read (it decides which call it concerns, checks the
@@ -18,9 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use serde_json::Value;
 use tdx_volt::protocol::body::Body;
 use tdx_volt::protocol::schema::{self, Method};
 use tdx_volt::protocol::token::IdentityToken;
@@ -38,6 +37,11 @@ use crate::services::auth::verify_sessionless_proof;
 use crate::services::Services;
 
 use super::outgoing::{NotQueued, Outgoing, OutgoingLimits, Progress, Queued};
+
+mod bodies;
+mod opening;
+
+use bodies::{clip, end_body, request_bytes, response_frame, too_large};
 
 /// The path of the gateway.
 pub const API_PATH: &str = "/api";
@@ -75,6 +79,15 @@ pub(crate) trait Protocol: Sized + Send + 'static {
     /// [`Connection::push`] and the other methods of the connection; a returned close frame
     /// closes the socket once they are written.
     fn on_message(conn: &mut Connection<Self>, message: Message) -> Option<CloseFrame>;
+
+    /// What opening a call works out (the token's check and the call key: the costly part of
+    /// a call), for [`Protocol::on_opened`]; [`Connection::open_call`] may work it out away
+    /// from the socket's task.
+    type Opening: Send + 'static;
+
+    /// Completes a call's opening on the socket's task: answers, and records the call keyed or
+    /// started, or fails it.
+    fn on_opened(conn: &mut Connection<Self>, call_id: u64, opening: Self::Opening);
 }
 
 /// Accepts the websocket upgrade at [`API_PATH`] on an established (TLS or plain) stream and
@@ -108,6 +121,9 @@ where
 }
 
 enum CallState<K> {
+    /// Admitted; its opening runs away from the socket's task. The client's later messages
+    /// for it wait here, to be read once it has opened.
+    Opening { serial: u64, held: Vec<Message> },
     /// Keyed (protocol v1's key exchange done); waiting for the invoke.
     Keyed { key: Arc<K>, identity: Identity },
     /// Invoked: the handler runs.
@@ -133,7 +149,7 @@ impl<K> CallState<K> {
     fn key(&self) -> Option<&Arc<K>> {
         match self {
             CallState::Keyed { key, .. } | CallState::Running { key, .. } => Some(key),
-            CallState::Routed { .. } => None,
+            CallState::Opening { .. } | CallState::Routed { .. } => None,
         }
     }
 
@@ -142,7 +158,7 @@ impl<K> CallState<K> {
             CallState::Running { task, serial, .. } | CallState::Routed { task, serial, .. } => {
                 Some((task, *serial))
             }
-            CallState::Keyed { .. } => None,
+            CallState::Opening { .. } | CallState::Keyed { .. } => None,
         }
     }
 }
@@ -173,6 +189,11 @@ pub(crate) struct Connection<P: Protocol> {
     calls: HashMap<u64, CallState<P::Key>>,
     /// Call tasks; each returns its call id and serial.
     tasks: JoinSet<(u64, u64)>,
+    /// Calls opening on the blocking pool: call id, serial, and the opening (`None` if it
+    /// panicked).
+    openings: JoinSet<(u64, u64, Option<P::Opening>)>,
+    /// The size of the messages held for calls still opening.
+    held_bytes: usize,
     next_serial: u64,
     /// Frames produced by the call tasks, written by the connection task.
     outgoing: Outgoing,
@@ -190,6 +211,8 @@ impl<P: Protocol> Connection<P> {
             svc,
             calls: HashMap::new(),
             tasks: JoinSet::new(),
+            openings: JoinSet::new(),
+            held_bytes: 0,
             next_serial: 0,
             outgoing,
             out_rx,
@@ -209,7 +232,8 @@ impl<P: Protocol> Connection<P> {
             tokio::select! {
                 // A call found the client reading nothing: let it go (logged there).
                 () = progress.stalled() => break,
-                incoming = stream.next() => {
+                // While too much waits for calls still opening, the client is not read.
+                incoming = stream.next(), if !self.reading_paused() => {
                     let message = match incoming {
                         Some(Ok(m)) => m,
                         Some(Err(e)) => {
@@ -230,21 +254,7 @@ impl<P: Protocol> Connection<P> {
                         }
                         Message::Binary(_) | Message::Text(_) => {
                             let close = P::on_message(&mut self, message);
-                            let replies = async {
-                                for reply in self.pending.drain(..) {
-                                    sink.feed(reply).await?;
-                                }
-                                sink.flush().await
-                            };
-                            let written = tokio::select! {
-                                written = replies => written.is_ok(),
-                                () = progress.stalled() => false,
-                            };
-                            if !written {
-                                break;
-                            }
-                            if let Some(close) = close {
-                                let _ = sink.send(Message::Close(Some(close))).await;
+                            if !answer(&mut sink, &mut self.pending, &progress, close).await {
                                 break;
                             }
                         }
@@ -265,6 +275,21 @@ impl<P: Protocol> Connection<P> {
                     }
                     // The frame's share of the cap is released with `queued`'s permit.
                     self.progress.wrote(size);
+                }
+                Some(done) = self.openings.join_next() => {
+                    let Ok((call_id, serial, opening)) = done else {
+                        // Only a runtime shutting down cancels an opening.
+                        continue;
+                    };
+                    let mut close = None;
+                    for message in self.opened(call_id, serial, opening) {
+                        if close.is_none() {
+                            close = P::on_message(&mut self, message);
+                        }
+                    }
+                    if !answer(&mut sink, &mut self.pending, &progress, close).await {
+                        break;
+                    }
                 }
                 Some(done) = self.tasks.join_next() => {
                     if let Ok((call_id, serial)) = done {
@@ -365,7 +390,7 @@ impl<P: Protocol> Connection<P> {
             Some(CallState::Keyed { .. }) => {
                 self.calls.remove(&call_id);
             }
-            Some(CallState::Routed { .. }) | None => {}
+            Some(CallState::Opening { .. } | CallState::Routed { .. }) | None => {}
         }
     }
 
@@ -579,13 +604,14 @@ impl<P: Protocol> Connection<P> {
 
     /// Fails a call: its handler (if any) stops, and the client gets an error frame.
     pub(crate) fn fail_call(&mut self, call_id: u64, message: &str) {
-        if let Some((task, _)) = self
-            .calls
-            .remove(&call_id)
-            .as_ref()
-            .and_then(CallState::task)
-        {
-            task.abort();
+        match self.calls.remove(&call_id) {
+            Some(CallState::Opening { held, .. }) => self.release(&held),
+            Some(state) => {
+                if let Some((task, _)) = state.task() {
+                    task.abort();
+                }
+            }
+            None => {}
         }
         self.remember_finished(call_id);
         self.send_error(Some(call_id), message);
@@ -600,89 +626,33 @@ impl<P: Protocol> Connection<P> {
     }
 }
 
-/// The body ending a call: a normal end, or `method_end.error` with the failure's code.
-fn end_body(result: Result<(), Failure>) -> Body {
-    match result {
-        Ok(()) => Body::end(),
-        Err(f) => Body::End {
-            error: Some(clip(f.message()).to_owned()),
-            error_code: f.code().as_i32(),
-        },
-    }
-}
-
-/// The failure of a call whose response alone is over the connection's queue cap.
-fn too_large(size: usize) -> Failure {
-    Failure::abort(
-        Code::ResourceExhausted,
-        format!("a response frame of {size} bytes exceeds this connection's queue limit"),
-    )
-}
-
-/// Cuts an error text to [`MAX_ERROR_TEXT`] bytes at a character boundary.
-pub(crate) fn clip(message: &str) -> &str {
-    if message.len() <= MAX_ERROR_TEXT {
-        return message;
-    }
-    let mut end = MAX_ERROR_TEXT;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
-}
-
-fn request_bytes(method: &Method, json: &str) -> Result<Bytes, Failure> {
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| Failure::abort(Code::InvalidArgument, format!("request is not JSON: {e}")))?;
-    schema::json_to_protobuf(method.input(), &value)
-        .map(Bytes::from)
-        .map_err(|e| Failure::abort(Code::InvalidArgument, format!("bad request: {e}")))
-}
-
-fn response_frame<K: CallSeal>(
-    method: &Method,
-    key: &K,
-    call_id: u64,
-    bytes: &[u8],
-) -> Result<Message, Failure> {
-    let json = schema::protobuf_to_json(method.output(), bytes)
-        .map_err(|e| Failure::abort(Code::Internal, format!("response: {e}")))?;
-    let body = Body::Payload {
-        json_payload: json.to_string(),
+/// Writes the frames the connection task answered with, then the close frame if there is one;
+/// whether the socket stays open.
+async fn answer<S>(
+    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    pending: &mut Vec<Message>,
+    progress: &Progress,
+    close: Option<CloseFrame>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let replies = async {
+        for reply in pending.drain(..) {
+            sink.feed(reply).await?;
+        }
+        sink.flush().await
     };
-    key.frame(call_id, &body).map_err(|e| {
-        Failure::abort(
-            Code::ResourceExhausted,
-            format!("the response does not fit in a websocket frame: {e}"),
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{clip, end_body, MAX_ERROR_TEXT};
-    use crate::call::{Code, Failure};
-    use tdx_volt::protocol::body::Body;
-
-    #[test]
-    fn clip_cuts_long_texts_at_a_character_boundary() {
-        assert_eq!(clip("short"), "short");
-        let long = "é".repeat(1000); // 2000 bytes
-        let cut = clip(&long);
-        assert!(cut.len() <= MAX_ERROR_TEXT && cut.len() >= MAX_ERROR_TEXT - 1);
-        assert!(cut.chars().all(|c| c == 'é'));
+    let written = tokio::select! {
+        written = replies => written.is_ok(),
+        () = progress.stalled() => false,
+    };
+    if !written {
+        return false;
     }
-
-    #[test]
-    fn end_bodies_carry_the_failure_clipped_with_its_code() {
-        assert_eq!(end_body(Ok(())), Body::end());
-        let long = "x".repeat(5000);
-        let Body::End { error, error_code } =
-            end_body(Err(Failure::abort(Code::NotFound, long.as_str())))
-        else {
-            panic!("an end body");
-        };
-        assert_eq!(error.map(|e| e.len()), Some(MAX_ERROR_TEXT));
-        assert_eq!(error_code, 5);
+    if let Some(close) = close {
+        let _ = sink.send(Message::Close(Some(close))).await;
+        return false;
     }
+    true
 }

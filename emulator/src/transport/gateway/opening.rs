@@ -1,0 +1,104 @@
+//! Opening calls away from the socket's task.
+//!
+//! A call's opening is the costly part of it: the identity token's signature, and the call
+//! key (an X25519 agreement signed with Ed25519 in protocol v1, two RSA-OAEP decryptions in the
+//! older protocol). Done on the socket's task, the openings of one socket take turns on one
+//! core, and every other call on the socket waits behind them. So while other calls are open
+//! they run on tokio's blocking pool, and the socket's task goes on reading. A message for a
+//! call still opening is held, and read once the call has opened, so a call's own messages
+//! keep their order.
+
+use std::panic::AssertUnwindSafe;
+
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{CallState, Connection, Protocol};
+
+/// Bytes held for calls still opening, across one socket, beyond which the socket is not read
+/// until openings finish.
+const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
+
+/// The error of a call whose opening panicked.
+const OPENING_FAILED: &str = "the call could not be opened (internal error)";
+
+impl<P: Protocol> Connection<P> {
+    /// Opens an admitted call: `work` checks it, and [`Protocol::on_opened`] gets what it
+    /// returns, on the socket's task. With no other call open on the socket, `work` runs
+    /// here: there is nothing to overlap it with, and a hop to another thread and back would
+    /// only add to the call's time. Otherwise it runs on the blocking pool.
+    pub(crate) fn open_call<F>(&mut self, call_id: u64, work: F)
+    where
+        F: FnOnce() -> P::Opening + Send + 'static,
+    {
+        // A panic fails this call alone.
+        let checked = move || std::panic::catch_unwind(AssertUnwindSafe(work)).ok();
+        if self.calls.is_empty() {
+            match checked() {
+                Some(opening) => P::on_opened(self, call_id, opening),
+                None => self.fail_call(call_id, OPENING_FAILED),
+            }
+            return;
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.calls.insert(
+            call_id,
+            CallState::Opening {
+                serial,
+                held: Vec::new(),
+            },
+        );
+        self.openings
+            .spawn_blocking(move || (call_id, serial, checked()));
+    }
+
+    /// Whether the call under this id is still opening: its messages are to be held.
+    pub(crate) fn is_opening(&self, call_id: u64) -> bool {
+        matches!(self.calls.get(&call_id), Some(CallState::Opening { .. }))
+    }
+
+    /// Holds a message for a call still opening (nothing for any other call).
+    pub(crate) fn hold(&mut self, call_id: u64, message: Message) {
+        if let Some(CallState::Opening { held, .. }) = self.calls.get_mut(&call_id) {
+            self.held_bytes += message.len();
+            held.push(message);
+        }
+    }
+
+    /// Whether so much is held that the socket should not be read for now.
+    pub(super) fn reading_paused(&self) -> bool {
+        self.held_bytes > MAX_HELD_BYTES
+    }
+
+    /// Forgets messages that were held.
+    pub(super) fn release(&mut self, held: &[Message]) {
+        let bytes: usize = held.iter().map(Message::len).sum();
+        self.held_bytes = self.held_bytes.saturating_sub(bytes);
+    }
+
+    /// An opening has finished: hands it to the protocol and returns the messages held for
+    /// the call, to be read now. Nothing, if the call was failed meanwhile (its id may even
+    /// have been reused).
+    pub(super) fn opened(
+        &mut self,
+        call_id: u64,
+        serial: u64,
+        opening: Option<P::Opening>,
+    ) -> Vec<Message> {
+        if !matches!(
+            self.calls.get(&call_id),
+            Some(CallState::Opening { serial: s, .. }) if *s == serial
+        ) {
+            return Vec::new();
+        }
+        let Some(CallState::Opening { held, .. }) = self.calls.remove(&call_id) else {
+            return Vec::new();
+        };
+        self.release(&held);
+        match opening {
+            Some(opening) => P::on_opened(self, call_id, opening),
+            None => self.fail_call(call_id, OPENING_FAILED),
+        }
+        held
+    }
+}
