@@ -331,7 +331,10 @@ pub fn client_frame_len_bound(body_len: usize, token_len: usize, hops: &[String]
     let opening = if token_len == 0 {
         0
     } else {
-        let hops_len: usize = hops.iter().map(|h| super::body::escaped_len(h) + 3).sum();
+        let hops_len: usize = hops
+            .iter()
+            .map(|h| super::json_text::escaped_len(h) + 3)
+            .sum();
         r#","token":"","target_fingerprint":[]"#.len() + token_len + hops_len.saturating_sub(1)
     };
     r#"{"id":,"client_end":true,"json_payload":""}"#.len() + 20 + opening + payload

@@ -25,6 +25,7 @@ pub(crate) mod error;
 pub mod exchange;
 pub mod frame;
 pub mod grpc;
+pub mod json_text;
 pub mod keys;
 #[cfg(feature = "legacy")]
 pub mod legacy;

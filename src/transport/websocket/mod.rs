@@ -34,6 +34,7 @@ use super::Transport;
 use crate::protocol::body;
 use crate::protocol::exchange::ClientKeyExchange;
 use crate::protocol::frame::{self, ClientHello};
+use crate::protocol::json_text;
 #[cfg(feature = "legacy")]
 use crate::protocol::legacy::{client_frame_len_bound, LegacyKey};
 use crate::protocol::schema;
@@ -258,7 +259,7 @@ impl Connection {
         if let (Some(input), Some(request)) = (&input, &first) {
             schema::json_to_protobuf(input, request)?;
         }
-        let first = first.as_ref().map(to_json_text).transpose()?;
+        let first = first.as_ref().map(json_text::to_string);
         let settings = &self.settings;
         let mut opening = self.opening(route.as_ref())?;
         let token_len = opening.token_len();
@@ -385,12 +386,6 @@ fn route_meta(meta: &mut Map<String, Value>, route: &ServiceRoute, volt_id: &str
         meta.insert("d".into(), Value::Array(hops));
     }
     meta.insert("s".into(), Value::from(route.service_id.as_str()));
-}
-
-/// A message as the JSON text the websocket gateway carries.
-fn to_json_text(message: &Value) -> Result<String> {
-    serde_json::to_string(message)
-        .map_err(|e| Error::new(ErrorKind::Schema, "the message does not serialize").with_source(e))
 }
 
 impl Connection {
@@ -526,7 +521,7 @@ impl CallIo for CallHandle {
             if let Some(input) = &self.input {
                 schema::json_to_protobuf(input, message)?;
             }
-            self.send_text(to_json_text(message)?).await
+            self.send_text(json_text::to_string(message)).await
         })
     }
 

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 use tdx_volt::protocol::body::Body;
+use tdx_volt::protocol::json_text;
 use tdx_volt::protocol::schema::{self, Method};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -58,7 +59,7 @@ pub(super) fn response_frame<K: CallSeal>(
     let json = schema::protobuf_to_json(method.output(), bytes)
         .map_err(|e| Failure::abort(Code::Internal, format!("response: {e}")))?;
     let body = Body::Payload {
-        json_payload: json.to_string(),
+        json_payload: json_text::to_string(&json),
     };
     key.frame(call_id, &body).map_err(|e| {
         Failure::abort(
