@@ -40,8 +40,10 @@ use super::outgoing::{NotQueued, Outgoing, OutgoingLimits, Progress, Queued};
 
 mod bodies;
 mod opening;
+mod outbox;
 
 use bodies::{clip, end_body, request_bytes, response_frame, too_large};
+use outbox::Outbox;
 
 /// The path of the gateway.
 pub const API_PATH: &str = "/api";
@@ -228,12 +230,24 @@ impl<P: Protocol> Connection<P> {
     {
         let (mut sink, mut stream) = ws.split();
         let progress = Arc::clone(&self.progress);
+        let mut outbox = Outbox::default();
+        // Set when the protocol closes the socket: what is in the outbox goes first.
+        let mut closing: Option<CloseFrame> = None;
         loop {
+            let open = closing.is_none();
             tokio::select! {
                 // A call found the client reading nothing: let it go (logged there).
                 () = progress.stalled() => break,
+                written = outbox.flush(&mut sink, &progress), if !outbox.is_empty() => {
+                    if let Err(e) = written {
+                        debug!("websocket write failed: {e}");
+                        break;
+                    }
+                }
                 // While too much waits for calls still opening, the client is not read.
-                incoming = stream.next(), if !self.reading_paused() => {
+                // Reading goes on while frames are being written, within the outbox's bounds.
+                incoming = stream.next(),
+                    if open && outbox.has_room_for_replies() && !self.reading_paused() => {
                     let message = match incoming {
                         Some(Ok(m)) => m,
                         Some(Err(e)) => {
@@ -253,43 +267,28 @@ impl<P: Protocol> Connection<P> {
                             debug!("ignoring an empty text message");
                         }
                         Message::Binary(_) | Message::Text(_) => {
-                            let close = P::on_message(&mut self, message);
-                            if !answer(&mut sink, &mut self.pending, &progress, close).await {
-                                break;
-                            }
+                            closing = P::on_message(&mut self, message);
+                            outbox.push_replies(self.pending.drain(..));
                         }
                         // tungstenite answers pings itself on the next read.
                         Message::Close(_) => break,
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
-                Some(queued) = self.out_rx.recv() => {
-                    let size = queued.message.len();
-                    let written = tokio::select! {
-                        written = sink.send(queued.message) => written,
-                        () = progress.stalled() => break,
-                    };
-                    if let Err(e) = written {
-                        debug!("websocket write failed: {e}");
-                        break;
-                    }
-                    // The frame's share of the cap is released with `queued`'s permit.
-                    self.progress.wrote(size);
+                Some(queued) = self.out_rx.recv(), if open && outbox.has_room_for_calls() => {
+                    outbox.push_call(queued);
                 }
-                Some(done) = self.openings.join_next() => {
+                Some(done) = self.openings.join_next(), if open && outbox.has_room_for_replies() => {
                     let Ok((call_id, serial, opening)) = done else {
                         // Only a runtime shutting down cancels an opening.
                         continue;
                     };
-                    let mut close = None;
                     for message in self.opened(call_id, serial, opening) {
-                        if close.is_none() {
-                            close = P::on_message(&mut self, message);
+                        if closing.is_none() {
+                            closing = P::on_message(&mut self, message);
                         }
                     }
-                    if !answer(&mut sink, &mut self.pending, &progress, close).await {
-                        break;
-                    }
+                    outbox.push_replies(self.pending.drain(..));
                 }
                 Some(done) = self.tasks.join_next() => {
                     if let Ok((call_id, serial)) = done {
@@ -301,6 +300,14 @@ impl<P: Protocol> Connection<P> {
                         }
                     }
                 }
+            }
+            if let (Some(close), true) = (&closing, outbox.is_empty()) {
+                let close = Message::Close(Some(close.clone()));
+                tokio::select! {
+                    _ = sink.send(close) => {}
+                    () = progress.stalled() => {}
+                }
+                break;
             }
         }
         // Dropping the JoinSet aborts every call still running.
@@ -624,35 +631,4 @@ impl<P: Protocol> Connection<P> {
             self.pending.push(frame);
         }
     }
-}
-
-/// Writes the frames the connection task answered with, then the close frame if there is one;
-/// whether the socket stays open.
-async fn answer<S>(
-    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-    pending: &mut Vec<Message>,
-    progress: &Progress,
-    close: Option<CloseFrame>,
-) -> bool
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let replies = async {
-        for reply in pending.drain(..) {
-            sink.feed(reply).await?;
-        }
-        sink.flush().await
-    };
-    let written = tokio::select! {
-        written = replies => written.is_ok(),
-        () = progress.stalled() => false,
-    };
-    if !written {
-        return false;
-    }
-    if let Some(close) = close {
-        let _ = sink.send(Message::Close(Some(close))).await;
-        return false;
-    }
-    true
 }
