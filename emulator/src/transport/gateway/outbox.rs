@@ -78,6 +78,12 @@ impl Outbox {
     {
         poll_fn(|cx| {
             while !self.frames.is_empty() {
+                // Each frame is flushed on its own. Written together, a call's last response
+                // and its end go out in one segment, and a client that leaves Nagle's
+                // algorithm on (the vendor's Rust crate) then waits out the Volt's delayed
+                // ACK (40 ms) before its next frame: measured, 1 call in flight went from
+                // 7 to 20 ms a call.
+                ready!(sink.poll_flush_unpin(cx))?;
                 ready!(sink.poll_ready_unpin(cx))?;
                 match self.frames.pop_front() {
                     Some(Out::Reply(message)) => {
