@@ -505,9 +505,10 @@ async fn publish_ends_with_client_end_and_subscribers_get_every_chunk() {
     socket.get_root(&volt, 4).await;
 }
 
-/// A call opens away from the socket's task (its token and call key take RSA work), so the
-/// frames a client sends right behind its first one arrive while it is still opening: they
-/// are held and read once it has opened, in order.
+/// A call opens away from the socket's task (its token and call key take RSA work) while
+/// another call is open, so the frames a client sends right behind its first one arrive while
+/// it is still opening: they are held and read once it has opened, in order. More of them than
+/// the call's inbound queue holds (256) are not refused: the socket is not read meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_sent_behind_the_first_are_read_in_order_once_the_call_opens() {
     let volt = LegacyVolt::start("held").await;
@@ -529,7 +530,7 @@ async fn frames_sent_behind_the_first_are_read_in_order_once_the_call_opens() {
     // Each publisher's first frame, its chunks and its end go out back to back, without
     // waiting for anything; two publishers interleave.
     let chunk = |p: u64, i: usize| STANDARD.encode(format!("{p}-{i}"));
-    const CHUNKS: usize = 20;
+    const CHUNKS: usize = 300;
     let first = |p| json!({"wire_id": wire_id, "chunk": chunk(p, 0)});
     let one = socket.invoke(&volt, 3, PUBLISH_WIRE, &first(3)).await;
     let two = socket.invoke(&volt, 4, PUBLISH_WIRE, &first(4)).await;
@@ -577,18 +578,33 @@ async fn frames_sent_behind_the_first_are_read_in_order_once_the_call_opens() {
 async fn frames_behind_a_refused_first_frame_are_dropped_quietly() {
     let volt = LegacyVolt::start("held-refused").await;
     let mut socket = volt.connect().await;
+    // A call left open, so that the next one opens away from the socket's task.
+    let (values, _) = socket
+        .unary(
+            &volt,
+            1,
+            SAVE_WIRE,
+            &json!({"resource": {"name": "w"}, "create": true}),
+        )
+        .await;
+    let wire_id = values[0]["resource"]["id"].as_str().unwrap().to_owned();
+    socket
+        .invoke(&volt, 2, SUBSCRIBE_WIRE, &json!({"wire_id": wire_id}))
+        .await;
+    subscribers_reach(&volt, &wire_id, 1, "the subscription is made").await;
+
     let stranger = PrivateKey::generate_rsa(2048).unwrap();
     let get = invoke_body(GET_RESOURCE, &json!({"resource_id": volt.volt_id()}));
     let key = socket
-        .invoke_as(&volt, 1, &stranger, volt.claims(), Vec::new(), &get)
+        .invoke_as(&volt, 3, &stranger, volt.claims(), Vec::new(), &get)
         .await;
     for _ in 0..3 {
-        socket.send_body(&key, 1, &payload(&json!({})), false).await;
+        socket.send_body(&key, 3, &payload(&json!({})), false).await;
     }
-    socket.send_body(&key, 1, &Body::end(), true).await;
-    assert!(socket.expect_error(Some(1)).await.contains("kid"));
-    // The next frame is the next call's: nothing was said about call 1's later frames.
-    socket.get_root(&volt, 2).await;
+    socket.send_body(&key, 3, &Body::end(), true).await;
+    assert!(socket.expect_error(Some(3)).await.contains("kid"));
+    // The next frame is the next call's: nothing was said about call 3's later frames.
+    socket.get_root(&volt, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 //! in a slot. A tokio channel allocates a block of slots when made (about 1.5 KB with its
 //! shared state), which every idle subscription would otherwise hold.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -36,7 +36,7 @@ pub(super) fn requests(first: Option<Bytes>, end_after_first: bool) -> (RequestS
     };
     let sender = RequestSender {
         state: Mutex::new(state),
-        pending: Some(pending.clone()),
+        pending: Some(Arc::downgrade(&pending)),
     };
     (sender, Requests(pending))
 }
@@ -45,8 +45,9 @@ pub(super) fn requests(first: Option<Bytes>, end_after_first: bool) -> (RequestS
 /// side too.
 pub(super) struct RequestSender {
     state: Mutex<SenderState>,
-    /// What the body reads, for a sender made by [`requests`].
-    pending: Option<Arc<Mutex<Pending>>>,
+    /// What the body reads, for a sender made by [`requests`]. Weak: once the call has ended
+    /// and its body is gone, so is the queue's receiver, and sending fails.
+    pending: Option<Weak<Mutex<Pending>>>,
 }
 
 enum SenderState {
@@ -67,12 +68,9 @@ impl RequestSender {
         }
     }
 
-    /// Queues a request; waits while the call's queue is full.
+    /// Queues a request; waits while the call's queue is full. Fails once the call has ended.
     pub(super) async fn send(&self, bytes: Bytes) -> Result<()> {
-        self.queue()?
-            .send(bytes)
-            .await
-            .map_err(|_| Error::new(ErrorKind::Closed, "the call has ended"))
+        self.queue()?.send(bytes).await.map_err(|_| call_ended())
     }
 
     /// The queue, made now if this is the first request sent after the call opened.
@@ -85,12 +83,15 @@ impl RequestSender {
                 "the client side of this call has ended",
             )),
             SenderState::Slot => {
+                let pending = self
+                    .pending
+                    .as_ref()
+                    .and_then(Weak::upgrade)
+                    .ok_or_else(call_ended)?;
                 let (queue, receiver) = mpsc::channel(REQUEST_QUEUE);
-                if let Some(pending) = &self.pending {
-                    let mut pending = lock(pending);
-                    pending.queue = Some(receiver);
-                    pending.wake();
-                }
+                let mut pending = lock(&pending);
+                pending.queue = Some(receiver);
+                pending.wake();
                 *state = SenderState::Queue(queue.clone());
                 Ok(queue)
             }
@@ -100,8 +101,9 @@ impl RequestSender {
     /// Ends the client side: the body finishes once what is queued has gone out.
     pub(super) fn end(&self) {
         let ended = std::mem::replace(&mut *lock(&self.state), SenderState::Ended);
-        if let (SenderState::Slot, Some(pending)) = (ended, &self.pending) {
-            let mut pending = lock(pending);
+        let pending = self.pending.as_ref().and_then(Weak::upgrade);
+        if let (SenderState::Slot, Some(pending)) = (ended, pending) {
+            let mut pending = lock(&pending);
             pending.ended = true;
             pending.wake();
         }
@@ -174,6 +176,10 @@ impl Requests {
     }
 }
 
+fn call_ended() -> Error {
+    Error::new(ErrorKind::Closed, "the call has ended")
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -229,7 +235,11 @@ mod tests {
             } else {
                 drop(sender);
             }
-            assert_eq!(body.await.unwrap(), vec![bytes("only")]);
+            let body = tokio::time::timeout(std::time::Duration::from_secs(10), body).await;
+            assert_eq!(
+                body.expect("the body was never ended").unwrap(),
+                vec![bytes("only")]
+            );
         }
     }
 
@@ -248,6 +258,20 @@ mod tests {
         assert!(requests.untouched());
         let body: Vec<_> = requests.stream().collect().await;
         assert_eq!(body, vec![bytes("one")]);
+    }
+
+    #[tokio::test]
+    async fn sending_fails_once_the_body_is_gone() {
+        // With no queue made yet, and with one.
+        for queued in [false, true] {
+            let (sender, requests) = requests(Some(bytes("one")), false);
+            if queued {
+                sender.send(bytes("two")).await.unwrap();
+            }
+            drop(requests);
+            let error = sender.send(bytes("late")).await.unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
+        }
     }
 
     #[tokio::test]

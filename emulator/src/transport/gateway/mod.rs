@@ -196,6 +196,8 @@ pub(crate) struct Connection<P: Protocol> {
     openings: JoinSet<(u64, u64, Option<P::Opening>)>,
     /// The size of the messages held for calls still opening.
     held_bytes: usize,
+    /// Calls still opening that hold as many messages as one may.
+    calls_held_full: usize,
     next_serial: u64,
     /// Frames produced by the call tasks, written by the connection task.
     outgoing: Outgoing,
@@ -215,6 +217,7 @@ impl<P: Protocol> Connection<P> {
             tasks: JoinSet::new(),
             openings: JoinSet::new(),
             held_bytes: 0,
+            calls_held_full: 0,
             next_serial: 0,
             outgoing,
             out_rx,
@@ -238,7 +241,7 @@ impl<P: Protocol> Connection<P> {
             tokio::select! {
                 // A call found the client reading nothing: let it go (logged there).
                 () = progress.stalled() => break,
-                written = outbox.flush(&mut sink, &progress), if !outbox.is_empty() => {
+                written = outbox.flush(&mut sink, &progress), if !outbox.is_done() => {
                     if let Err(e) = written {
                         debug!("websocket write failed: {e}");
                         break;
@@ -301,7 +304,7 @@ impl<P: Protocol> Connection<P> {
                     }
                 }
             }
-            if let (Some(close), true) = (&closing, outbox.is_empty()) {
+            if let (Some(close), true) = (&closing, outbox.is_done()) {
                 let close = Message::Close(Some(close.clone()));
                 tokio::select! {
                     _ = sink.send(close) => {}

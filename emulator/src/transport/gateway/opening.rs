@@ -17,6 +17,13 @@ use super::{CallState, Connection, Protocol};
 /// Bytes held for calls still opening, across one socket, beyond which the socket is not read
 /// until openings finish.
 const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
+/// Messages held for one call still opening, beyond which the socket is not read until it
+/// opens. They are all read at once then, into the call's inbound queue: half of it leaves
+/// room for the first request and more.
+const MAX_HELD_MESSAGES: usize = crate::call::INBOUND_CAPACITY / 2;
+/// Openings of one socket on the blocking pool at once; beyond it a call opens on the socket's
+/// task, as a lone call does, so one client cannot fill the pool that handlers share.
+const MAX_OPENINGS_AWAY: usize = 4;
 
 /// The error of a call whose opening panicked.
 const OPENING_FAILED: &str = "the call could not be opened (internal error)";
@@ -25,14 +32,15 @@ impl<P: Protocol> Connection<P> {
     /// Opens an admitted call: `work` checks it, and [`Protocol::on_opened`] gets what it
     /// returns, on the socket's task. With no other call open on the socket, `work` runs
     /// here: there is nothing to overlap it with, and a hop to another thread and back would
-    /// only add to the call's time. Otherwise it runs on the blocking pool.
+    /// only add to the call's time. Otherwise it runs on the blocking pool, unless
+    /// [`MAX_OPENINGS_AWAY`] of the socket's already do.
     pub(crate) fn open_call<F>(&mut self, call_id: u64, work: F)
     where
         F: FnOnce() -> P::Opening + Send + 'static,
     {
         // A panic fails this call alone.
         let checked = move || std::panic::catch_unwind(AssertUnwindSafe(work)).ok();
-        if self.calls.is_empty() {
+        if self.calls.is_empty() || self.openings.len() >= MAX_OPENINGS_AWAY {
             match checked() {
                 Some(opening) => P::on_opened(self, call_id, opening),
                 None => self.fail_call(call_id, OPENING_FAILED),
@@ -62,18 +70,24 @@ impl<P: Protocol> Connection<P> {
         if let Some(CallState::Opening { held, .. }) = self.calls.get_mut(&call_id) {
             self.held_bytes += message.len();
             held.push(message);
+            if held.len() == MAX_HELD_MESSAGES {
+                self.calls_held_full += 1;
+            }
         }
     }
 
     /// Whether so much is held that the socket should not be read for now.
     pub(super) fn reading_paused(&self) -> bool {
-        self.held_bytes > MAX_HELD_BYTES
+        self.held_bytes > MAX_HELD_BYTES || self.calls_held_full > 0
     }
 
     /// Forgets messages that were held.
     pub(super) fn release(&mut self, held: &[Message]) {
         let bytes: usize = held.iter().map(Message::len).sum();
         self.held_bytes = self.held_bytes.saturating_sub(bytes);
+        if held.len() >= MAX_HELD_MESSAGES {
+            self.calls_held_full = self.calls_held_full.saturating_sub(1);
+        }
     }
 
     /// An opening has finished: hands it to the protocol and returns the messages held for

@@ -31,6 +31,9 @@ pub(super) struct Outbox {
     frames: VecDeque<Out>,
     /// How many of `frames` are replies.
     replies: usize,
+    /// A frame has gone into the sink and has not been flushed since: the outbox needs a
+    /// flush though it holds nothing.
+    unflushed: bool,
 }
 
 enum Out {
@@ -51,8 +54,9 @@ impl Outbox {
         self.replies < OUTBOX_REPLIES
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+    /// Whether nothing waits, in the outbox or in the sink.
+    pub(super) fn is_done(&self) -> bool {
+        self.frames.is_empty() && !self.unflushed
     }
 
     pub(super) fn push_replies(&mut self, replies: impl IntoIterator<Item = Message>) {
@@ -67,7 +71,9 @@ impl Outbox {
     }
 
     /// Writes what the outbox holds and flushes it. A frame leaves the outbox only into the
-    /// sink, so this may be dropped at any await and called again.
+    /// sink, and the outbox remembers the sink is unflushed, so this may be dropped at any
+    /// await and called again. A call frame's share of the connection's cap is released as it
+    /// goes into the sink.
     pub(super) async fn flush<S>(
         &mut self,
         sink: &mut SplitSink<WebSocketStream<S>, Message>,
@@ -88,10 +94,12 @@ impl Outbox {
                 match self.frames.pop_front() {
                     Some(Out::Reply(message)) => {
                         self.replies -= 1;
+                        self.unflushed = true;
                         sink.start_send_unpin(message)?;
                     }
                     Some(Out::Call(queued)) => {
                         let size = queued.message.len();
+                        self.unflushed = true;
                         sink.start_send_unpin(queued.message)?;
                         // The frame's share of the cap is released with `queued`'s permit.
                         progress.wrote(size);
@@ -99,7 +107,9 @@ impl Outbox {
                     None => {}
                 }
             }
-            sink.poll_flush_unpin(cx)
+            ready!(sink.poll_flush_unpin(cx))?;
+            self.unflushed = false;
+            std::task::Poll::Ready(Ok(()))
         })
         .await
     }
