@@ -9,7 +9,9 @@
 //! keep their order.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
 
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{CallState, Connection, Protocol};
@@ -21,9 +23,18 @@ const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
 /// opens. They are all read at once then, into the call's inbound queue: half of it leaves
 /// room for the first request and more.
 const MAX_HELD_MESSAGES: usize = crate::call::INBOUND_CAPACITY / 2;
-/// Openings of one socket on the blocking pool at once; beyond it a call opens on the socket's
-/// task, as a lone call does, so one client cannot fill the pool that handlers share.
-const MAX_OPENINGS_AWAY: usize = 4;
+
+/// Turns on the blocking pool for openings, across the emulator: four per core (fewer left
+/// cores idle between one opening's end and the next one's start, measured with `peers`). An
+/// opening waiting for one holds no thread, so openings never fill the pool that handlers
+/// share, and no socket's task waits for them.
+fn opening_turns() -> &'static Semaphore {
+    static TURNS: OnceLock<Semaphore> = OnceLock::new();
+    TURNS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Semaphore::new(4 * cores)
+    })
+}
 
 /// The error of a call whose opening panicked.
 const OPENING_FAILED: &str = "the call could not be opened (internal error)";
@@ -32,15 +43,15 @@ impl<P: Protocol> Connection<P> {
     /// Opens an admitted call: `work` checks it, and [`Protocol::on_opened`] gets what it
     /// returns, on the socket's task. With no other call open on the socket, `work` runs
     /// here: there is nothing to overlap it with, and a hop to another thread and back would
-    /// only add to the call's time. Otherwise it runs on the blocking pool, unless
-    /// [`MAX_OPENINGS_AWAY`] of the socket's already do.
+    /// only add to the call's time. Otherwise it runs on the blocking pool, when its turn
+    /// comes ([`opening_turns`]).
     pub(crate) fn open_call<F>(&mut self, call_id: u64, work: F)
     where
         F: FnOnce() -> P::Opening + Send + 'static,
     {
         // A panic fails this call alone.
         let checked = move || std::panic::catch_unwind(AssertUnwindSafe(work)).ok();
-        if self.calls.is_empty() || self.openings.len() >= MAX_OPENINGS_AWAY {
+        if self.calls.is_empty() {
             match checked() {
                 Some(opening) => P::on_opened(self, call_id, opening),
                 None => self.fail_call(call_id, OPENING_FAILED),
@@ -56,8 +67,15 @@ impl<P: Protocol> Connection<P> {
                 held: Vec::new(),
             },
         );
-        self.openings
-            .spawn_blocking(move || (call_id, serial, checked()));
+        self.openings.spawn(async move {
+            // The semaphore is never closed; without a turn the opening fails its call.
+            let turn = opening_turns().acquire().await;
+            let opening = match turn {
+                Ok(_turn) => tokio::task::spawn_blocking(checked).await.ok().flatten(),
+                Err(_) => None,
+            };
+            (call_id, serial, opening)
+        });
     }
 
     /// Whether the call under this id is still opening: its messages are to be held.
