@@ -285,6 +285,36 @@ impl Socket {
         payloads(&bodies)
     }
 
+    /// Makes a wire (call `save_id`) and subscribes to it (call `subscribe_id`, left open);
+    /// returns the wire's id and the subscription's key once the Volt counts it.
+    async fn subscribe_new_wire(
+        &mut self,
+        volt: &LegacyVolt,
+        save_id: u64,
+        subscribe_id: u64,
+    ) -> (String, LegacyKey) {
+        let (values, error) = self
+            .unary(
+                volt,
+                save_id,
+                SAVE_WIRE,
+                &json!({"resource": {"name": "w"}, "create": true}),
+            )
+            .await;
+        assert_eq!(error, None);
+        let wire_id = values[0]["resource"]["id"].as_str().unwrap().to_owned();
+        let key = self
+            .invoke(
+                volt,
+                subscribe_id,
+                SUBSCRIBE_WIRE,
+                &json!({"wire_id": wire_id}),
+            )
+            .await;
+        subscribers_reach(volt, &wire_id, 1, "the subscription is made").await;
+        (wire_id, key)
+    }
+
     /// A GetResource of the Volt root, which must succeed.
     async fn get_root(&mut self, volt: &LegacyVolt, call_id: u64) {
         let (values, error) = self
@@ -513,19 +543,7 @@ async fn publish_ends_with_client_end_and_subscribers_get_every_chunk() {
 async fn frames_sent_behind_the_first_are_read_in_order_once_the_call_opens() {
     let volt = LegacyVolt::start("held").await;
     let mut socket = volt.connect().await;
-    let (values, _) = socket
-        .unary(
-            &volt,
-            1,
-            SAVE_WIRE,
-            &json!({"resource": {"name": "w"}, "create": true}),
-        )
-        .await;
-    let wire_id = values[0]["resource"]["id"].as_str().unwrap().to_owned();
-    let subscriber = socket
-        .invoke(&volt, 2, SUBSCRIBE_WIRE, &json!({"wire_id": wire_id}))
-        .await;
-    subscribers_reach(&volt, &wire_id, 1, "the subscription is made").await;
+    let (wire_id, subscriber) = socket.subscribe_new_wire(&volt, 1, 2).await;
 
     // Each publisher's first frame, its chunks and its end go out back to back, without
     // waiting for anything; two publishers interleave.
@@ -579,19 +597,7 @@ async fn frames_behind_a_refused_first_frame_are_dropped_quietly() {
     let volt = LegacyVolt::start("held-refused").await;
     let mut socket = volt.connect().await;
     // A call left open, so that the next one opens away from the socket's task.
-    let (values, _) = socket
-        .unary(
-            &volt,
-            1,
-            SAVE_WIRE,
-            &json!({"resource": {"name": "w"}, "create": true}),
-        )
-        .await;
-    let wire_id = values[0]["resource"]["id"].as_str().unwrap().to_owned();
-    socket
-        .invoke(&volt, 2, SUBSCRIBE_WIRE, &json!({"wire_id": wire_id}))
-        .await;
-    subscribers_reach(&volt, &wire_id, 1, "the subscription is made").await;
+    socket.subscribe_new_wire(&volt, 1, 2).await;
 
     let stranger = PrivateKey::generate_rsa(2048).unwrap();
     let get = invoke_body(GET_RESOURCE, &json!({"resource_id": volt.volt_id()}));
