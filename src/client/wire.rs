@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::{Call, CallEvent, VoltClient};
 use crate::proto::volt::subscribe_wire_response::Payload;
 use crate::proto::volt::SubscribeWireResponse;
+use crate::protocol::wire_chunk;
 use crate::transport::Arrival;
 use crate::{Error, ErrorKind, Result};
 
@@ -96,8 +97,8 @@ impl Stream for WireChunks {
                 }
                 // The gateway's chunks: base64 read straight from the JSON text when the
                 // response is a chunk alone.
-                Arrival::Json(text) => match chunk_of_json(&text) {
-                    Some(chunk) => return Poll::Ready(Some(chunk)),
+                Arrival::Json(text) => match wire_chunk::from_json(&text) {
+                    Some(chunk) => return Poll::Ready(Some(Ok(chunk))),
                     None => self.call.decoded_json(&text),
                 },
                 Arrival::Event(event) => event,
@@ -113,19 +114,6 @@ impl Stream for WireChunks {
             }
         }
     }
-}
-
-/// The chunk of a response whose JSON is `{"chunk": "<base64>"}` and nothing else, decoded
-/// from the text (borrowed when it has no escapes); `None` for any other response.
-fn chunk_of_json(text: &str) -> Option<Result<Vec<u8>>> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ChunkAlone<'a> {
-        #[serde(borrow)]
-        chunk: std::borrow::Cow<'a, str>,
-    }
-    let response: ChunkAlone<'_> = serde_json::from_str(text).ok()?;
-    Some(decode_base64(&response.chunk))
 }
 
 fn decode_chunk(chunk: &Value) -> Result<Vec<u8>> {
@@ -158,7 +146,7 @@ impl WirePublisher {
             // Straight to protobuf: no base64, no JSON, one copy.
             return self.call.send_encoded(publish_request(chunk)).await;
         }
-        self.call.send_json_text(publish_json(chunk)).await
+        self.call.send_json_text(wire_chunk::to_json(chunk)).await
     }
 
     /// Ends the publication and waits for the Volt to confirm it, reporting any error.
@@ -173,18 +161,6 @@ impl WirePublisher {
         }
         Ok(())
     }
-}
-
-/// The proto3 JSON of a `PublishWireRequest` carrying `chunk` alone, `{"chunk":"<base64>"}`,
-/// written straight into one string (standard base64 needs no JSON escaping).
-fn publish_json(chunk: &[u8]) -> String {
-    const OPEN: &str = r#"{"chunk":""#;
-    const CLOSE: &str = r#""}"#;
-    let mut json = String::with_capacity(OPEN.len() + chunk.len().div_ceil(3) * 4 + CLOSE.len());
-    json.push_str(OPEN);
-    base64::engine::general_purpose::STANDARD.encode_string(chunk, &mut json);
-    json.push_str(CLOSE);
-    json
 }
 
 /// A `PublishWireRequest` carrying `chunk` alone, encoded (what prost would make of it,
@@ -221,49 +197,6 @@ mod tests {
                 &expected[..],
                 "{} bytes",
                 chunk.len()
-            );
-        }
-    }
-
-    #[test]
-    fn a_chunk_alone_is_read_from_the_text_and_anything_else_is_left_to_the_call() {
-        let chunk = |text: &str| chunk_of_json(text).map(|r| r.map_err(|e| e.kind()));
-        assert_eq!(chunk(r#"{"chunk":"aGk="}"#), Some(Ok(b"hi".to_vec())));
-        assert_eq!(chunk(r#" { "chunk" : "" } "#), Some(Ok(Vec::new())));
-        // An escaped slash makes the string owned; it is the same base64.
-        assert_eq!(chunk(r#"{"chunk":"P\/8="}"#), Some(Ok(vec![0x3f, 0xff])));
-        assert_eq!(chunk(r#"{"chunk":"@@@"}"#), Some(Err(ErrorKind::Protocol)));
-        for other in [
-            r#"{"status":{"code":3,"message":"no"}}"#,
-            r#"{"chunk":"aGk=","status":{}}"#,
-            r#"{"chunk":7}"#,
-            r#"{}"#,
-            "not json",
-        ] {
-            assert!(chunk(other).is_none(), "{other}");
-        }
-    }
-
-    #[test]
-    fn publish_json_is_the_proto3_json_of_the_request() {
-        let input = crate::protocol::schema::methods()
-            .get(PUBLISH)
-            .expect("PublishWire")
-            .input()
-            .clone();
-        for chunk in [&b""[..], b"x", b"xy", &[0xfbu8; 300], &[1u8; 70_000]] {
-            let json = publish_json(chunk);
-            let value: Value = serde_json::from_str(&json).expect("JSON");
-            assert_eq!(
-                value,
-                json!({ "chunk": base64::engine::general_purpose::STANDARD.encode(chunk) })
-            );
-            let bytes = crate::protocol::schema::json_to_protobuf(&input, &value).expect("fits");
-            assert_eq!(
-                PublishWireRequest::decode(&bytes[..])
-                    .expect("decodes")
-                    .chunk,
-                chunk
             );
         }
     }

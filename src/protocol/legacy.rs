@@ -116,15 +116,16 @@ impl LegacyKey {
         let sealed =
             cbc::Encryptor::<aes::Aes256>::new(self.key.as_ref().into(), self.iv.as_ref().into())
                 .encrypt_padded_vec_mut::<Pkcs7>(&plain);
-        STANDARD.encode(sealed)
+        // The body's bulk: SIMD base64, as strict as `STANDARD` (padding, canonical bits).
+        base64_simd::STANDARD.encode_to_string(sealed)
     }
 
     /// Decrypts and parses a `json_payload`. Every failure (base64, lengths, padding, JSON)
     /// is the same [`FrameError::Undecryptable`]: CBC without a MAC must not become a padding
     /// oracle.
     pub fn open(&self, json_payload: &str) -> Result<Body, FrameError> {
-        let sealed = STANDARD
-            .decode(json_payload.trim())
+        let sealed = base64_simd::STANDARD
+            .decode_to_vec(json_payload.trim().as_bytes())
             .map_err(|_| FrameError::Undecryptable)?;
         if sealed.is_empty() || !sealed.len().is_multiple_of(IV_LEN) {
             return Err(FrameError::Undecryptable);

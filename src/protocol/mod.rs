@@ -40,3 +40,4 @@ pub mod service_protos;
 pub(crate) mod status;
 pub mod token;
 pub mod tunnel;
+pub mod wire_chunk;

@@ -2,10 +2,13 @@
 //! both protocols.
 
 use bytes::Bytes;
+use prost::Message as _;
 use serde_json::Value;
+use tdx_volt::proto::volt::{subscribe_wire_response, PublishWireRequest, SubscribeWireResponse};
 use tdx_volt::protocol::body::Body;
 use tdx_volt::protocol::json_text;
 use tdx_volt::protocol::schema::{self, Method};
+use tdx_volt::protocol::wire_chunk;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{CallSeal, MAX_ERROR_TEXT};
@@ -42,7 +45,22 @@ pub(crate) fn clip(message: &str) -> &str {
     &message[..end]
 }
 
+/// A `PublishWireRequest`, and a `SubscribeWireResponse`, that carries a chunk alone: every
+/// message of a wire's traffic, read and written without the generic conversion (which goes
+/// through a `serde_json::Value` and base64 a byte at a time); anything else takes it.
+const PUBLISH_WIRE: &str = "/tdx.volt_api.volt.v1.WireAPI/PublishWire";
+const SUBSCRIBE_WIRE: &str = "/tdx.volt_api.volt.v1.WireAPI/SubscribeWire";
+
 pub(super) fn request_bytes(method: &Method, json: &str) -> Result<Bytes, Failure> {
+    if method.path() == PUBLISH_WIRE {
+        if let Some(chunk) = wire_chunk::from_json(json) {
+            let request = PublishWireRequest {
+                chunk,
+                ..PublishWireRequest::default()
+            };
+            return Ok(request.encode_to_vec().into());
+        }
+    }
     let value: Value = serde_json::from_str(json)
         .map_err(|e| Failure::abort(Code::InvalidArgument, format!("request is not JSON: {e}")))?;
     schema::json_to_protobuf(method.input(), &value)
@@ -56,10 +74,8 @@ pub(super) fn response_frame<K: CallSeal>(
     call_id: u64,
     bytes: &[u8],
 ) -> Result<Message, Failure> {
-    let json = schema::protobuf_to_json(method.output(), bytes)
-        .map_err(|e| Failure::abort(Code::Internal, format!("response: {e}")))?;
     let body = Body::Payload {
-        json_payload: json_text::to_string(&json),
+        json_payload: response_json(method, bytes)?,
     };
     key.frame(call_id, &body).map_err(|e| {
         Failure::abort(
@@ -69,12 +85,66 @@ pub(super) fn response_frame<K: CallSeal>(
     })
 }
 
+fn response_json(method: &Method, bytes: &[u8]) -> Result<String, Failure> {
+    if method.path() == SUBSCRIBE_WIRE {
+        if let Ok(SubscribeWireResponse {
+            payload: Some(subscribe_wire_response::Payload::Chunk(chunk)),
+        }) = SubscribeWireResponse::decode(bytes)
+        {
+            return Ok(wire_chunk::to_json(&chunk));
+        }
+    }
+    let json = schema::protobuf_to_json(method.output(), bytes)
+        .map_err(|e| Failure::abort(Code::Internal, format!("response: {e}")))?;
+    Ok(json_text::to_string(&json))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::MAX_ERROR_TEXT;
-    use super::{clip, end_body};
+    use super::{clip, end_body, request_bytes, response_json, PUBLISH_WIRE, SUBSCRIBE_WIRE};
     use crate::call::{Code, Failure};
+    use serde_json::{json, Value};
     use tdx_volt::protocol::body::Body;
+    use tdx_volt::protocol::{json_text, schema};
+
+    #[test]
+    fn wire_chunks_take_the_short_way_to_what_the_generic_conversion_gives() {
+        let publish = schema::methods().lookup(PUBLISH_WIRE).expect("PublishWire");
+        let subscribe = schema::methods()
+            .lookup(SUBSCRIBE_WIRE)
+            .expect("SubscribeWire");
+        let texts = [
+            r#"{"chunk":""}"#.to_owned(),
+            r#"{"chunk":"aGk="}"#.to_owned(),
+            format!(r#"{{"chunk":"{}"}}"#, "QUJD".repeat(30_000)),
+            // Not for the short way: the generic conversion reads them.
+            r#"{"chunk":"aGk="}"#.replace("chunk", "wireId"),
+            r#"{"chunk":"aGk","doNotPersist":true}"#.to_owned(),
+        ];
+        for text in &texts {
+            let value: Value = serde_json::from_str(text).expect("JSON");
+            let generic = schema::json_to_protobuf(publish.input(), &value).expect("fits");
+            assert_eq!(
+                &request_bytes(publish, text).expect("a request")[..],
+                &generic[..]
+            );
+        }
+        assert!(request_bytes(publish, r#"{"chunk":"@@@"}"#).is_err());
+        for response in [
+            json!({ "chunk": "" }),
+            json!({ "chunk": "QUJD".repeat(30_000) }),
+            json!({ "status": { "code": 5, "message": "gone" } }),
+            json!({}),
+        ] {
+            let bytes = subscribe.encode_response(&response).expect("encodes");
+            let generic = schema::protobuf_to_json(subscribe.output(), &bytes).expect("decodes");
+            assert_eq!(
+                response_json(subscribe, &bytes).expect("JSON"),
+                json_text::to_string(&generic)
+            );
+        }
+    }
 
     #[test]
     fn clip_cuts_long_texts_at_a_character_boundary() {
