@@ -22,6 +22,27 @@ fn sealed_type() -> impl Strategy<Value = FrameType> {
     prop_oneof![Just(FrameType::Invoke), Just(FrameType::Payload)]
 }
 
+/// A piece of a well-formed JSON string's contents: characters, or an escape.
+fn payload_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-c/{}:,é ]{1,40}",
+        2 => r#"\\["\\/nrtbf]"#,
+        1 => Just(r"\u00e9".to_owned()),
+    ]
+}
+
+/// What a JSON string's contents may not hold as it is: a bad escape, a bare quote or
+/// backslash, a control character.
+fn payload_flaw() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(r"\q".to_owned()),
+        Just("\"".to_owned()),
+        Just("\\".to_owned()),
+        Just("\u{1}".to_owned()),
+        Just("\n".to_owned()),
+    ]
+}
+
 proptest! {
     #[test]
     fn client_hello_round_trips(
@@ -82,6 +103,30 @@ proptest! {
         for body in cases {
             prop_assert_eq!(Body::parse(&body.to_json()).unwrap(), body);
         }
+    }
+
+    #[test]
+    fn payloads_read_as_serde_json_reads_them(
+        pieces in proptest::collection::vec(payload_piece(), 0..40),
+        flaw in proptest::option::of((0usize..40, payload_flaw())),
+    ) {
+        // The form both ends write, around a string of escapes and characters with at most
+        // one flaw in it: what `Body::parse` reads is what serde_json reads.
+        let mut pieces = pieces;
+        if let Some((at, flaw)) = flaw {
+            pieces.insert(at.min(pieces.len()), flaw);
+        }
+        let inner = pieces.concat();
+        let text = format!(r#"{{"method_payload":{{"json_payload":"{inner}"}}}}"#);
+        let expected = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["method_payload"]["json_payload"].as_str().map(str::to_owned));
+        let got = match Body::parse(text.as_bytes()) {
+            Ok(Body::Payload { json_payload }) => Some(json_payload),
+            Ok(_) => return Ok(()),
+            Err(_) => None,
+        };
+        prop_assert_eq!(got, expected);
     }
 
     #[test]

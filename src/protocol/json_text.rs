@@ -119,6 +119,52 @@ pub(crate) fn push_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+/// The text of a JSON string's contents (what lies between its quotes), unescaped, when it
+/// holds no `\u` escape; `None` when it holds one, an unescaped quote or control character,
+/// a bad escape, or bytes that are not UTF-8, so that the caller can leave it to `serde_json`
+/// (and its errors). Runs of 32 bytes with nothing to unescape are copied whole.
+pub(crate) fn unescape_plain(escaped: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut clean = 0; // escaped[clean..at] are still to be copied as they are
+    let mut at = 0;
+    while at < escaped.len() {
+        if let Some(block) = escaped.get(at..at + 32) {
+            if block.iter().fold(0, |any, &b| any | escape_growth(b)) == 0 {
+                at += 32;
+                continue;
+            }
+        }
+        // A block with something to unescape goes a byte at a time (an escape may end just
+        // past it).
+        let end = (at + 32).min(escaped.len());
+        while at < end {
+            match escaped[at] {
+                b'\\' => {
+                    let plain = match escaped.get(at + 1)? {
+                        b'"' => b'"',
+                        b'\\' => b'\\',
+                        b'/' => b'/',
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        _ => return None,
+                    };
+                    out.extend_from_slice(&escaped[clean..at]);
+                    out.push(plain);
+                    at += 2;
+                    clean = at;
+                }
+                b'"' | 0x00..=0x1f => return None,
+                _ => at += 1,
+            }
+        }
+    }
+    out.extend_from_slice(&escaped[clean..]);
+    String::from_utf8(out).ok()
+}
+
 /// What escaping in a JSON string adds to one byte, as serde_json escapes: `\uXXXX` for a
 /// control character (5 more), except the five with a short form like `\n` (1 more), and 1
 /// more for `"` and `\`; 0 for every other byte. Branch-free, so loops over it vectorise.
@@ -188,6 +234,49 @@ mod tests {
         }
         assert_eq!(escaped_len(&text), serde_len(&text));
         assert_eq!(escaped_len(""), 0);
+    }
+
+    #[test]
+    fn plain_strings_are_unescaped_as_serde_json_reads_them() {
+        let mut long = String::new();
+        while long.len() < 1000 {
+            long.push_str(
+                "{\"chunk\":\"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\"}\\/\n\r\t\u{8}\u{c}é😀",
+            );
+        }
+        let samples = [
+            String::new(),
+            "plain".to_owned(),
+            long,
+            "A".repeat(64) + "\"" + &"B".repeat(31),
+            "\\".repeat(40),
+        ];
+        for text in samples {
+            let quoted = serde_json::to_string(&text).unwrap();
+            let inner = &quoted.as_bytes()[1..quoted.len() - 1];
+            assert_eq!(
+                unescape_plain(inner).as_deref(),
+                Some(text.as_str()),
+                "{quoted}"
+            );
+            // An escaped slash, which serde_json never writes, reads as a slash.
+            let slashed = quoted.replace('/', "\\/");
+            let inner = &slashed.as_bytes()[1..slashed.len() - 1];
+            assert_eq!(unescape_plain(inner).as_deref(), Some(text.as_str()));
+        }
+        let long_clean = "x".repeat(40);
+        for left in [
+            r#"\u0001"#.to_owned(),
+            r#"a\"#.to_owned(),
+            r#"a\q"#.to_owned(),
+            r#"a"b"#.to_owned(),
+            "a\u{1}b".to_owned(),
+            format!("{long_clean}\"{long_clean}"),
+            format!("{long_clean}\n"),
+        ] {
+            assert_eq!(unescape_plain(left.as_bytes()), None, "{left:?}");
+        }
+        assert_eq!(unescape_plain(&[b'a', 0xff, b'b']), None);
     }
 
     #[test]
