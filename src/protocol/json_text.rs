@@ -80,14 +80,8 @@ pub(crate) fn push_string(out: &mut Vec<u8>, text: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut clean = 0; // bytes[clean..at] are still to be copied as they are
-    let mut at = 0;
+    let mut at = skip_clean(bytes, 0);
     while at < bytes.len() {
-        if let Some(block) = bytes.get(at..at + 32) {
-            if block.iter().fold(0, |any, &b| any | escape_growth(b)) == 0 {
-                at += 32;
-                continue;
-            }
-        }
         let end = (at + 32).min(bytes.len());
         for (i, &b) in bytes.iter().enumerate().take(end).skip(at) {
             let short = match b {
@@ -113,10 +107,22 @@ pub(crate) fn push_string(out: &mut Vec<u8>, text: &str) {
                 ]);
             }
         }
-        at = end;
+        at = skip_clean(bytes, end);
     }
     out.extend_from_slice(&bytes[clean..]);
     out.push(b'"');
+}
+
+/// Where the first 32-byte block from `at` holding a byte that is special in a JSON string
+/// (a quote, a backslash, a control character) begins; or where the blocks run out.
+fn skip_clean(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(block) = bytes.get(at..at + 32) {
+        if block.iter().fold(0, |any, &b| any | escape_growth(b)) != 0 {
+            break;
+        }
+        at += 32;
+    }
+    at
 }
 
 /// The text of a JSON string's contents (what lies between its quotes), unescaped, when it
@@ -126,14 +132,8 @@ pub(crate) fn push_string(out: &mut Vec<u8>, text: &str) {
 pub(crate) fn unescape_plain(escaped: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(escaped.len());
     let mut clean = 0; // escaped[clean..at] are still to be copied as they are
-    let mut at = 0;
+    let mut at = skip_clean(escaped, 0);
     while at < escaped.len() {
-        if let Some(block) = escaped.get(at..at + 32) {
-            if block.iter().fold(0, |any, &b| any | escape_growth(b)) == 0 {
-                at += 32;
-                continue;
-            }
-        }
         // A block with something to unescape goes a byte at a time (an escape may end just
         // past it).
         let end = (at + 32).min(escaped.len());
@@ -160,6 +160,7 @@ pub(crate) fn unescape_plain(escaped: &[u8]) -> Option<String> {
                 _ => at += 1,
             }
         }
+        at = skip_clean(escaped, at);
     }
     out.extend_from_slice(&escaped[clean..]);
     String::from_utf8(out).ok()
