@@ -242,14 +242,25 @@ mod tests {
             let mut value: Value = serde_json::from_slice(bytes).unwrap();
             value["method_payload"]["json_payload"].take()
         };
-        let long = "{\"chunk\":\"QUJD\"}\\/\n\u{1}é😀".repeat(50);
-        for text in ["", "{}", "{\"chunk\":\"aGk=\"}", long.as_str()] {
+        // Long enough for whole clean blocks, with every short escape; and, last, one with a
+        // control character, which is written as `\u0001` and so read by serde_json.
+        let long = "{\"chunk\":\"QUJDREVGR0hJSktMTU5PUFFS\"}\\/\n\r\t\u{8}\u{c}é😀".repeat(50);
+        let control = format!("{long}\u{1}");
+        for (text, short_way) in [
+            ("", true),
+            ("{}", true),
+            ("{\"chunk\":\"aGk=\"}", true),
+            (long.as_str(), true),
+            (control.as_str(), false),
+        ] {
             let body = Body::Payload {
                 json_payload: text.to_owned(),
             };
             let bytes = body.to_json();
             assert_eq!(Body::parse(&bytes).unwrap(), body);
             assert_eq!(parsed(&bytes), Value::String(text.to_owned()));
+            let inner = &bytes[r#"{"method_payload":{"json_payload":""#.len()..bytes.len() - 3];
+            assert_eq!(unescape_plain(inner).is_some(), short_way, "{text:?}");
         }
         // The written form around something that is not one string goes to the parser.
         let other = br#"{"method_payload":{"json_payload":"a"},"x":{"y":"b"}}"#;

@@ -414,13 +414,27 @@ mod tests {
         let key = LegacyKey::generate();
         let other = LegacyKey::generate();
         let sealed = other.seal(&Body::end());
-        for bad in [
-            "",
-            "not base64!",
-            "AAAA",
-            &sealed,
-            &STANDARD.encode([0u8; 16]),
-        ] {
+        // The base64 is read strictly: a seal of ours re-encoded without padding, or in the
+        // URL-safe alphabet, does not open.
+        // (A 32-byte seal always ends in one `=`; a random one holds `+` or `/` only at times.)
+        let ours = key.seal(&Body::end());
+        assert_eq!(key.open(&ours), Ok(Body::end()));
+        let raw = STANDARD.decode(&ours).unwrap();
+        assert_eq!(raw.len(), 32);
+        let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&raw);
+        let url_safe = base64::engine::general_purpose::URL_SAFE.encode(&raw);
+        let mut bads = vec![
+            String::new(),
+            "not base64!".into(),
+            "AAAA".into(),
+            sealed,
+            STANDARD.encode([0u8; 16]),
+            unpadded,
+        ];
+        if url_safe != ours {
+            bads.push(url_safe);
+        }
+        for bad in &bads {
             assert_eq!(key.open(bad), Err(FrameError::Undecryptable), "{bad:?}");
         }
     }

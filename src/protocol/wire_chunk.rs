@@ -55,6 +55,13 @@ pub fn from_json(text: &str) -> Option<Vec<u8>> {
         #[serde(borrow)]
         chunk: std::borrow::Cow<'a, str>,
     }
+    // serde_json reads a struct from an array too (`["..."]`); a message is an object.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return None;
+    }
     let message: ChunkAlone<'_> = serde_json::from_str(text).ok()?;
     base64_simd::STANDARD
         .decode_to_vec(message.chunk.as_bytes())
@@ -144,6 +151,8 @@ mod tests {
             r#"{"chunk":null}"#,
             r#"{}"#,
             "[]",
+            r#"["aGk="]"#,
+            r#" ["aGk="]"#,
             "not json",
             "",
         ] {

@@ -45,9 +45,9 @@ pub(crate) fn clip(message: &str) -> &str {
     &message[..end]
 }
 
-/// A `PublishWireRequest`, and a `SubscribeWireResponse`, that carries a chunk alone: every
-/// message of a wire's traffic, read and written without the generic conversion (which goes
-/// through a `serde_json::Value` and base64 a byte at a time); anything else takes it.
+// A `PublishWireRequest`, and a `SubscribeWireResponse`, that carries a chunk alone (the bulk
+// of a wire's traffic) is read and written without the generic conversion, which goes through
+// a `serde_json::Value` and base64 a byte at a time; anything else takes it.
 const PUBLISH_WIRE: &str = "/tdx.volt_api.volt.v1.WireAPI/PublishWire";
 const SUBSCRIBE_WIRE: &str = "/tdx.volt_api.volt.v1.WireAPI/SubscribeWire";
 
@@ -131,6 +131,7 @@ mod tests {
             );
         }
         assert!(request_bytes(publish, r#"{"chunk":"@@@"}"#).is_err());
+        assert!(request_bytes(publish, r#"["aGk="]"#).is_err());
         for response in [
             json!({ "chunk": "" }),
             json!({ "chunk": "QUJD".repeat(30_000) }),
