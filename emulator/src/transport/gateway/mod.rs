@@ -38,6 +38,7 @@ use crate::services::Services;
 
 use super::outgoing::{NotQueued, Outgoing, OutgoingLimits, Progress, Queued};
 
+mod backlog;
 mod bodies;
 mod opening;
 mod outbox;
@@ -198,6 +199,8 @@ pub(crate) struct Connection<P: Protocol> {
     held_bytes: usize,
     /// Calls still opening that hold as many messages as one may.
     calls_held_full: usize,
+    /// A message waiting for room in its call's queue, with the socket unread meanwhile.
+    backlog: Option<backlog::Backlog>,
     next_serial: u64,
     /// Frames produced by the call tasks, written by the connection task.
     outgoing: Outgoing,
@@ -218,6 +221,7 @@ impl<P: Protocol> Connection<P> {
             openings: JoinSet::new(),
             held_bytes: 0,
             calls_held_full: 0,
+            backlog: None,
             next_serial: 0,
             outgoing,
             out_rx,
@@ -277,6 +281,11 @@ impl<P: Protocol> Connection<P> {
                         Message::Close(_) => break,
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
+                }
+                Some((call_id, delivered)) = backlog::settle(&mut self.backlog),
+                    if self.backlog.is_some() => {
+                    self.backlog_settled(call_id, delivered);
+                    outbox.push_replies(self.pending.drain(..));
                 }
                 Some(queued) = self.out_rx.recv(), if open && outbox.has_room_for_calls() => {
                     outbox.push_call(queued);
@@ -590,10 +599,15 @@ impl<P: Protocol> Connection<P> {
             Ok(()) => {}
             // The handler has taken all it wants (a unary method reads one request).
             Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.fail_call(
-                call_id,
-                "too many requests waiting for this call (the handler is not keeping up)",
-            ),
+            // Read no further until the handler makes room (`backlog.rs`); a second full
+            // queue meanwhile (a call opened away from the socket's task, its held messages
+            // replayed) fails its call.
+            Err(mpsc::error::TrySendError::Full(bytes)) => {
+                let queue = tx.clone();
+                if !self.hold_back(call_id, queue, bytes) {
+                    self.fail_call(call_id, backlog::NOT_KEEPING_UP);
+                }
+            }
         }
     }
 

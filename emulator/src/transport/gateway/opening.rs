@@ -94,9 +94,10 @@ impl<P: Protocol> Connection<P> {
         }
     }
 
-    /// Whether so much is held that the socket should not be read for now.
+    /// Whether so much is held, for calls opening or for a full call queue, that the socket
+    /// should not be read for now.
     pub(super) fn reading_paused(&self) -> bool {
-        self.held_bytes > MAX_HELD_BYTES || self.calls_held_full > 0
+        self.held_bytes > MAX_HELD_BYTES || self.calls_held_full > 0 || self.backlog.is_some()
     }
 
     /// Forgets messages that were held.
